@@ -1,0 +1,45 @@
+"""Small API building blocks shared by the apps: strict input and role checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import permissions, serializers
+
+ROLE_MARKETER = "marketer"
+ROLE_ONCALL = "oncall"
+ROLE_ADMIN = "admin"
+ALL_ROLES = (ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN)
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Refuses fields it does not declare: a typo must not be silently dropped."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def user_roles(user: Any) -> set[str]:
+    if not user or not user.is_authenticated:
+        return set()
+    if user.is_superuser:
+        return set(ALL_ROLES)
+    return set(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))
+
+
+class RolePermission(permissions.BasePermission):
+    """Reads need any role; writes need one of ``write_roles`` (set on the view)."""
+
+    message = "Your role does not allow this."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        roles = user_roles(request.user)
+        if request.method in permissions.SAFE_METHODS:
+            allowed = set(getattr(view, "read_roles", ALL_ROLES))
+        else:
+            allowed = set(getattr(view, "write_roles", (ROLE_ADMIN,)))
+        return bool(roles & allowed)

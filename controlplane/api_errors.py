@@ -1,0 +1,40 @@
+"""One error shape for the whole API: ``{"error": "<one line>", "fields": {...}}``.
+
+Clients and on-call engineers get a single line that names the problem; the
+per-field detail stays available for forms. No traceback ever leaves the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _first_message(detail: Any, path: str = "") -> str:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            prefix = path if key == "non_field_errors" else f"{path}.{key}" if path else str(key)
+            return _first_message(value, prefix)
+        return path or "invalid input"
+    if isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if isinstance(value, (dict, list)):
+                return _first_message(value, f"{path}[{index}]")
+            return _first_message(value, path)
+        return path or "invalid input"
+    text = " ".join(str(detail).split())
+    return f"{path}: {text}" if path else text
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    body: dict[str, Any] = {"error": _first_message(detail)}
+    if isinstance(detail, dict) and set(detail) != {"detail"}:
+        body["fields"] = detail
+    response.data = body
+    return response

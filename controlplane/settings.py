@@ -1,0 +1,232 @@
+"""Sendplane settings: one module, environment variables, fail loudly.
+
+With no variable set this is the embedded default (a SQLite file and kombu's
+filesystem broker under ``SENDPLANE_DATA_DIR``), so a newcomer needs no server.
+Production sets ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``SECRET_KEY``.
+Every variable is documented in ops/configuration.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from controlplane.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+    reject_unknown,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("SENDPLANE_DATA_DIR", str(BASE_DIR / "var")) or "")
+
+# --- Database -----------------------------------------------------------------
+_default_db = f"sqlite:///{DATA_DIR / 'sendplane.sqlite3'}"
+_database_url = env_str("DATABASE_URL", _default_db) or _default_db
+_db_scheme = urlsplit(_database_url).scheme
+if _db_scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+    raise ImproperlyConfigured(f"DATABASE_URL must be a sqlite:// or postgres:// URL, got scheme {_db_scheme!r}")
+DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))}
+EMBEDDED = _db_scheme == "sqlite"
+if EMBEDDED:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # SQLite serializes writers; wait for the lock instead of failing at once.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+# --- Secrets --------------------------------------------------------------------
+def _embedded_secret_key() -> str:
+    """A per-checkout key for the embedded default only, kept so sessions survive restarts."""
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+SECRET_KEY = env_secret("SECRET_KEY")
+if SECRET_KEY is None:
+    if not EMBEDDED:
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) is required with a production DATABASE_URL")
+    SECRET_KEY = _embedded_secret_key()
+elif len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters")
+
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Applications -----------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "templates_registry",
+    "deliverability",
+    "dispatch",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+ASGI_APPLICATION = "controlplane.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# --- API ------------------------------------------------------------------------
+# Payloads are bounded before parsing: a trigger of 10,000 recipients with
+# contexts fits in 16 MiB; anything larger is refused with 413-style errors.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SENDPLANE_MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1024)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "controlplane.api_errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sendplane API",
+    "DESCRIPTION": "Templates, campaigns, triggers and deliverability controls.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -----------------------------------------------------------------------
+_broker_default = "filesystem://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _broker_default) or _broker_default
+_broker_scheme = urlsplit(CELERY_BROKER_URL).scheme
+if _broker_scheme not in {"filesystem", "amqp", "amqps", "pyamqp", "redis", "rediss", "memory"}:
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL: unsupported broker scheme {_broker_scheme!r}")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if _broker_scheme == "filesystem":
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+# Postgres is the source of truth; the broker only carries hints (DESIGN.md), so
+# tasks are acknowledged late, re-queued when a worker dies, and prefetched one
+# at a time so a killed worker strands at most one task.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+
+# --- Email transport (Django's EMAIL_* settings) ---------------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are both true; set one")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
+
+# --- Spam scoring -----------------------------------------------------------------
+SPAMD_HOST = env_str("SPAMD_HOST", "127.0.0.1")
+SPAMD_PORT = env_int("SPAMD_PORT", 783, minimum=1, maximum=65535)
+SPAMD_TIMEOUT = env_float("SPAMD_TIMEOUT", 10.0, minimum=0.1)
+
+# --- Template rendering limits (the sandbox) ------------------------------------------
+SENDPLANE_RENDER = {
+    # Source size of one version's MJML, refused at save above this.
+    "MAX_SOURCE_BYTES": env_int("SENDPLANE_RENDER_MAX_SOURCE_BYTES", 512 * 1024, minimum=1024),
+    # Rendered output (and any intermediate string) per recipient.
+    "MAX_OUTPUT_BYTES": env_int("SENDPLANE_RENDER_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024),
+    # Loop iterations and calls summed over one render, nested loops included.
+    "MAX_ITERATIONS": env_int("SENDPLANE_RENDER_MAX_ITERATIONS", 10_000, minimum=10),
+    "MAX_CALLS": env_int("SENDPLANE_RENDER_MAX_CALLS", 10_000, minimum=10),
+    # Wall-clock budget of one render; checked at every loop step, call and output chunk.
+    "TIMEOUT_MS": env_int("SENDPLANE_RENDER_TIMEOUT_MS", 250, minimum=1),
+    # Nesting of Jinja blocks and of brackets, refused at compile time.
+    "MAX_NESTING": env_int("SENDPLANE_RENDER_MAX_NESTING", 12, minimum=2, maximum=18),
+}
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+reject_unknown(
+    "SENDPLANE_",
+    {
+        "SENDPLANE_DATA_DIR",
+        "SENDPLANE_MAX_REQUEST_BYTES",
+        "SENDPLANE_RENDER_MAX_SOURCE_BYTES",
+        "SENDPLANE_RENDER_MAX_OUTPUT_BYTES",
+        "SENDPLANE_RENDER_MAX_ITERATIONS",
+        "SENDPLANE_RENDER_MAX_CALLS",
+        "SENDPLANE_RENDER_TIMEOUT_MS",
+        "SENDPLANE_RENDER_MAX_NESTING",
+    },
+)

@@ -1,0 +1,16 @@
+"""Root URLs: the admin, the REST API under /api/v1/ and its OpenAPI schema."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+api_v1 = [
+    path("", include("templates_registry.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema/ui/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-schema-ui"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]

@@ -1,0 +1,59 @@
+"""Reads from the template registry."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.db.models import Count, QuerySet
+
+from templates_registry.models import Template, Variant, VariantVersion, VersionStatus
+from templates_registry.rendering import RenderedMessage, compile_version
+
+_DIFF_FIELDS = ("subject", "sender_name", "preheader", "mjml_body", "text_body")
+
+
+def template_list() -> QuerySet[Template]:
+    return Template.objects.annotate(variant_count=Count("variants")).order_by("slug")
+
+
+def variant_list(*, template: Template) -> QuerySet[Variant]:
+    return Variant.objects.filter(template=template).annotate(version_count=Count("versions"))
+
+
+def version_list(*, variant: Variant) -> QuerySet[VariantVersion]:
+    return VariantVersion.objects.filter(variant=variant).order_by("-number")
+
+
+def version_latest_approved(*, variant: Variant) -> VariantVersion | None:
+    """The version dispatch sends for a variant: its newest approved one."""
+    return (
+        VariantVersion.objects.filter(variant=variant, status=VersionStatus.APPROVED).order_by("-number").first()
+    )
+
+
+def version_render(*, version: VariantVersion, context: Mapping[str, Any] | None = None) -> RenderedMessage:
+    """Render through the same compile-once path dispatch uses; sample values by default.
+
+    Raises RenderError (one line) when the context does not fit the template.
+    """
+    return compile_version(version.content()).render(version.variables if context is None else context)
+
+
+def version_diff(*, old: VariantVersion, new: VariantVersion) -> list[tuple[str, list[str]]]:
+    """Unified diffs, field by field, of two versions' sources (only fields that differ)."""
+    diffs = []
+    for name in (*_DIFF_FIELDS, "variables"):
+        before, after = _as_lines(getattr(old, name)), _as_lines(getattr(new, name))
+        if before != after:
+            lines = difflib.unified_diff(before, after, f"v{old.number}", f"v{new.number}", lineterm="")
+            diffs.append((name, list(lines)))
+    return diffs
+
+
+def _as_lines(value: Any) -> list[str]:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    return str(value).splitlines()

@@ -1,0 +1,196 @@
+"""Writes to the template registry. Views, admin, tasks and commands call these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from templates_registry.models import Origin, Template, Variant, VariantVersion
+from templates_registry.rendering import RenderError, VersionContent, validate_content
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RegistryError(ValueError):
+    """Bad input to the registry: one line naming the problem and, where known, the field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.message, self.field = message, field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+def content_hash(content: VersionContent) -> str:
+    """Identity of what a recipient would receive: all sources and the sample values."""
+    payload = {**content.sources(), "variables": content.variables}
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def template_create(*, slug: str, name: str, description: str = "", spam_threshold: Any = None) -> Template:
+    _check_slug(slug, "slug")
+    if not name.strip():
+        raise RegistryError("must not be empty", field="name")
+    template = Template(slug=slug, name=name.strip(), description=description)
+    if spam_threshold is not None:
+        template.spam_threshold = _threshold(spam_threshold)
+    try:
+        with transaction.atomic():
+            template.save()
+    except IntegrityError:
+        raise RegistryError(f"a template {slug!r} already exists", field="slug") from None
+    return template
+
+
+def variant_create(*, template: Template, slug: str, weight: int = 1) -> Variant:
+    _check_slug(slug, "slug")
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 10_000:
+        raise RegistryError("must be a whole number from 0 to 10000", field="weight")
+    try:
+        with transaction.atomic():
+            return Variant.objects.create(template=template, slug=slug, weight=weight)
+    except IntegrityError:
+        raise RegistryError(f"template {template.slug!r} already has a variant {slug!r}", field="slug") from None
+
+
+def variant_set_weight(*, variant: Variant, weight: int) -> Variant:
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 10_000:
+        raise RegistryError("must be a whole number from 0 to 10000", field="weight")
+    Variant.objects.filter(pk=variant.pk).update(weight=weight)
+    variant.weight = weight
+    return variant
+
+
+def version_create(
+    *,
+    variant: Variant,
+    mjml_body: str,
+    subject: str,
+    sender_name: str = "",
+    preheader: str = "",
+    text_body: str = "",
+    variables: dict[str, Any] | None = None,
+    origin: str = Origin.HUMAN,
+    generator: str = "",
+    model_name: str = "",
+    prompt: str = "",
+    prompt_hash: str = "",
+    generation_params: dict[str, Any] | None = None,
+    parent: VariantVersion | None = None,
+    created_by: Any = None,
+) -> VariantVersion:
+    """Validate, render with the sample values, then write a new numbered version.
+
+    Nothing is written unless the whole version renders in the sandbox: MJML and
+    Jinja syntax, declared variables, sandbox limits and header injection.
+    """
+    content = VersionContent(
+        mjml_body=mjml_body,
+        subject=subject,
+        sender_name=sender_name,
+        preheader=preheader,
+        text_body=text_body,
+        variables=variables if variables is not None else {},
+    )
+    provenance = _provenance(origin, generator, model_name, prompt, prompt_hash, generation_params or {})
+    if parent is not None and parent.variant.template_id != variant.template_id:
+        raise RegistryError("must be a version of the same template", field="parent")
+    validate_content(content)
+    return _insert_version(variant, content, provenance, parent, created_by)
+
+
+def version_derive(*, source: VariantVersion, created_by: Any = None, **changes: Any) -> VariantVersion:
+    """A new version of the same variant, starting from ``source`` (its parent)."""
+    fields = {
+        name: getattr(source, name)
+        for name in ("mjml_body", "subject", "sender_name", "preheader", "text_body", "variables")
+    }
+    unknown = set(changes) - set(fields) - {"origin", "generator", "model_name", "prompt", "prompt_hash", "generation_params"}
+    if unknown:
+        raise RegistryError(f"unknown field {sorted(unknown)[0]!r}")
+    return version_create(variant=source.variant, parent=source, created_by=created_by, **{**fields, **changes})
+
+
+def _insert_version(
+    variant: Variant, content: VersionContent, provenance: dict[str, Any], parent: VariantVersion | None, created_by: Any
+) -> VariantVersion:
+    with transaction.atomic():
+        # The variant row lock serializes numbering: two generators pushing at once get n and n+1.
+        Variant.objects.select_for_update().get(pk=variant.pk)
+        last = VariantVersion.objects.filter(variant=variant).aggregate(n=Max("number"))["n"] or 0
+        return VariantVersion.objects.create(
+            variant=variant,
+            number=last + 1,
+            mjml_body=content.mjml_body,
+            subject=content.subject,
+            sender_name=content.sender_name,
+            preheader=content.preheader,
+            text_body=content.text_body,
+            variables=dict(content.variables),
+            content_hash=content_hash(content),
+            parent=parent,
+            created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+            **provenance,
+        )
+
+
+def _provenance(
+    origin: str, generator: str, model_name: str, prompt: str, prompt_hash: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    if origin not in Origin.values:
+        raise RegistryError(f"must be one of {', '.join(Origin.values)}", field="origin")
+    if not isinstance(params, dict):
+        raise RegistryError("must be an object", field="generation_params")
+    if origin == Origin.AI:
+        if not generator.strip():
+            raise RegistryError("is required for AI-made versions", field="generator")
+        if not model_name.strip():
+            raise RegistryError("is required for AI-made versions", field="model_name")
+        if not prompt and not prompt_hash:
+            raise RegistryError("an AI-made version needs its prompt or prompt_hash", field="prompt")
+    computed = hashlib.sha256(prompt.encode("utf-8")).hexdigest() if prompt else ""
+    if prompt_hash and not _HEX64.match(prompt_hash):
+        raise RegistryError("must be a lowercase hex SHA-256", field="prompt_hash")
+    if prompt_hash and computed and prompt_hash != computed:
+        raise RegistryError("does not match the SHA-256 of prompt", field="prompt_hash")
+    return {
+        "origin": origin,
+        "generator": generator.strip(),
+        "model_name": model_name.strip(),
+        "prompt": prompt,
+        "prompt_hash": prompt_hash or computed,
+        "generation_params": params,
+    }
+
+
+def _check_slug(slug: str, field: str) -> None:
+    if not isinstance(slug, str) or not _SLUG.match(slug):
+        raise RegistryError("must be lowercase letters, digits, - or _ (at most 100)", field=field)
+
+
+def _threshold(value: Any) -> Decimal:
+    try:
+        threshold = Decimal(str(value))
+    except InvalidOperation:
+        raise RegistryError("must be a number", field="spam_threshold") from None
+    if not Decimal("-100") < threshold < Decimal("1000"):
+        raise RegistryError("must be between -100 and 1000", field="spam_threshold")
+    return threshold
+
+
+__all__ = [
+    "RegistryError",
+    "RenderError",
+    "content_hash",
+    "template_create",
+    "variant_create",
+    "variant_set_weight",
+    "version_create",
+    "version_derive",
+]

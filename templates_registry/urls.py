@@ -1,0 +1,3 @@
+"""API routes of the template registry (mounted under /api/v1/)."""
+
+urlpatterns: list = []

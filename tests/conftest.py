@@ -1,0 +1,97 @@
+"""Shared actors and helpers. Tests run against the real PostgreSQL (ops/test sets DATABASE_URL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from templates_registry import services
+from templates_registry.models import Template, Variant, VariantVersion
+from templates_registry.rendering import compile_cache
+
+CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
+
+SIMPLE_MJML = """<mjml>
+  <mj-body>
+    <mj-section><mj-column>
+      <mj-text>Hello {{ first_name }}, <a href="{{ offer_url }}">see the offer</a></mj-text>
+    </mj-column></mj-section>
+    {% for item in items %}
+    <mj-section><mj-column><mj-text>{{ loop.index }}. {{ item }}</mj-text></mj-column></mj-section>
+    {% endfor %}
+  </mj-body>
+</mjml>"""
+SIMPLE_VARIABLES = {"first_name": "Ana", "offer_url": "https://example.com/offer", "items": ["Hat", "Scarf"]}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compile_cache() -> None:
+    compile_cache.clear()
+
+
+def _user(username: str, role: str | None) -> User:
+    user = User.objects.create_user(username=username, password="correct-horse-battery-staple")
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def marketer(db: Any) -> User:
+    return _user("mara-marketer", "marketer")
+
+
+@pytest.fixture
+def oncall(db: Any) -> User:
+    return _user("omar-oncall", "oncall")
+
+
+@pytest.fixture
+def admin_role(db: Any) -> User:
+    return _user("ada-admin", "admin")
+
+
+@pytest.fixture
+def outsider(db: Any) -> User:
+    """Authenticated but with no role: must be refused everywhere."""
+    return _user("olga-outsider", None)
+
+
+@pytest.fixture
+def api_as() -> Callable[[User | None], APIClient]:
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def template(db: Any) -> Template:
+    return services.template_create(slug="welcome", name="Welcome")
+
+
+@pytest.fixture
+def variant(template: Template) -> Variant:
+    return services.variant_create(template=template, slug="a", weight=1)
+
+
+@pytest.fixture
+def version(variant: Variant) -> VariantVersion:
+    return services.version_create(
+        variant=variant,
+        mjml_body=SIMPLE_MJML,
+        subject="Hi {{ first_name }}",
+        sender_name="Atelier",
+        preheader="Two picks for {{ first_name }}",
+        variables=SIMPLE_VARIABLES,
+    )
