@@ -17,7 +17,7 @@ class RenderError(ValueError):
         super().__init__(str(self))
 
     def with_field(self, field: str) -> RenderError:
-        return RenderError(self.message, line=self.line, field=self.field or field)
+        return type(self)(self.message, line=self.line, field=self.field or field)
 
     def __str__(self) -> str:
         where = f" (line {self.line})" if self.line else ""

@@ -182,6 +182,10 @@ class Placeholders:
         pattern = re.compile(re.escape(self.marker) + r"(\d+)Z")
         return pattern.sub(lambda m: self.originals[int(m.group(1))], text)
 
+    def statements_in(self, text: str) -> list[str]:
+        tokens = re.findall(re.escape(self.marker) + r"(\d+)Z", text)
+        return [self.token(int(i)) for i in tokens if int(i) in self.statement_ids]
+
     def is_statement_line(self, line: str) -> bool:
         ids = re.findall(re.escape(self.marker) + r"(\d+)Z", line)
         bare = re.sub(re.escape(self.marker) + r"\d+Z", "", line).strip()

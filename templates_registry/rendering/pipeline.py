@@ -46,7 +46,7 @@ _SOURCE_FIELDS = ("mjml_body", "subject", "preheader", "text_body", "sender_name
 _HEADER_FIELDS = ("subject", "sender_name", "preheader")
 # Joins the text parts of one combined render. Random per process, so no
 # recipient value can forge it; the newline keeps the text part at a line start.
-_PART_SEPARATOR = f"\x00{secrets.token_hex(8)}\n"
+_PART_SEPARATOR = f"\x00{secrets.token_hex(16)}\n"
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,13 @@ class CompiledVersion:
             return self._render(variables)
 
     def _render(self, variables: dict[str, Any]) -> RenderedMessage:
-        subject, sender_name, preheader, text = self._render_text_parts(variables)
         try:
+            subject, sender_name, preheader, text = self._render_text_parts(variables)
             variables[PREHEADER_VAR] = preheader  # the dict is this message's own (with_globals)
-            html = render_prepared(self.html, variables, self.limits)
+            html = _render_field(self.html, variables, "mjml_body", self.limits)
         except RenderError as exc:
+            if exc.field != "mjml_body":
+                raise
             raise self._located(exc, variables) from None
         return RenderedMessage(
             check_header(subject, "subject"), check_header(sender_name, "sender_name"), preheader, html, text
@@ -250,7 +252,7 @@ def _refuse_assignments(env: Any, source: str, name: str) -> None:
 def _derive_text(html: str, placeholders: Placeholders) -> str:
     """Text part from the placeholder HTML; a line holding only statements gives up
     the blank line after it, so a loop renders without runs of blank lines."""
-    lines = html_to_text(html).split("\n")
+    lines = html_to_text(html, keep=placeholders.statements_in).split("\n")
     kept: list[str] = []
     for line in lines:
         if not line and kept and placeholders.is_statement_line(kept[-1]):

@@ -275,7 +275,12 @@ class SendplaneSandbox(ImmutableSandboxedEnvironment):
         """
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
+        _refuse_str_format(obj, attribute)
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _refuse_str_format(obj, argument)
+        return super().getitem(obj, argument)
 
     @staticmethod
     def _range(*args: int) -> range:
@@ -295,10 +300,6 @@ class SendplaneSandbox(ImmutableSandboxedEnvironment):
         return _check_size(self.binop_table[operator](left, right))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        if getattr(__obj, "__name__", None) in {"format", "format_map"} and isinstance(
-            getattr(__obj, "__self__", None), str
-        ):
-            raise SecurityError("str.format is not allowed in templates; use filters")
         _check_int_args(args, kwargs)
         budget = _budget.get()
         if budget is not None:
@@ -318,6 +319,12 @@ class SendplaneSandbox(ImmutableSandboxedEnvironment):
         except (RecursionError, MemoryError, SyntaxError):
             raise RenderLimitError("template nests too deeply to compile") from None
         return template
+
+
+def _refuse_str_format(obj: Any, name: Any) -> None:
+    """str.format reaches attributes through its format spec; templates have filters instead."""
+    if isinstance(obj, str) and name in ("format", "format_map"):
+        raise SecurityError("str.format is not allowed in templates; use filters")
 
 
 def _precheck_growth(operator: str, left: Any, right: Any) -> None:

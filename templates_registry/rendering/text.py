@@ -11,6 +11,7 @@ preheader), shows links as ``text (url)`` and images by their ``alt``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 _SKIPPED = frozenset({"head", "style", "script", "title"})
@@ -22,8 +23,9 @@ _HIDDEN = re.compile(r"display\s*:\s*none", re.I)
 
 
 class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, keep: Callable[[str], list[str]] | None) -> None:
         super().__init__(convert_charrefs=True)
+        self.keep = keep
         self.out: list[str] = []
         self.hidden: list[bool] = []  # one per open non-void element: does it hide its content?
         self.links: list[tuple[str, int]] = []
@@ -66,10 +68,19 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.skipping:
             self.out.append(re.sub(r"\s+", " ", data))
+        elif self.keep is not None:
+            self.out.extend(self.keep(data))
+
+    def handle_comment(self, data: str) -> None:
+        # MJML puts some raw content inside Outlook conditional comments.
+        if self.keep is not None:
+            self.out.extend(self.keep(data))
 
 
-def html_to_text(html: str) -> str:
-    parser = _TextExtractor()
+def html_to_text(html: str, keep: Callable[[str], list[str]] | None = None) -> str:
+    """Visible text of ``html``. ``keep`` picks what must survive from comments and
+    hidden parts too (the Jinja statements a compiled template still holds)."""
+    parser = _TextExtractor(keep)
     parser.feed(html)
     parser.close()
     return normalize_text("".join(parser.out))
