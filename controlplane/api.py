@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import permissions, serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+from controlplane.json_values import json_problem
 
 ROLE_MARKETER = "marketer"
 ROLE_ONCALL = "oncall"
@@ -43,3 +47,24 @@ class RolePermission(permissions.BasePermission):
         else:
             allowed = set(getattr(view, "write_roles", (ROLE_ADMIN,)))
         return bool(roles & allowed)
+
+
+class JsonObjectField(serializers.DictField):
+    """A JSON object from outside (variables, generation parameters, a render context)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        problem = json_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class BoundedJSONParser(JSONParser):
+    """DRF's JSON parser lets the decoder's RecursionError through (a 500); make it a 400."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply") from None

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -29,12 +32,16 @@ def _first_message(detail: Any, path: str = "") -> str:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):  # Django raises it below DRF, which would answer with HTML
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"error": f"request body is larger than {limit} bytes"}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
     detail = response.data
-    body: dict[str, Any] = {"error": _first_message(detail)}
-    if isinstance(detail, dict) and set(detail) != {"detail"}:
+    only_detail = isinstance(detail, dict) and set(detail) == {"detail"}
+    body: dict[str, Any] = {"error": _first_message(detail["detail"] if only_detail else detail)}
+    if isinstance(detail, dict) and not only_detail:
         body["fields"] = detail
     response.data = body
     return response

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from controlplane.json_values import json_problem
 from templates_registry.models import Origin, Template, Variant, VariantVersion
 from templates_registry.rendering import RenderError, VersionContent, validate_content
 
@@ -98,7 +99,9 @@ def version_create(
         text_body=text_body,
         variables=variables if variables is not None else {},
     )
+    _check_json("variables", content.variables)
     provenance = _provenance(origin, generator, model_name, prompt, prompt_hash, generation_params or {})
+    _check_json("generation_params", provenance["generation_params"])
     if parent is not None and parent.variant.template_id != variant.template_id:
         raise RegistryError("must be a version of the same template", field="parent")
     validate_content(content)
@@ -167,6 +170,14 @@ def _provenance(
         "prompt_hash": prompt_hash or computed,
         "generation_params": params,
     }
+
+
+def _check_json(field: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise RegistryError("must be a JSON object", field=field)
+    problem = json_problem(value)
+    if problem:
+        raise RegistryError(problem, field=field)
 
 
 def _check_slug(slug: str, field: str) -> None:

@@ -148,3 +148,18 @@ def test_concurrent_pushes_get_distinct_numbers(variant: Variant) -> None:
         thread.join()
     assert errors == []
     assert sorted(VariantVersion.objects.filter(variant=variant).values_list("number", flat=True)) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("variables", {"first_name": "A\x00", "offer_url": "u", "items": []}), ("generation_params", {"t": float("inf")})],
+)
+def test_values_postgres_cannot_store_are_refused(variant: Variant, field: str, value: dict[str, Any]) -> None:
+    overrides: dict[str, Any] = {field: value}
+    if field == "variables":
+        overrides["subject"] = "Hi"
+        overrides["mjml_body"] = "<mjml><mj-body></mj-body></mjml>"
+    with pytest.raises(services.RegistryError) as refused:
+        make(variant, **overrides)
+    assert refused.value.field == field
+    assert VariantVersion.objects.count() == 0

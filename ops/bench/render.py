@@ -1,0 +1,91 @@
+"""Per-recipient render time of a ~50 KB MJML newsletter: compile-once vs per-recipient MJML.
+
+Run: ops/bench/render [--recipients N]. Each recipient gets its own context.
+Prints medians in microseconds for both paths and their ratio; the last line is
+RESULT ... for scripts. Timings are wall-clock on this machine; compare the
+ratio across machines, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from templates_registry.rendering import VersionContent, compile_version, render_direct  # noqa: E402
+
+FIXTURE = ROOT / "ops" / "bench" / "fixtures" / "newsletter.mjml"
+
+
+def recipient(i: int) -> dict[str, Any]:
+    products = [
+        {
+            "name": f"Oak stool no. {i % 7}-{k}",
+            "blurb": "Hand-finished oak, 45 cm, stackable.",
+            "price": f"€{80 + k}",
+            "was": f"€{110 + k}" if (i + k) % 2 else "",
+            "image": f"https://cdn.example.com/p/{i % 50}-{k}.jpg",
+            "url": f"https://www.example.com/p/{i % 50}-{k}",
+        }
+        for k in range(4)
+    ]
+    return {
+        "brand": "Atelier", "first_name": f"Ana{i}", "campaign": "winter-24", "member_id": f"m-{i:06d}",
+        "points": i % 900, "discount": 15, "offer_end": "31 January", "products": products,
+        "show_referral": i % 3 == 0, "referral_code": f"ANA{i}", "email": f"ana{i}@example.com",
+        "unsubscribe_url": f"https://example.com/u/{i:08x}",
+    }
+
+
+def timed(render: Any, contexts: list[dict[str, Any]]) -> list[float]:
+    samples = []
+    for ctx in contexts:
+        start = time.perf_counter()
+        render(ctx)
+        samples.append((time.perf_counter() - start) * 1e6)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=5000, help="recipients for the compile-once path")
+    parser.add_argument("--direct-recipients", type=int, default=100, help="recipients for the slow per-recipient path")
+    args = parser.parse_args()
+
+    source = FIXTURE.read_text(encoding="utf-8")
+    content = VersionContent(
+        mjml_body=source, subject="{{ first_name }}, the winter edit is here", sender_name="Atelier",
+        preheader="{{ discount }}% off until {{ offer_end }}", variables=recipient(0),
+    )
+    start = time.perf_counter()
+    compiled = compile_version(content)
+    compile_ms = (time.perf_counter() - start) * 1000
+    sample = compiled.render(recipient(0))
+
+    contexts = [recipient(i) for i in range(args.recipients)]
+    compiled.render(contexts[0])  # warm-up
+    once = timed(compiled.render, contexts)
+    direct = timed(lambda ctx: render_direct(content, ctx), contexts[: args.direct_recipients])
+
+    once_median, direct_median = statistics.median(once), statistics.median(direct)
+    print(f"template: {len(source.encode()) / 1024:.1f} KB MJML -> {len(sample.html.encode()) / 1024:.1f} KB HTML + {len(sample.text.encode()) / 1024:.1f} KB text")
+    print(f"compile once (MJML + Jinja compile): {compile_ms:.1f} ms")
+    print(f"compile-once path: median {once_median:.1f} us, p95 {statistics.quantiles(once, n=20)[-1]:.1f} us over {len(once)} recipients (subject, sender, preheader, HTML and text)")
+    print(f"per-recipient MJML path: median {direct_median:.1f} us over {len(direct)} recipients")
+    print(f"RESULT recipients={len(once)} compile_once_us={once_median:.1f} per_recipient_us={direct_median:.1f} speedup={direct_median / once_median:.0f}x bar_us=50 ok={'yes' if once_median < 50 else 'no'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""The registry's admin, for marketers: browse, preview, diff and add versions.
+
+Every write goes through ``services``. A form's validation ends by calling the
+service, so a template that does not render comes back as a form error on the
+field it names and nothing is saved. Versions are immutable: their change pages
+are read-only, and "new version from this" derives a new one.
+
+Access follows the roles (controlplane.api), not Django model permissions: the
+role groups carry none. Marketers and admins add; oncall only looks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.forms.fields import InvalidJSONInput
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+
+from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, user_roles
+from templates_registry import selectors, services
+from templates_registry.models import Template, Variant, VariantVersion
+from templates_registry.rendering import RenderError
+
+_WRITER_ROLES = frozenset({ROLE_MARKETER, ROLE_ADMIN})
+CONTENT_FIELDS = ("subject", "sender_name", "preheader", "mjml_body", "text_body", "variables")
+_PROVENANCE_FIELDS = ("origin", "generator", "model_name", "prompt", "prompt_hash", "generation_params")
+_LINEAGE_FIELDS = ("parent", "created_by", "created_at")
+_SOURCE_TEXTAREAS = ("mjml_body", "text_body")
+_TEMPLATES = "admin/templates_registry/variantversion"
+
+
+# --- Roles ---------------------------------------------------------------------------
+
+
+def _roles(request: HttpRequest) -> set[str]:
+    # The admin asks about permissions many times per page; one query per request is enough.
+    roles: set[str] | None = getattr(request, "_registry_roles", None)
+    if roles is None:
+        roles = user_roles(request.user)
+        setattr(request, "_registry_roles", roles)
+    return roles
+
+
+def can_read(request: HttpRequest) -> bool:
+    return bool(_roles(request))
+
+
+def can_write(request: HttpRequest) -> bool:
+    return bool(_roles(request) & _WRITER_ROLES)
+
+
+class RoleAccess:
+    """Permission answers from the roles; mixed into every ModelAdmin and inline here."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return can_read(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return can_read(request)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return can_write(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return can_write(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Foreign keys are PROTECT and there is no delete service: nothing is deleted here.
+        return False
+
+
+# --- Forms that write through a service --------------------------------------------------
+
+
+class VariablesField(forms.JSONField):
+    """Sample values, edited as a JSON object; the service checks them against the template."""
+
+    default_error_messages = {
+        "invalid": 'Enter the sample values as a JSON object, e.g. {"first_name": "Ana"}.',
+        "not_object": 'Sample values must be a JSON object of name to value, e.g. {"first_name": "Ana"}.',
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["show_hidden_initial"] = False  # set for the model's callable default; only clutters the form
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, InvalidJSONInput):
+            return value  # re-shown as typed, so it can be fixed
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+    def clean(self, value: Any) -> Any:
+        data = super().clean(value)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValidationError(self.error_messages["not_object"], code="not_object")
+        return data
+
+
+def add_service_error(form: forms.BaseForm, exc: services.RegistryError | RenderError) -> None:
+    """Show a service's one-line error on the field it names, or above the form."""
+    form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+
+
+class ServiceModelForm(forms.ModelForm):
+    """Validation ends with the service call that writes; ``instance`` becomes its result.
+
+    Only the service validates fully (it renders the version), so its error must
+    surface while the form can still show it. The admin's changeform view runs in
+    a transaction, and ``ServiceWrites.save_model`` has nothing left to save.
+    """
+
+    user: Any = None  # the request's user, set by ServiceWrites.get_form
+
+    def write(self) -> Any:
+        raise NotImplementedError
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if self._errors:
+            return
+        try:
+            self.instance = self.write()
+        except (services.RegistryError, RenderError) as exc:
+            add_service_error(self, exc)
+
+
+class TemplateForm(ServiceModelForm):
+    class Meta:
+        model = Template
+        fields = ("slug", "name", "description", "spam_threshold")
+
+    def write(self) -> Template:
+        data = self.cleaned_data
+        return services.template_create(
+            slug=data["slug"], name=data["name"], description=data["description"], spam_threshold=data["spam_threshold"]
+        )
+
+
+class VariantForm(ServiceModelForm):
+    class Meta:
+        model = Variant
+        fields = ("template", "slug", "weight")
+
+    def write(self) -> Variant:
+        data = self.cleaned_data
+        if self.instance.pk is not None:  # a change: only the weight is editable
+            return services.variant_set_weight(variant=self.instance, weight=data["weight"])
+        return services.variant_create(template=data["template"], slug=data["slug"], weight=data["weight"])
+
+
+class VersionContentForm(ServiceModelForm):
+    """A version's sources and sample values; subclasses say which service writes them."""
+
+    class Meta:
+        model = VariantVersion
+        fields = CONTENT_FIELDS
+        field_classes = {"variables": VariablesField}
+        widgets = {
+            name: forms.Textarea(attrs={"rows": 20, "class": "vLargeTextField sp-code"}) for name in _SOURCE_TEXTAREAS
+        } | {"variables": forms.Textarea(attrs={"rows": 8, "class": "vLargeTextField sp-code"})}
+        labels = {"mjml_body": "MJML body", "text_body": "Plain text body", "variables": "Sample values"}
+        help_texts = {
+            "text_body": "Leave empty to derive the plain text part from the HTML.",
+            "variables": 'Every variable the template uses, with a sample value: {"first_name": "Ana"}. '
+            "Previews and spam scoring render with these.",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in _SOURCE_TEXTAREAS:
+            if name in self.fields:
+                self.fields[name].strip = False  # keep sources byte-for-byte, so unchanged means unchanged
+
+    # Browsers submit textareas with CRLF line ends; without this every line of a
+    # version edited in the admin would differ from one pushed through the API.
+    def clean_mjml_body(self) -> str:
+        return _unix_newlines(self.cleaned_data["mjml_body"])
+
+    def clean_text_body(self) -> str:
+        return _unix_newlines(self.cleaned_data["text_body"])
+
+    def content(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in CONTENT_FIELDS}
+
+
+class VersionAddForm(VersionContentForm):
+    class Meta(VersionContentForm.Meta):
+        fields = ("variant", *CONTENT_FIELDS)
+
+    def write(self) -> VariantVersion:
+        return services.version_create(variant=self.cleaned_data["variant"], created_by=self.user, **self.content())
+
+
+class VersionDeriveForm(VersionContentForm):
+    """The content of ``source``, edited into the next version of the same variant."""
+
+    def __init__(self, *args: Any, source: VariantVersion, user: Any, **kwargs: Any) -> None:
+        self.source, self.user = source, user
+        super().__init__(*args, initial={name: getattr(source, name) for name in CONTENT_FIELDS}, **kwargs)
+
+    def write(self) -> VariantVersion:
+        content = self.content()
+        if all(content[name] == getattr(self.source, name) for name in CONTENT_FIELDS):
+            raise services.RegistryError(f"nothing changed from v{self.source.number}; edit a field first")
+        return services.version_derive(source=self.source, created_by=self.user, **content)
+
+
+def _unix_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+class ServiceWrites:
+    """For ModelAdmins whose form writes through a service (see ServiceModelForm)."""
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]
+        return type(form.__name__, (form,), {"user": request.user})
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        pass  # the form's validation already wrote it through the service
+
+
+# --- Templates and variants ----------------------------------------------------------------
+
+
+def _versions_link(variant: Variant, count: int) -> str:
+    url = reverse("admin:templates_registry_variantversion_changelist")
+    return format_html('<a href="{}?variant__id__exact={}">{} version(s)</a>', url, variant.pk, count)
+
+
+class VariantInline(RoleAccess, admin.TabularInline):
+    """Read-only: variants are added on their own page, where the service validates them."""
+
+    model = Variant
+    fields = readonly_fields = ("slug", "weight", "versions")
+    extra = max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Variant]:
+        return super().get_queryset(request).annotate(version_count=Count("versions"))
+
+    @admin.display(description="Versions")
+    def versions(self, obj: Variant) -> str:
+        return _versions_link(obj, obj.version_count)  # type: ignore[attr-defined]
+
+
+@admin.register(Template)
+class TemplateAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
+    form = TemplateForm
+    list_display = ("slug", "name", "spam_threshold", "variant_count", "updated_at")
+    search_fields = ("slug", "name")
+    inlines = [VariantInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Template]:
+        return super().get_queryset(request).annotate(variant_count=Count("variants"))
+
+    def get_inlines(self, request: HttpRequest, obj: Template | None) -> list[Any]:
+        return self.inlines if obj is not None else []
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # No service updates a template yet, and the admin writes only through services.
+        return False
+
+    @admin.display(description="Variants", ordering="variant_count")
+    def variant_count(self, obj: Template) -> int:
+        return obj.variant_count  # type: ignore[attr-defined]
+
+
+@admin.register(Variant)
+class VariantAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
+    form = VariantForm
+    list_display = ("__str__", "template", "weight", "versions")
+    list_filter = ("template",)
+    search_fields = ("slug", "template__slug", "template__name")
+    list_select_related = ("template",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Variant]:
+        return super().get_queryset(request).annotate(version_count=Count("versions"))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Variant | None = None) -> tuple[str, ...]:
+        return ("template", "slug") if obj is not None else ()
+
+    @admin.display(description="Versions", ordering="version_count")
+    def versions(self, obj: Variant) -> str:
+        return _versions_link(obj, obj.version_count)  # type: ignore[attr-defined]
+
+
+# --- Versions ----------------------------------------------------------------------------
+
+
+def diff_rows(lines: list[str]) -> list[tuple[str, str]]:
+    """(css class, line) pairs, so the template can colour a unified diff."""
+    return [(_diff_class(index, line), line) for index, line in enumerate(lines)]
+
+
+def _diff_class(index: int, line: str) -> str:
+    if index < 2:  # the ---/+++ header, by position: a removed line "-- x" also reads "--- x"
+        return "diff-file"
+    if line.startswith("@@"):
+        return "diff-hunk"
+    return {"+": "diff-add", "-": "diff-del"}.get(line[:1], "diff-ctx")
+
+
+@admin.register(VariantVersion)
+class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
+    form = VersionAddForm
+    change_form_template = f"{_TEMPLATES}/change_form.html"
+    list_display = ("__str__", "subject", "status", "origin", "created_by", "created_at", "tools")
+    list_filter = ("status", "origin", "variant__template")
+    search_fields = ("subject", "variant__template__slug", "variant__slug")
+    list_select_related = ("variant__template", "created_by")
+    add_fieldsets = ((None, {"fields": ("variant", *CONTENT_FIELDS)}),)
+    view_fieldsets = (
+        (None, {"fields": ("variant", "number", "status", "status_changed_at", "content_hash")}),
+        ("Content", {"fields": CONTENT_FIELDS}),
+        ("Provenance", {"fields": _PROVENANCE_FIELDS + _LINEAGE_FIELDS}),
+    )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Immutable: the change page is a read-only view, and a POST to it is refused.
+        return False
+
+    def get_fieldsets(self, request: HttpRequest, obj: VariantVersion | None = None) -> Any:
+        return self.view_fieldsets if obj is not None else self.add_fieldsets
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "variant":  # its label names the template
+            kwargs["queryset"] = Variant.objects.select_related("template")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="")
+    def tools(self, obj: VariantVersion) -> str:
+        links = [(self._url("preview", obj), "Preview"), (self._url("diff", obj), "Diff")]
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        own = [
+            path("<int:object_id>/preview/", view(self.preview_view), name=self._url_name("preview")),
+            path("<int:object_id>/diff/", view(self.diff_view), name=self._url_name("diff")),
+            path("<int:object_id>/derive/", view(self.derive_view), name=self._url_name("derive")),
+        ]
+        return own + super().get_urls()  # before the catch-all <path:object_id>/
+
+    def preview_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        version = self._viewable(request, object_id)
+        try:
+            rendered, error = selectors.version_render(version=version), None
+        except RenderError as exc:
+            rendered, error = None, str(exc)
+        context = {"rendered": rendered, "error": error}
+        return self._page(request, "preview", version, f"Preview of {version}", context)
+
+    def diff_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        version = self._viewable(request, object_id)
+        against = self._diff_base(request, version)
+        diffs = [] if against is None else selectors.version_diff(old=against, new=version)
+        context = {
+            "against": against,
+            "diffs": [(name, diff_rows(lines)) for name, lines in diffs],
+            "choices": self._comparable(version),
+        }
+        return self._page(request, "diff", version, f"Changes in {version}", context)
+
+    def derive_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        source = self._viewable(request, object_id)
+        data = request.POST if request.method == "POST" else None
+        form = VersionDeriveForm(data, source=source, user=request.user)
+        if form.is_bound:
+            with transaction.atomic():  # the version and its log entry, or neither
+                if form.is_valid():
+                    return self._derived(request, source, form.instance)
+        return self._page(request, "derive", source, f"New version from {source}", {"form": form})
+
+    def _derived(self, request: HttpRequest, source: VariantVersion, created: VariantVersion) -> HttpResponse:
+        self.log_addition(request, created, [{"added": {}}])
+        self.message_user(request, f"Created {created} from v{source.number}.", messages.SUCCESS)
+        return HttpResponseRedirect(self._url("change", created))
+
+    def _viewable(self, request: HttpRequest, object_id: int) -> VariantVersion:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(self.get_queryset(request).select_related("variant__template"), pk=object_id)
+
+    def _diff_base(self, request: HttpRequest, version: VariantVersion) -> VariantVersion | None:
+        """The version named by ?against=, else the parent, else the previous number."""
+        against = request.GET.get("against", "")
+        if against:
+            if not against.isdigit():
+                raise Http404("against must be a version id")
+            return get_object_or_404(VariantVersion, pk=int(against))
+        if version.parent is not None:
+            return version.parent
+        return selectors.version_list(variant=version.variant).filter(number__lt=version.number).first()
+
+    def _comparable(self, version: VariantVersion) -> QuerySet[VariantVersion]:
+        # Any version of the same template: comparing variant A with B is how an A/B test is read.
+        others = VariantVersion.objects.filter(variant__template_id=version.variant.template_id).exclude(pk=version.pk)
+        return others.select_related("variant__template").order_by("variant__slug", "-number")
+
+    def _page(
+        self, request: HttpRequest, name: str, version: VariantVersion, title: str, extra: dict[str, Any]
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": version,
+            "title": title,
+            "has_add_permission": self.has_add_permission(request),
+            **extra,
+        }
+        return TemplateResponse(request, f"{_TEMPLATES}/{name}.html", context)
+
+    def _url_name(self, view: str) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+
+    def _url(self, view: str, version: VariantVersion) -> str:
+        return reverse(f"admin:{self._url_name(view)}", args=[version.pk])

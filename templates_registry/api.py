@@ -1,0 +1,408 @@
+"""REST API of the template registry: validate, call a service or selector, serialize.
+
+Product backends and AI generators push versions here (with provenance); any
+role may read and preview. Bad input is answered 400 in the project's one error
+shape (controlplane.api_errors) and changes nothing: the services validate and
+render everything before they write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.api import (
+    ALL_ROLES,
+    ROLE_ADMIN,
+    ROLE_MARKETER,
+    JsonObjectField,
+    RolePermission,
+    StrictInputSerializer,
+)
+from templates_registry import selectors, services
+from templates_registry.models import Origin, Template, Variant, VariantVersion
+from templates_registry.rendering import RenderError
+
+TAG = "templates"
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the API (controlplane/api_errors.py)."""
+
+    error = serializers.CharField(help_text="One line naming the problem (and the field, where known).")
+    fields = serializers.DictField(required=False, help_text="Messages per input field, for forms.")
+
+    class Meta:
+        ref_name = "Error"
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    described = {
+        400: "Bad input (unknown field, wrong type, template that does not render); nothing was saved.",
+        401: "No or invalid token.",
+        403: "Your role does not allow this.",
+        404: "No such template, variant or version.",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in codes}
+
+
+class RegistryApi(APIView):
+    # Common to every registry view: role checks, and registry errors as 400s.
+    # (A comment, not a docstring: drf-spectacular would show it on every operation.)
+
+    permission_classes = [RolePermission]
+    read_roles = ALL_ROLES
+    write_roles = (ROLE_MARKETER, ROLE_ADMIN)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, (services.RegistryError, RenderError)):
+            return _bad_input(exc)
+        return super().handle_exception(exc)
+
+
+def _bad_input(exc: services.RegistryError | RenderError) -> Response:
+    """400 with the error's one line; its message also under the field it names."""
+    line = str(exc)
+    body: dict[str, Any] = {"error": line}
+    if exc.field:
+        prefix = f"{exc.field}: "
+        body["fields"] = {exc.field: [line[len(prefix) :] if line.startswith(prefix) else line]}
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+
+def _get_or_404(queryset: QuerySet[Any], what: str, **lookup: Any) -> Any:
+    try:
+        return queryset.get(**lookup)
+    except queryset.model.DoesNotExist:
+        raise NotFound(f"{what} not found") from None
+
+
+def _template(slug: str) -> Template:
+    return _get_or_404(Template.objects.all(), f"template {slug!r}", slug=slug)
+
+
+def _variant(slug: str, variant_slug: str) -> Variant:
+    return _get_or_404(
+        Variant.objects.select_related("template"),
+        f"variant {variant_slug!r} of template {slug!r}",
+        template__slug=slug,
+        slug=variant_slug,
+    )
+
+
+def _paginated(
+    view: APIView, request: Request, queryset: QuerySet[Any], output: type[serializers.Serializer]
+) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(output(page, many=True).data)
+
+
+# --- Templates ------------------------------------------------------------------------
+
+
+class TemplateOutputSerializer(serializers.Serializer):
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    spam_threshold = serializers.DecimalField(
+        max_digits=5, decimal_places=2, help_text="A version scoring at or above this is never approvable."
+    )
+    variant_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "Template"
+
+
+class TemplateListCreateApi(RegistryApi):
+    pagination_class = LimitOffsetPagination
+
+    class InputSerializer(StrictInputSerializer):
+        slug = serializers.CharField(help_text="Lowercase letters, digits, - or _ (at most 100).")
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True)
+        spam_threshold = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
+
+        class Meta:
+            ref_name = "TemplateCreate"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="templates_list",
+        description="All templates, by slug, with how many variants each has.",
+        responses={200: TemplateOutputSerializer(many=True), **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        return _paginated(self, request, selectors.template_list(), TemplateOutputSerializer)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="templates_create",
+        description="Create a template; its variants and versions come next.",
+        request=InputSerializer,
+        responses={201: TemplateOutputSerializer, **_errors(400, 401, 403)},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        template = services.template_create(**serializer.validated_data)
+        template = selectors.template_list().get(pk=template.pk)  # with its variant count
+        return Response(TemplateOutputSerializer(template).data, status=status.HTTP_201_CREATED)
+
+
+class TemplateDetailApi(RegistryApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="templates_retrieve",
+        description="One template.",
+        responses={200: TemplateOutputSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        template = _get_or_404(selectors.template_list(), f"template {slug!r}", slug=slug)
+        return Response(TemplateOutputSerializer(template).data)
+
+
+# --- Variants -------------------------------------------------------------------------
+
+
+class VariantOutputSerializer(serializers.Serializer):
+    template = serializers.SlugField(source="template.slug")
+    slug = serializers.SlugField()
+    weight = serializers.IntegerField(help_text="Relative share of recipients in an A/B test; 0 takes it out.")
+    version_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "Variant"
+
+
+class VariantListCreateApi(RegistryApi):
+    pagination_class = LimitOffsetPagination
+
+    class InputSerializer(StrictInputSerializer):
+        slug = serializers.CharField(help_text="Lowercase letters, digits, - or _ (at most 100).")
+        weight = serializers.IntegerField(required=False, help_text="0 to 10000; 1 when omitted.")
+
+        class Meta:
+            ref_name = "VariantCreate"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="variants_list",
+        description="The template's variants (A/B alternatives), by slug.",
+        responses={200: VariantOutputSerializer(many=True), **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        variants = selectors.variant_list(template=_template(slug)).select_related("template")
+        return _paginated(self, request, variants, VariantOutputSerializer)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="variants_create",
+        description="Add a variant to the template.",
+        request=InputSerializer,
+        responses={201: VariantOutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        template = _template(slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        variant = services.variant_create(template=template, **serializer.validated_data)
+        variant = selectors.variant_list(template=template).select_related("template").get(pk=variant.pk)
+        return Response(VariantOutputSerializer(variant).data, status=status.HTTP_201_CREATED)
+
+
+class VariantDetailApi(RegistryApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="variants_retrieve",
+        description="One variant of the template.",
+        responses={200: VariantOutputSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str, variant_slug: str) -> Response:
+        variants = selectors.variant_list(template=_template(slug)).select_related("template")
+        variant = _get_or_404(variants, f"variant {variant_slug!r} of template {slug!r}", slug=variant_slug)
+        return Response(VariantOutputSerializer(variant).data)
+
+
+# --- Versions -------------------------------------------------------------------------
+
+_VERSIONS = VariantVersion.objects.select_related("variant__template", "created_by")
+
+
+class VersionSummaryOutputSerializer(serializers.Serializer):
+    """A version without its sources (a list of versions stays small); GET the version for them."""
+
+    id = serializers.IntegerField()
+    template = serializers.SlugField(source="variant.template.slug")
+    variant = serializers.SlugField(source="variant.slug")
+    number = serializers.IntegerField()
+    status = serializers.CharField(help_text="draft, scored, approved, rejected or retired.")
+    status_changed_at = serializers.DateTimeField(allow_null=True)
+    content_hash = serializers.CharField(help_text="SHA-256 of the sources and sample values.")
+    subject = serializers.CharField()
+    origin = serializers.ChoiceField(choices=Origin.choices)
+    generator = serializers.CharField()
+    model_name = serializers.CharField()
+    prompt_hash = serializers.CharField(help_text="SHA-256 of the prompt (computed when only the prompt is sent).")
+    parent = serializers.IntegerField(source="parent_id", allow_null=True)
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "VersionSummary"
+
+
+class VersionOutputSerializer(VersionSummaryOutputSerializer):
+    mjml_body = serializers.CharField()
+    sender_name = serializers.CharField()
+    preheader = serializers.CharField()
+    text_body = serializers.CharField()
+    variables = serializers.DictField(help_text="Declared variables with their sample values.")
+    prompt = serializers.CharField()
+    generation_params = serializers.DictField()
+
+    class Meta:
+        ref_name = "Version"
+
+
+class VersionListCreateApi(RegistryApi):
+    pagination_class = LimitOffsetPagination
+
+    class InputSerializer(StrictInputSerializer):
+        # Sources are stored exactly as sent: they make up the content hash.
+        mjml_body = serializers.CharField(trim_whitespace=False)
+        subject = serializers.CharField(max_length=998, trim_whitespace=False)
+        sender_name = serializers.CharField(max_length=200, required=False, allow_blank=True, trim_whitespace=False)
+        preheader = serializers.CharField(max_length=500, required=False, allow_blank=True, trim_whitespace=False)
+        text_body = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+        variables = JsonObjectField(
+            required=False, help_text="Every variable the sources read, with a sample value for previews and scoring."
+        )
+        origin = serializers.ChoiceField(choices=Origin.choices, required=False)
+        generator = serializers.CharField(
+            max_length=200, required=False, allow_blank=True, help_text="Required when origin is ai."
+        )
+        model_name = serializers.CharField(
+            max_length=200, required=False, allow_blank=True, help_text="Required when origin is ai."
+        )
+        prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+        prompt_hash = serializers.CharField(
+            max_length=64,
+            required=False,
+            allow_blank=True,
+            help_text=(
+                "Lowercase hex SHA-256 of the prompt; computed from prompt when omitted, checked when both are sent."
+            ),
+        )
+        generation_params = JsonObjectField(required=False)
+        parent = serializers.PrimaryKeyRelatedField(
+            queryset=VariantVersion.objects.select_related("variant"),
+            required=False,
+            allow_null=True,
+            help_text="Id of the version this one was derived from (same template).",
+        )
+
+        class Meta:
+            ref_name = "VersionCreate"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_list",
+        description="The variant's versions, newest first, without their sources.",
+        responses={200: VersionSummaryOutputSerializer(many=True), **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str, variant_slug: str) -> Response:
+        versions = selectors.version_list(variant=_variant(slug, variant_slug)).select_related(
+            "variant__template", "created_by"
+        )
+        return _paginated(self, request, versions, VersionSummaryOutputSerializer)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_create",
+        description=(
+            "Push a new version, with its provenance when an AI generator made it. It is saved only if "
+            "every source renders in the sandbox with the sample values; it starts as a draft."
+        ),
+        request=InputSerializer,
+        responses={201: VersionOutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, slug: str, variant_slug: str) -> Response:
+        variant = _variant(slug, variant_slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        version = services.version_create(variant=variant, created_by=request.user, **serializer.validated_data)
+        return Response(VersionOutputSerializer(_VERSIONS.get(pk=version.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class VersionDetailApi(RegistryApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_retrieve",
+        description="One version, with its sources, sample values and provenance.",
+        responses={200: VersionOutputSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, version_id: int) -> Response:
+        version = _get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        return Response(VersionOutputSerializer(version).data)
+
+
+class VersionPreviewApi(RegistryApi):
+    write_roles = ALL_ROLES  # a preview renders and saves nothing: a read, whatever the method
+
+    class InputSerializer(StrictInputSerializer):
+        context = JsonObjectField(
+            required=False, help_text="Variables to render with; the version's sample values when omitted."
+        )
+
+        class Meta:
+            ref_name = "VersionPreview"
+
+    class OutputSerializer(serializers.Serializer):
+        subject = serializers.CharField()
+        sender_name = serializers.CharField()
+        preheader = serializers.CharField()
+        html = serializers.CharField()
+        text = serializers.CharField()
+
+        class Meta:
+            ref_name = "RenderedMessage"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_preview",
+        description=(
+            "Render the version as a recipient would get it, through the same sandboxed path dispatch uses. "
+            "A context that does not fit (undefined variable, sandbox limit, line break in a header) is a 400."
+        ),
+        request=InputSerializer,
+        responses={200: OutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, version_id: int) -> Response:
+        version = _get_or_404(VariantVersion.objects.all(), f"version {version_id}", pk=version_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rendered = selectors.version_render(version=version, context=serializer.validated_data.get("context"))
+        return Response(self.OutputSerializer(rendered).data)
+
+
+__all__ = [
+    "TemplateDetailApi",
+    "TemplateListCreateApi",
+    "VariantDetailApi",
+    "VariantListCreateApi",
+    "VersionDetailApi",
+    "VersionListCreateApi",
+    "VersionPreviewApi",
+]
