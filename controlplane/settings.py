@@ -40,7 +40,9 @@ EMBEDDED = _db_scheme == "sqlite"
 if EMBEDDED:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # SQLite serializes writers; wait for the lock instead of failing at once.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 30}
+    # IMMEDIATE takes the write lock at BEGIN, which is what select_for_update()
+    # means on PostgreSQL: the token bucket and claims stay atomic on both.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
@@ -209,6 +211,26 @@ SENDPLANE_RENDER = {
     "MAX_NESTING": env_int("SENDPLANE_RENDER_MAX_NESTING", 12, minimum=2, maximum=18),
 }
 
+# --- Dispatch ----------------------------------------------------------------------
+# Where recipients' unsubscribe links point (the one-click endpoint lives at /u/<token>).
+SENDPLANE_PUBLIC_URL = (env_str("SENDPLANE_PUBLIC_URL", "http://localhost:8000") or "").rstrip("/")
+SENDPLANE_DISPATCH = {
+    # Messages one claim takes at most; also the size of one SMTP connection's batch.
+    "BATCH_SIZE": env_int("SENDPLANE_DISPATCH_BATCH_SIZE", 50, minimum=1, maximum=1000),
+    # A claimed row still "sending" this long after its claim is marked unknown (never re-sent).
+    "LEASE_SECONDS": env_int("SENDPLANE_DISPATCH_LEASE_SECONDS", 300, minimum=1),
+    # 4xx replies are retried this many times in all, the wait doubling from the base.
+    "MAX_ATTEMPTS": env_int("SENDPLANE_DISPATCH_MAX_ATTEMPTS", 6, minimum=1, maximum=50),
+    "RETRY_BASE_SECONDS": env_float("SENDPLANE_DISPATCH_RETRY_BASE_SECONDS", 60.0, minimum=0.0),
+    # Pause and suppression are re-read before every this many messages handed to the transport.
+    "RECHECK_EVERY": env_int("SENDPLANE_DISPATCH_RECHECK_EVERY", 10, minimum=1),
+    # How often beat runs the sweeper (seconds): wakes rows whose not_before passed, expires leases.
+    "SWEEP_SECONDS": env_float("SENDPLANE_DISPATCH_SWEEP_SECONDS", 1.0, minimum=0.1),
+}
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
+}
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
 LOGGING = {
     "version": 1,
@@ -229,5 +251,12 @@ reject_unknown(
         "SENDPLANE_RENDER_MAX_CALLS",
         "SENDPLANE_RENDER_TIMEOUT_MS",
         "SENDPLANE_RENDER_MAX_NESTING",
+        "SENDPLANE_PUBLIC_URL",
+        "SENDPLANE_DISPATCH_BATCH_SIZE",
+        "SENDPLANE_DISPATCH_LEASE_SECONDS",
+        "SENDPLANE_DISPATCH_MAX_ATTEMPTS",
+        "SENDPLANE_DISPATCH_RETRY_BASE_SECONDS",
+        "SENDPLANE_DISPATCH_RECHECK_EVERY",
+        "SENDPLANE_DISPATCH_SWEEP_SECONDS",
     },
 )

@@ -6,11 +6,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 api_v1 = [
     path("", include("templates_registry.urls")),
+    path("", include("dispatch.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("schema/ui/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-schema-ui"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("u/", include("dispatch.unsubscribe_urls")),
     path("api/v1/", include(api_v1)),
 ]

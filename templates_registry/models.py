@@ -64,7 +64,7 @@ class ImmutableVersionError(RuntimeError):
 class VariantVersion(models.Model):
     """One immutable revision of a variant. Only status fields ever change."""
 
-    MUTABLE_FIELDS = frozenset({"status", "status_changed_at"})
+    MUTABLE_FIELDS = frozenset({"status", "status_changed_at", "approved_by", "approved_at"})
 
     variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
@@ -78,6 +78,10 @@ class VariantVersion(models.Model):
     content_hash = models.CharField(max_length=64, db_index=True)
     status = models.CharField(max_length=16, choices=VersionStatus.choices, default=VersionStatus.DRAFT)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.HUMAN)
     generator = models.CharField(max_length=200, blank=True)
     model_name = models.CharField(max_length=200, blank=True)

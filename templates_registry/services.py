@@ -10,9 +10,10 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from controlplane.json_values import json_problem
-from templates_registry.models import Origin, Template, Variant, VariantVersion
+from templates_registry.models import Origin, Template, Variant, VariantVersion, VersionStatus
 from templates_registry.rendering import RenderError, VersionContent, validate_content
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -120,6 +121,25 @@ def version_derive(*, source: VariantVersion, created_by: Any = None, **changes:
     return version_create(variant=source.variant, parent=source, created_by=created_by, **{**fields, **changes})
 
 
+def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVersion:
+    """Approve a version for sending, recording who and when.
+
+    The gate today: the version renders with its sample values. Issue 4 adds
+    the spam score under the template's threshold and the pre-send checks.
+    """
+    if version.status in (VersionStatus.REJECTED, VersionStatus.RETIRED):
+        raise RegistryError(f"a {version.status} version cannot be approved", field="status")
+    validate_content(version.content())
+    with transaction.atomic():
+        locked = VariantVersion.objects.select_for_update().get(pk=version.pk)
+        if locked.status != VersionStatus.APPROVED:
+            locked.status = VersionStatus.APPROVED
+            locked.status_changed_at = locked.approved_at = timezone.now()
+            locked.approved_by = approved_by if getattr(approved_by, "is_authenticated", False) else None
+            locked.save(update_fields=["status", "status_changed_at", "approved_by", "approved_at"])
+    return locked
+
+
 def _insert_version(
     variant: Variant, content: VersionContent, provenance: dict[str, Any], parent: VariantVersion | None, created_by: Any
 ) -> VariantVersion:
@@ -203,5 +223,6 @@ __all__ = [
     "variant_create",
     "variant_set_weight",
     "version_create",
+    "version_approve",
     "version_derive",
 ]

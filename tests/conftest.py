@@ -95,3 +95,38 @@ def version(variant: Variant) -> VariantVersion:
         preheader="Two picks for {{ first_name }}",
         variables=SIMPLE_VARIABLES,
     )
+
+
+@pytest.fixture
+def smtp_sink(settings: Any) -> Any:
+    """A real SMTP server on loopback; Django's EMAIL_* point at it for the test."""
+    from tests.smtp_sink import SmtpSink
+
+    with SmtpSink() as sink:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        yield sink
+
+
+@pytest.fixture
+def sending_domain(db: Any) -> Any:
+    from deliverability.services import domain_create
+
+    return domain_create(domain="mail.example.com", default_sender="news@mail.example.com", rate_per_second=1000, burst=1000)
+
+
+@pytest.fixture
+def approved_version(version: VariantVersion, marketer: User) -> VariantVersion:
+    return services.version_approve(version=version, approved_by=marketer)
+
+
+@pytest.fixture
+def campaign(approved_version: VariantVersion, sending_domain: Any, marketer: User) -> Any:
+    from dispatch.services.campaigns import campaign_create
+
+    return campaign_create(name="Welcome wave", template=approved_version.variant.template, sending_domain=sending_domain, created_by=marketer)
+
+
+def recipients(n: int, *, prefix: str = "user", domain: str = "example.org") -> list[dict[str, Any]]:
+    return [{"address": f"{prefix}{i}@{domain}", "context": SIMPLE_VARIABLES | {"first_name": f"R{i}"}} for i in range(n)]

@@ -1,0 +1,107 @@
+"""Writes for deliverability: domains, token buckets, suppression, pause."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from deliverability.models import SendingDomain, Suppression, SuppressionReason, TokenBucket
+
+
+class DeliverabilityError(ValueError):
+    """Bad input: one line naming the problem and, where known, the field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.message, self.field = message, field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+def domain_create(
+    *, domain: str, default_sender: str, rate_per_second: float = 10.0, burst: int = 20, **options: object
+) -> SendingDomain:
+    if rate_per_second <= 0:
+        raise DeliverabilityError("must be positive", field="rate_per_second")
+    if burst < 1:
+        raise DeliverabilityError("must be at least 1", field="burst")
+    if default_sender.rpartition("@")[2].lower() != domain.lower():
+        raise DeliverabilityError(f"must be an address at {domain}", field="default_sender")
+    try:
+        with transaction.atomic():
+            return SendingDomain.objects.create(
+                domain=domain.lower(), default_sender=default_sender, rate_per_second=rate_per_second, burst=burst, **options
+            )
+    except IntegrityError:
+        raise DeliverabilityError(f"{domain} already exists", field="domain") from None
+
+
+def domain_rate(domain: SendingDomain, *, today: date | None = None) -> float:
+    """Messages per second now: the configured rate, capped by the warm-up day's rate."""
+    schedule = domain.warmup_schedule or []
+    if not schedule or domain.warmup_started_on is None:
+        return domain.rate_per_second
+    day = ((today or timezone.now().date()) - domain.warmup_started_on).days
+    return min(domain.rate_per_second, float(schedule[min(max(day, 0), len(schedule) - 1)]))
+
+
+def domain_set_paused(*, domain: SendingDomain, paused: bool, reason: str = "") -> SendingDomain:
+    """The switch the claim reads in its own transaction (on-call controls wrap this in issue 7)."""
+    with transaction.atomic():
+        locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
+        locked.paused = paused
+        locked.paused_reason = reason if paused else ""
+        locked.paused_at = timezone.now() if paused else None
+        locked.save(update_fields=["paused", "paused_reason", "paused_at"])
+    return locked
+
+
+def token_bucket_take(*, key: str, rate: float, burst: int, wanted: int, now: float | None = None) -> int:
+    """Take up to ``wanted`` tokens; returns how many were granted (0 to wanted).
+
+    The bucket holds at most ``burst`` tokens and refills at ``rate`` per
+    second, so in any one-second window at most ``burst + rate`` are granted,
+    across every worker on every machine: the row is locked while it changes.
+    """
+    if wanted <= 0:
+        return 0
+    now = time.time() if now is None else now
+    TokenBucket.objects.get_or_create(key=key, defaults={"tokens": float(burst), "refilled_at": now})
+    with transaction.atomic():
+        bucket = TokenBucket.objects.select_for_update().get(key=key)
+        elapsed = max(0.0, now - bucket.refilled_at)
+        available = min(float(burst), bucket.tokens + elapsed * rate)
+        granted = max(0, min(wanted, int(available)))
+        bucket.tokens = available - granted
+        bucket.refilled_at = max(now, bucket.refilled_at)
+        bucket.save(update_fields=["tokens", "refilled_at"])
+    return granted
+
+
+def token_bucket_refund(*, key: str, burst: int, tokens: int) -> None:
+    """Give back tokens taken for messages that were not sent after all."""
+    if tokens <= 0:
+        return
+    with transaction.atomic():
+        bucket = TokenBucket.objects.select_for_update().filter(key=key).first()
+        if bucket is not None:
+            bucket.tokens = min(float(burst), bucket.tokens + tokens)
+            bucket.save(update_fields=["tokens"])
+
+
+def suppression_add(
+    *, address: str, reason: str, sending_domain: SendingDomain | None = None, source: str = "", created_by: object = None
+) -> tuple[Suppression, bool]:
+    """Suppress ``address`` (for one domain, or everywhere); idempotent. Returns (row, created)."""
+    if reason not in SuppressionReason.values:
+        raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")
+    normalized = address.strip().lower()
+    try:
+        with transaction.atomic():
+            row = Suppression.objects.create(
+                address=normalized, sending_domain=sending_domain, reason=reason, source=source[:200], created_by=created_by
+            )
+            return row, True
+    except IntegrityError:
+        return Suppression.objects.get(address=normalized, sending_domain=sending_domain), False

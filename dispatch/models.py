@@ -1,0 +1,107 @@
+"""Campaigns, triggers (with their idempotency record) and the outbox of messages."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from deliverability.models import SendingDomain
+from templates_registry.models import Template, VariantVersion
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=200)
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="campaigns")
+    sending_domain = models.ForeignKey(SendingDomain, on_delete=models.PROTECT, related_name="campaigns")
+    status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Trigger(models.Model):
+    """One accepted trigger request; its key makes a repeat return the first response."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="triggers")
+    idempotency_key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    response = models.JSONField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "idempotency_key"], name="trigger_key_once_per_campaign")
+        ]
+
+
+class MessageStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    DEFERRED = "deferred", "Deferred (will retry)"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    SUPPRESSED = "suppressed", "Suppressed"
+    UNKNOWN = "unknown", "Unknown (may have been sent)"
+
+
+WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+TERMINAL = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED, MessageStatus.UNKNOWN)
+
+
+class Message(models.Model):
+    """One recipient of one trigger: the source of truth the broker only hints at."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # the Message-ID's left part
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="messages")
+    trigger = models.ForeignKey(Trigger, on_delete=models.PROTECT, related_name="messages")
+    # Denormalized from the campaign so claims read one table.
+    sending_domain = models.ForeignKey(SendingDomain, on_delete=models.PROTECT, related_name="+")
+    provider = models.CharField(max_length=20, blank=True)
+    version = models.ForeignKey(VariantVersion, on_delete=models.PROTECT, related_name="+")
+    recipient = models.CharField(max_length=320)
+    context = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=MessageStatus.choices, default=MessageStatus.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    not_before = models.DateTimeField()
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_reply = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # dispatch.services.worker.message_claim: due rows of one (domain, provider).
+            models.Index(
+                fields=["sending_domain", "provider", "not_before"],
+                condition=Q(status__in=["queued", "deferred"]),
+                name="message_claimable",
+            ),
+            # dispatch.services.sweeper: leases that ran out.
+            models.Index(fields=["lease_expires_at"], condition=Q(status="sending"), name="message_leased"),
+            models.Index(fields=["campaign", "status"], name="message_campaign_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient} ({self.status})"
+
+    def message_id(self) -> str:
+        return f"<{self.uuid}@{self.sending_domain.domain}>"

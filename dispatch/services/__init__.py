@@ -1,0 +1,1 @@
+"""Dispatch writes: campaigns, triggers, the worker's batch, the sweeper, unsubscribes."""

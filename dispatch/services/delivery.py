@@ -1,0 +1,166 @@
+"""Render a claimed message into MIME and hand it to a transport.
+
+Transports are Django email backends: SMTP (spoken phase by phase, so a
+dropped connection is classified correctly) or any other backend, which is how
+every ESP django-anymail supports works by setting ``EMAIL_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass
+from email.utils import formataddr
+from typing import Any
+
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+
+from deliverability.dkim_signing import dkim_sign
+from deliverability.models import SendingDomain
+from dispatch.models import Message, MessageStatus
+from dispatch.services.unsubscribe import unsubscribe_urls
+from templates_registry.rendering import RenderError, compile_version
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # a MessageStatus value
+    code: int | None = None
+    reply: str = ""
+
+
+SENT = Outcome(MessageStatus.SENT, 250)
+
+
+def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternatives:
+    """The exact MIME message a recipient gets. Raises RenderError."""
+    rendered = compile_version(message.version.content()).render(message.context)
+    url, mailto = unsubscribe_urls(message)
+    email = EmailMultiAlternatives(
+        subject=rendered.subject,
+        body=rendered.text,
+        from_email=formataddr((rendered.sender_name, domain.default_sender)) if rendered.sender_name else domain.default_sender,
+        to=[message.recipient],
+        headers={
+            "Message-ID": message.message_id(),
+            "List-Unsubscribe": f"<{url}>, <{mailto}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+    email.attach_alternative(rendered.html, "text/html")
+    return email
+
+
+def envelope_sender(message: Message) -> str:
+    """VERP: bounces come back to an address that names the message."""
+    return f"bounces+{message.uuid.hex}@{message.sending_domain.domain}"
+
+
+def open_transport() -> Transport:
+    backend = get_connection()
+    return SmtpTransport(backend) if isinstance(backend, SmtpBackend) else BackendTransport(backend)
+
+
+class Transport:
+    def open(self) -> None: ...
+
+    def send(self, message: Message, domain: SendingDomain) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class SmtpTransport(Transport):
+    """One persistent SMTP connection per batch, configured by Django's EMAIL_* settings."""
+
+    def __init__(self, backend: SmtpBackend) -> None:
+        self.backend = backend
+
+    def open(self) -> None:
+        self.backend.open()
+
+    def close(self) -> None:
+        try:
+            self.backend.close()
+        except (smtplib.SMTPException, OSError):
+            pass
+
+    def send(self, message: Message, domain: SendingDomain) -> Outcome:
+        try:
+            raw = build_email(message, domain).message().as_bytes(linesep="\r\n")
+        except RenderError as exc:
+            return Outcome(MessageStatus.FAILED, None, f"render: {exc}")
+        if domain.dkim_selector and domain.dkim_key_path:
+            raw = dkim_sign(raw, domain=domain.domain, selector=domain.dkim_selector, key_path=domain.dkim_key_path)
+        if self.backend.connection is None:
+            self.open()
+        return self._transaction(envelope_sender(message), message.recipient, raw)
+
+    def _transaction(self, sender: str, recipient: str, raw: bytes) -> Outcome:
+        smtp = self.backend.connection
+        phase = "envelope"
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            code, reply = smtp.mail(sender)
+            if code != 250:
+                return self._refused(code, reply)
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                return self._refused(code, reply)
+            phase = "data"
+            code, reply = smtp.data(raw)  # raises only when 354 does not come; the final reply is returned
+            return SENT if code == 250 else self._refused(code, reply)
+        except smtplib.SMTPDataError as exc:
+            return self._refused(exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
+            self._drop()
+            if phase == "data":
+                # The server may have said 250 before the line died: never send again automatically.
+                return Outcome(MessageStatus.UNKNOWN, None, f"connection lost during DATA: {exc}")
+            return Outcome(MessageStatus.DEFERRED, None, f"connection lost before DATA: {exc}")
+
+    def _refused(self, code: int, reply: bytes | str) -> Outcome:
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        try:
+            self.backend.connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+        status = MessageStatus.DEFERRED if 400 <= code < 500 else MessageStatus.FAILED
+        return Outcome(status, code, text[:1000])
+
+    def _drop(self) -> None:
+        self.close()
+        self.backend.connection = None
+
+
+class BackendTransport(Transport):
+    """Any other Django backend (anymail ESPs, locmem, console): one call per message."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def open(self) -> None:
+        self.backend.open()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def send(self, message: Message, domain: SendingDomain) -> Outcome:
+        try:
+            email = build_email(message, domain)
+        except RenderError as exc:
+            return Outcome(MessageStatus.FAILED, None, f"render: {exc}")
+        email.extra_headers["Return-Path"] = envelope_sender(message)
+        try:
+            self.backend.send_messages([email])
+        except Exception as exc:  # noqa: BLE001 - every ESP error is a retryable provider failure here
+            return Outcome(MessageStatus.DEFERRED, None, f"{type(exc).__name__}: {exc}"[:1000])
+        return _anymail_outcome(email)
+
+
+def _anymail_outcome(email: EmailMultiAlternatives) -> Outcome:
+    status = getattr(email, "anymail_status", None)
+    statuses = set(getattr(status, "status", None) or {"sent"})
+    # "unknown": the ESP took the message but reports no per-recipient status.
+    if statuses & {"rejected", "invalid", "failed"}:
+        return Outcome(MessageStatus.FAILED, None, f"ESP status {sorted(statuses)}")
+    return SENT

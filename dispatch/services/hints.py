@@ -1,0 +1,21 @@
+"""Hints to workers. PostgreSQL holds the work; a lost hint only delays it (the sweeper re-publishes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from celery import current_app
+from django.db import transaction
+
+SEND_BATCH = "dispatch.tasks.send_batch"
+
+
+def publish_send_batches(pairs: Iterable[tuple[int, str]]) -> None:
+    """Ask workers to drain each (sending domain, provider) once the transaction commits."""
+    wanted = sorted(set(pairs))
+
+    def publish() -> None:
+        for domain_id, provider in wanted:
+            current_app.send_task(SEND_BATCH, args=[domain_id, provider])
+
+    transaction.on_commit(publish)

@@ -1,0 +1,214 @@
+"""Accept a campaign trigger: validate, drop suppressed, assign variants, insert the outbox rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from email_validator import EmailNotValidError, validate_email
+
+from controlplane.json_values import json_problem
+from deliverability.providers import provider_of
+from deliverability.selectors import suppressed_among
+from dispatch.models import Campaign, CampaignStatus, Message, Trigger
+from dispatch.services.hints import publish_send_batches
+from templates_registry.models import Variant, VariantVersion
+from templates_registry.rendering import RenderError, compile_version
+from templates_registry.selectors import version_latest_approved
+
+MAX_RECIPIENTS = 10_000
+_REJECTIONS_SHOWN = 1000
+
+
+class TriggerError(ValueError):
+    """The whole trigger is refused; nothing was inserted."""
+
+    status = 400
+
+
+class TriggerConflict(TriggerError):
+    """The idempotency key was used before with another body."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A variant in rotation, with the approved version it sends."""
+
+    variant: Variant
+    version: VariantVersion
+    weight: int
+
+
+def request_fingerprint(recipients: list[dict[str, Any]]) -> str:
+    canonical = json.dumps(recipients, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def trigger_accept(
+    *, campaign: Campaign, idempotency_key: str, recipients: list[dict[str, Any]], created_by: Any = None
+) -> tuple[dict[str, Any], bool]:
+    """Returns (response, replayed). Raises TriggerError (400), TriggerConflict (409)."""
+    fingerprint = request_fingerprint(recipients)
+    replay = _replay(campaign, idempotency_key, fingerprint)
+    if replay is not None:
+        return replay, True
+    if len(recipients) > MAX_RECIPIENTS:
+        raise TriggerError(f"at most {MAX_RECIPIENTS} recipients per trigger, got {len(recipients)}")
+    if campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
+        raise TriggerError(f"campaign {campaign.pk} is {campaign.status}")
+    arms = _arms(campaign)
+    rows, suppressed, rejections = _sort_recipients(campaign, arms, recipients)
+    if not rows and not suppressed:
+        raise TriggerError(f"every recipient was rejected; first: #{rejections[0]['index']} {rejections[0]['reason']}")
+    response = {
+        "accepted": len(rows),
+        "suppressed": len(suppressed),
+        "rejected": len(rejections),
+        "suppressed_recipients": suppressed[:_REJECTIONS_SHOWN],
+        "rejections": rejections[:_REJECTIONS_SHOWN],
+    }
+    try:
+        return _insert(campaign, idempotency_key, fingerprint, response, rows, created_by), False
+    except IntegrityError:
+        # A concurrent request with the same key committed first: answer as a repeat.
+        replay = _replay(campaign, idempotency_key, fingerprint)
+        if replay is None:
+            raise
+        return replay, True
+
+
+def _replay(campaign: Campaign, key: str, fingerprint: str) -> dict[str, Any] | None:
+    existing = Trigger.objects.filter(campaign=campaign, idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.request_hash != fingerprint:
+        raise TriggerConflict("this Idempotency-Key was already used with a different body")
+    return existing.response
+
+
+def _arms(campaign: Campaign) -> list[Arm]:
+    arms = []
+    for variant in Variant.objects.filter(template=campaign.template, weight__gt=0).order_by("pk"):
+        version = version_latest_approved(variant=variant)
+        if version is not None:
+            arms.append(Arm(variant, version, variant.weight))
+    if not arms:
+        raise TriggerError(f"template {campaign.template.slug!r} has no approved version to send")
+    return arms
+
+
+def assign_arm(arms: list[Arm], campaign_id: int, address: str) -> Arm:
+    """A stable, weighted choice: the same recipient of a campaign always gets the same variant."""
+    digest = hashlib.sha256(f"{campaign_id}:{address}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(arm.weight for arm in arms)
+    for arm in arms:
+        point -= arm.weight
+        if point < 0:
+            return arm
+    return arms[-1]
+
+
+def _sort_recipients(
+    campaign: Campaign, arms: list[Arm], recipients: list[dict[str, Any]]
+) -> tuple[list[tuple[str, dict[str, Any], Arm]], list[str], list[dict[str, Any]]]:
+    """Split into (rows to insert, suppressed addresses, rejections with reasons)."""
+    rejections: list[dict[str, Any]] = []
+    valid: list[tuple[int, str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for index, recipient in enumerate(recipients):
+        address, problem = _address(recipient.get("address"))
+        if problem is None and address.lower() in seen:
+            problem = "duplicate address in this trigger"
+        context = recipient.get("context", {})
+        problem = problem or _context_problem(context)
+        if problem:
+            rejections.append({"index": index, "address": str(recipient.get("address"))[:320], "reason": problem})
+            continue
+        seen.add(address.lower())
+        valid.append((index, address, context))
+    blocked = suppressed_among(addresses=[a for _, a, _ in valid], sending_domain=campaign.sending_domain)
+    rows, suppressed = [], []
+    for index, address, context in valid:
+        if address.lower() in blocked:
+            suppressed.append(address)
+            continue
+        arm = assign_arm(arms, campaign.pk, address.lower())
+        problem = _render_problem(arm, context)
+        if problem:
+            rejections.append({"index": index, "address": address, "reason": problem})
+        else:
+            rows.append((address, context, arm))
+    return rows, suppressed, rejections
+
+
+def _address(value: Any) -> tuple[str, str | None]:
+    if not isinstance(value, str):
+        return "", "address must be a string"
+    try:
+        return validate_email(value, check_deliverability=False).normalized, None
+    except EmailNotValidError as exc:
+        return "", f"invalid address: {exc}"
+
+
+def _context_problem(context: Any) -> str | None:
+    if not isinstance(context, dict):
+        return "context must be an object"
+    problem = json_problem(context)
+    return f"context {problem}" if problem else None
+
+
+def _render_problem(arm: Arm, context: dict[str, Any]) -> str | None:
+    """Render now, so a recipient whose context cannot fill the template is refused at the door."""
+    try:
+        compile_version(arm.version.content()).render(context)
+    except RenderError as exc:
+        return f"does not render: {exc}"
+    return None
+
+
+def _insert(
+    campaign: Campaign,
+    key: str,
+    fingerprint: str,
+    response: dict[str, Any],
+    rows: list[tuple[str, dict[str, Any], Arm]],
+    created_by: Any,
+) -> dict[str, Any]:
+    now = timezone.now()
+    with transaction.atomic():
+        trigger = Trigger.objects.create(
+            campaign=campaign,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            response={},
+            created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+        )
+        response = {"trigger": trigger.pk, **response}
+        Trigger.objects.filter(pk=trigger.pk).update(response=response)
+        Message.objects.bulk_create(_messages(campaign, trigger, rows, now), batch_size=1000)
+        Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
+        publish_send_batches((campaign.sending_domain_id, provider_of(address)) for address, _, _ in rows)
+    return response
+
+
+def _messages(campaign: Campaign, trigger: Trigger, rows: list[tuple[str, dict[str, Any], Arm]], now: datetime) -> list[Message]:
+    return [
+        Message(
+            campaign=campaign,
+            trigger=trigger,
+            sending_domain_id=campaign.sending_domain_id,
+            provider=provider_of(address),
+            version=arm.version,
+            recipient=address,
+            context=context,
+            not_before=now,
+        )
+        for address, context, arm in rows
+    ]

@@ -1,0 +1,24 @@
+"""Celery tasks: id-in wrappers over dispatch services. Running one twice changes nothing."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from dispatch.services.hints import SEND_BATCH, publish_send_batches
+from dispatch.services.sweeper import sweep as sweep_service
+from dispatch.services.worker import batch_send
+
+
+@shared_task(name=SEND_BATCH)
+def send_batch(domain_id: int, provider: str) -> dict[str, int]:
+    result = batch_send(domain_id=domain_id, provider=provider)
+    if result.more:
+        # More due rows and tokens left: ask for another batch (a hint, not a schedule).
+        publish_send_batches([(domain_id, provider)])
+    return result.counts
+
+
+@shared_task(name="dispatch.tasks.sweep")
+def sweep() -> dict[str, int]:
+    result = sweep_service()
+    return {"published": result.published, "expired": result.expired}

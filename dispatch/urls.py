@@ -1,0 +1,3 @@
+"""API routes of dispatch (mounted under /api/v1/)."""
+
+urlpatterns: list = []

@@ -1,0 +1,85 @@
+"""A real SMTP server on loopback that records every (Message-ID, recipient) it accepts.
+
+Rules by recipient local part: ``tempfail*`` gets 451 at RCPT, ``reject*``
+gets 550 at RCPT, ``datafail*`` gets 552 after DATA. Everything else is
+accepted and recorded with the time it arrived.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message as EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Received:
+    message_id: str
+    recipient: str
+    mail_from: str
+    at: float
+    raw: bytes
+
+    def parsed(self) -> EmailMessage:
+        return message_from_bytes(self.raw)
+
+
+@dataclass
+class SinkHandler:
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
+        local = address.partition("@")[0].lower()
+        if local.startswith("tempfail"):
+            return "451 4.7.1 Try again later"
+        if local.startswith("reject"):
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        if any(r.partition("@")[0].lower().startswith("datafail") for r in envelope.rcpt_tos):
+            return "552 5.3.4 Message too big"
+        raw = envelope.original_content or b""
+        message_id = message_from_bytes(raw).get("Message-ID", "")
+        now = time.time()
+        with self.lock:
+            for recipient in envelope.rcpt_tos:
+                self.received.append(Received(message_id, recipient, envelope.mail_from or "", now, raw))
+        return "250 OK queued"
+
+
+class SmtpSink:
+    def __init__(self) -> None:
+        self.handler = SinkHandler()
+        self.port = _free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False)
+
+    def __enter__(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.controller.stop()
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(r.message_id, r.recipient) for r in self.received]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
