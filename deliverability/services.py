@@ -72,7 +72,7 @@ def token_bucket_take(*, key: str, rate: float, burst: int, wanted: int, now: fl
         bucket = TokenBucket.objects.select_for_update().get(key=key)
         elapsed = max(0.0, now - bucket.refilled_at)
         available = min(float(burst), bucket.tokens + elapsed * rate)
-        granted = max(0, min(wanted, int(available)))
+        granted = max(0, min(wanted, int(available + 1e-9)))  # 0.3 s x 10/s is 2.9999... in floats
         bucket.tokens = available - granted
         bucket.refilled_at = max(now, bucket.refilled_at)
         bucket.save(update_fields=["tokens", "refilled_at"])

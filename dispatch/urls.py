@@ -1,3 +1,13 @@
 """API routes of dispatch (mounted under /api/v1/)."""
 
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import path
+
+from dispatch import api
+
+urlpatterns = [
+    path("campaigns/", api.CampaignListCreateApi.as_view(), name="campaign-list"),
+    path("campaigns/<int:campaign_id>/", api.CampaignDetailApi.as_view(), name="campaign-detail"),
+    path("campaigns/<int:campaign_id>/triggers", api.TriggerCreateApi.as_view(), name="campaign-trigger"),
+]

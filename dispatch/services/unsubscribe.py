@@ -16,7 +16,7 @@ _SALT = "sendplane.unsubscribe"
 
 
 def unsubscribe_token(message: Message) -> str:
-    """Short enough for a mailto local part (64 characters): uuid hex, a dot, 20 hex of HMAC."""
+    """Short enough for a mailto local part (64 characters): uuid hex, a dot, 16 hex of HMAC."""
     return f"{message.uuid.hex}.{_mac(message.uuid.hex)}"
 
 
@@ -51,4 +51,4 @@ def unsubscribe_one_click(*, token: str) -> Message | None:
 
 
 def _mac(ident: str) -> str:
-    return salted_hmac(_SALT, ident, algorithm="sha256").hexdigest()[:20]
+    return salted_hmac(_SALT, ident, algorithm="sha256").hexdigest()[:16]

@@ -1,0 +1,317 @@
+"""REST API of dispatch: campaigns and their triggers. Validate, call a service or selector, serialize.
+
+A product backend triggers a campaign for up to MAX_RECIPIENTS recipients with an
+``Idempotency-Key`` header: the first request inserts the outbox rows, a repeat
+with the same body answers the first response again and inserts nothing, and the
+same key with another body is a 409. Shape and type errors are 400s that change
+nothing; per-recipient problems (bad address, header injection, a context that
+does not render) are reported in the 202 answer and only those recipients are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.api import (
+    ALL_ROLES,
+    ROLE_ADMIN,
+    ROLE_MARKETER,
+    JsonObjectField,
+    RolePermission,
+    StrictInputSerializer,
+)
+from controlplane.json_values import json_problem
+from deliverability.models import SendingDomain
+from dispatch.models import Campaign, CampaignStatus
+from dispatch.selectors import campaign_progress
+from dispatch.services.campaigns import CampaignError, campaign_create
+from dispatch.services.triggers import MAX_RECIPIENTS, TriggerError, trigger_accept
+from templates_registry.api import ErrorSerializer
+from templates_registry.models import Template
+
+TAG = "campaigns"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 200  # Trigger.idempotency_key's column
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    described = {
+        400: "Bad input (unknown field, wrong type, missing Idempotency-Key, no sendable recipient); nothing was saved.",
+        401: "No or invalid token.",
+        403: "Your role does not allow this.",
+        404: "No such campaign.",
+        409: "This Idempotency-Key was already used for this campaign with a different body; nothing was saved.",
+        413: "The request body is larger than the server accepts.",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in codes}
+
+
+class DispatchApi(APIView):
+    # Common to every dispatch view: role checks, and service errors in the one error shape.
+    # (A comment, not a docstring: drf-spectacular would show it on every operation.)
+
+    permission_classes = [RolePermission]
+    read_roles = ALL_ROLES
+    write_roles = (ROLE_MARKETER, ROLE_ADMIN)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, CampaignError):
+            return _bad_input(exc)
+        if isinstance(exc, TriggerError):  # TriggerConflict included, with its 409
+            return Response({"error": _one_line(str(exc))}, status=exc.status)
+        return super().handle_exception(exc)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _bad_input(exc: CampaignError) -> Response:
+    """400 with the error's one line; its message also under the field it names."""
+    body: dict[str, Any] = {"error": _one_line(str(exc))}
+    if exc.field:
+        body["fields"] = {exc.field: [exc.message]}
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+
+def _get_or_404(queryset: QuerySet[Any], what: str, **lookup: Any) -> Any:
+    try:
+        return queryset.get(**lookup)
+    except queryset.model.DoesNotExist:
+        raise NotFound(f"{what} not found") from None
+
+
+_CAMPAIGNS = Campaign.objects.select_related("template", "sending_domain")
+
+
+def _campaign(campaign_id: int) -> Campaign:
+    return _get_or_404(_CAMPAIGNS, f"campaign {campaign_id}", pk=campaign_id)
+
+
+def _with_progress(campaign: Campaign) -> Campaign:
+    campaign.progress = campaign_progress(campaign=campaign)  # type: ignore[attr-defined]
+    return campaign
+
+
+class StrictCharField(serializers.CharField):
+    """A string and only a string (DRF's CharField turns 42 into "42"), storable as JSON text."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        value = super().to_internal_value(data)
+        problem = json_problem(value)  # it is echoed back in the stored response (jsonb refuses NUL)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class DomainNameField(serializers.SlugRelatedField):
+    """A sending domain by its name; DNS names are case-insensitive and stored lower-cased."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(data.lower() if isinstance(data, str) else data)
+
+
+class RecipientListField(serializers.ListField):
+    """Refuses an oversized list before validating any item, so 10,001 items fail fast."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, list) and len(data) > MAX_RECIPIENTS:
+            raise serializers.ValidationError(f"at most {MAX_RECIPIENTS} recipients per trigger, got {len(data)}")
+        return super().to_internal_value(data)
+
+
+# --- Campaigns ------------------------------------------------------------------------
+
+
+class CampaignOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    template = serializers.SlugField(source="template.slug")
+    sending_domain = serializers.CharField(source="sending_domain.domain")
+    status = serializers.ChoiceField(choices=CampaignStatus.choices)
+    created_at = serializers.DateTimeField()
+    progress = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Messages by status (queued, sending, deferred, sent, failed, suppressed, unknown; 0 when none) "
+        "and their total.",
+    )
+
+    class Meta:
+        ref_name = "Campaign"
+
+
+class CampaignListCreateApi(DispatchApi):
+    pagination_class = LimitOffsetPagination
+
+    class InputSerializer(StrictInputSerializer):
+        name = serializers.CharField(max_length=200)
+        template = serializers.SlugRelatedField(
+            slug_field="slug", queryset=Template.objects.all(), help_text="Slug of the template to send."
+        )
+        sending_domain = DomainNameField(
+            slug_field="domain", queryset=SendingDomain.objects.all(), help_text="Domain name, e.g. mail.example.com."
+        )
+
+        class Meta:
+            ref_name = "CampaignCreate"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="campaigns_list",
+        description="All campaigns, newest first, each with its messages counted by status.",
+        responses={200: CampaignOutputSerializer(many=True), **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(_CAMPAIGNS.all(), request, view=self)
+        campaigns = [_with_progress(campaign) for campaign in page or []]
+        return paginator.get_paginated_response(CampaignOutputSerializer(campaigns, many=True).data)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="campaigns_create",
+        description="Create a campaign (a draft) for a template and a sending domain; trigger it next.",
+        request=InputSerializer,
+        responses={201: CampaignOutputSerializer, **_errors(400, 401, 403)},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        campaign = campaign_create(created_by=request.user, **serializer.validated_data)
+        return Response(CampaignOutputSerializer(_with_progress(campaign)).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignDetailApi(DispatchApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="campaigns_retrieve",
+        description="One campaign, with its messages counted by status.",
+        responses={200: CampaignOutputSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        return Response(CampaignOutputSerializer(_with_progress(_campaign(campaign_id))).data)
+
+
+# --- Triggers -------------------------------------------------------------------------
+
+
+class RecipientInputSerializer(StrictInputSerializer):
+    # Passed on exactly as sent (no trimming): the body's fingerprint decides replay or conflict.
+    address = StrictCharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Email address; an invalid one is reported in rejections, not a 400.",
+    )
+    context = JsonObjectField(
+        required=False, default=dict, help_text="Values for the template's variables for this recipient."
+    )
+
+    class Meta:
+        ref_name = "TriggerRecipient"
+
+
+class RejectionOutputSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the recipient in the request, from 0.")
+    address = serializers.CharField()
+    reason = serializers.CharField()
+
+    class Meta:
+        ref_name = "TriggerRejection"
+
+
+class TriggerOutputSerializer(serializers.Serializer):
+    trigger = serializers.IntegerField(help_text="Id of the accepted trigger.")
+    accepted = serializers.IntegerField(help_text="Messages queued.")
+    suppressed = serializers.IntegerField(help_text="Recipients left out because they are suppressed.")
+    rejected = serializers.IntegerField(help_text="Recipients left out for the reason given in rejections.")
+    suppressed_recipients = serializers.ListField(child=serializers.CharField(), help_text="At most 1000 shown.")
+    rejections = RejectionOutputSerializer(many=True, help_text="At most 1000 shown.")
+
+    class Meta:
+        ref_name = "TriggerResult"
+
+
+class TriggerCreateApi(DispatchApi):
+    class InputSerializer(StrictInputSerializer):
+        recipients = RecipientListField(
+            child=RecipientInputSerializer(),
+            allow_empty=False,
+            max_length=MAX_RECIPIENTS,
+            help_text=f"1 to {MAX_RECIPIENTS} recipients.",
+        )
+
+        class Meta:
+            ref_name = "TriggerCreate"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="campaigns_trigger",
+        description=(
+            "Queue the campaign for a list of recipients, each with its own context. Suppressed addresses "
+            "and recipients that cannot be sent (invalid address, duplicate, a context that does not render, "
+            "a line break in a header) are left out and counted. A repeat with the same Idempotency-Key and "
+            "body returns the first answer (header Idempotent-Replayed: true) and queues nothing."
+        ),
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                description=f"A client-chosen key (1 to {MAX_IDEMPOTENCY_KEY} characters), unique per campaign.",
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                enum=["true"],
+                response=[202],
+                description="Present when this answer replays an earlier request with the same key.",
+            ),
+        ],
+        request=InputSerializer,
+        responses={202: TriggerOutputSerializer, **_errors(400, 401, 403, 404, 409, 413)},
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = _campaign(campaign_id)
+        key = _idempotency_key(request)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result, replayed = trigger_accept(
+            campaign=campaign,
+            idempotency_key=key,
+            recipients=[dict(recipient) for recipient in serializer.validated_data["recipients"]],
+            created_by=request.user,
+        )
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return Response(TriggerOutputSerializer(result).data, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "")
+    if not key.strip():
+        problem = "this header is required"
+    elif len(key) > MAX_IDEMPOTENCY_KEY:
+        problem = f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
+    elif not key.isprintable():
+        problem = "must not contain control characters"
+    else:
+        return key
+    raise ValidationError({IDEMPOTENCY_HEADER: [problem]})
+
+
+__all__ = ["CampaignDetailApi", "CampaignListCreateApi", "TriggerCreateApi"]
