@@ -151,7 +151,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery -----------------------------------------------------------------------
-_broker_default = "filesystem://"
+_broker_default = "filesystem://localhost/"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _broker_default) or _broker_default
 _broker_scheme = urlsplit(CELERY_BROKER_URL).scheme
 if _broker_scheme not in {"filesystem", "amqp", "amqps", "pyamqp", "redis", "rediss", "memory"}:
@@ -166,6 +166,7 @@ if _broker_scheme == "filesystem":
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        "polling_interval": 0.1,  # kombu's default of 1 s would cap a worker at one batch a second
     }
 # Postgres is the source of truth; the broker only carries hints (DESIGN.md), so
 # tasks are acknowledged late, re-queued when a worker dies, and prefetched one
@@ -238,6 +239,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # aiosmtpd (the demo's and tests' SMTP sink) logs every SMTP command at INFO.
+    "loggers": {"mail.log": {"level": "WARNING"}},
 }
 
 reject_unknown(

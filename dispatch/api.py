@@ -30,7 +30,6 @@ from controlplane.api import (
     RolePermission,
     StrictInputSerializer,
 )
-from controlplane.json_values import json_problem
 from deliverability.models import SendingDomain
 from dispatch.models import Campaign, CampaignStatus
 from dispatch.selectors import campaign_progress
@@ -44,9 +43,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200  # Trigger.idempotency_key's column
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+_BAD_INPUT = "Bad input (unknown field, wrong type, unknown template or domain); nothing was saved."
+
+
+def _errors(*codes: int, bad_input: str = _BAD_INPUT) -> dict[int, OpenApiResponse]:
     described = {
-        400: "Bad input (unknown field, wrong type, missing Idempotency-Key, no sendable recipient); nothing was saved.",
+        400: bad_input,
         401: "No or invalid token.",
         403: "Your role does not allow this.",
         404: "No such campaign.",
@@ -104,18 +106,14 @@ def _with_progress(campaign: Campaign) -> Campaign:
 
 
 class StrictCharField(serializers.CharField):
-    """A string and only a string (DRF's CharField turns 42 into "42"), storable as JSON text."""
+    """A string and only a string: DRF's CharField turns 42 into "42" (it already refuses NUL and surrogates)."""
 
     default_error_messages = {"not_a_string": "Must be a string."}
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("not_a_string")
-        value = super().to_internal_value(data)
-        problem = json_problem(value)  # it is echoed back in the stored response (jsonb refuses NUL)
-        if problem:
-            raise serializers.ValidationError(problem)
-        return value
+        return super().to_internal_value(data)
 
 
 class DomainNameField(serializers.SlugRelatedField):
@@ -142,7 +140,7 @@ class CampaignOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     template = serializers.SlugField(source="template.slug")
     sending_domain = serializers.CharField(source="sending_domain.domain")
-    status = serializers.ChoiceField(choices=CampaignStatus.choices)
+    status = serializers.CharField(help_text=", ".join(CampaignStatus.values) + ".")
     created_at = serializers.DateTimeField()
     progress = serializers.DictField(
         child=serializers.IntegerField(),
@@ -158,6 +156,8 @@ class CampaignListCreateApi(DispatchApi):
     pagination_class = LimitOffsetPagination
 
     class InputSerializer(StrictInputSerializer):
+        """A new campaign; fields other than these are refused."""
+
         name = serializers.CharField(max_length=200)
         template = serializers.SlugRelatedField(
             slug_field="slug", queryset=Template.objects.all(), help_text="Slug of the template to send."
@@ -210,6 +210,8 @@ class CampaignDetailApi(DispatchApi):
 
 
 class RecipientInputSerializer(StrictInputSerializer):
+    """One recipient; fields other than these are refused."""
+
     # Passed on exactly as sent (no trimming): the body's fingerprint decides replay or conflict.
     address = StrictCharField(
         allow_blank=True,
@@ -247,6 +249,8 @@ class TriggerOutputSerializer(serializers.Serializer):
 
 class TriggerCreateApi(DispatchApi):
     class InputSerializer(StrictInputSerializer):
+        """The recipients to queue; fields other than these are refused."""
+
         recipients = RecipientListField(
             child=RecipientInputSerializer(),
             allow_empty=False,
@@ -284,7 +288,19 @@ class TriggerCreateApi(DispatchApi):
             ),
         ],
         request=InputSerializer,
-        responses={202: TriggerOutputSerializer, **_errors(400, 401, 403, 404, 409, 413)},
+        responses={
+            202: TriggerOutputSerializer,
+            **_errors(
+                400,
+                401,
+                403,
+                404,
+                409,
+                413,
+                bad_input="Bad input (missing Idempotency-Key, unknown field, wrong type, too many recipients, "
+                "none sendable, no approved version); nothing was saved.",
+            ),
+        },
     )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = _campaign(campaign_id)

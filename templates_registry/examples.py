@@ -22,6 +22,11 @@ def examples_load(*, directory: Path = EXAMPLES) -> list[VariantVersion]:
     return versions
 
 
+def example_variables(*, directory: Path = EXAMPLES) -> dict:
+    """The sample values the examples declare: a ready recipient context."""
+    return json.loads((directory / "examples.json").read_text(encoding="utf-8"))["variables"]
+
+
 def _variant_version(template: Template, spec: dict, variables: dict, directory: Path) -> VariantVersion:
     variant = Variant.objects.filter(template=template, slug=spec["slug"]).first()
     if variant is None:

@@ -22,7 +22,7 @@ def load_settings(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str
 def test_embedded_default_needs_no_server(tmp_path: Path) -> None:
     result = load_settings(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://"]
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://localhost/"]
     assert (tmp_path / "secret_key").exists() and (tmp_path / "broker" / "queue").is_dir()
 
 

@@ -29,7 +29,7 @@ from dispatch.services.delivery import Outcome, Transport, open_transport
 class BatchResult:
     claimed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    more: bool = False  # tokens ran out before the due rows did, or the batch was full
+    more: bool = False  # every granted token found a row: more may be due, ask for another batch
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -48,7 +48,9 @@ def batch_send(*, domain_id: int, provider: str, transport: Transport | None = N
         _postpone_due(domain, provider, buckets, limit - granted)
     if claimed:
         _deliver(domain, claimed, transport or open_transport(), result)
-    result.more = len(claimed) == limit
+    # The next batch takes the tokens that accrued while this one sent, so a chain of
+    # batches runs at the domain's rate; only an empty bucket waits for the sweeper.
+    result.more = 0 < len(claimed) == granted
     return result
 
 

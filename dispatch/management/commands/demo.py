@@ -1,48 +1,172 @@
 """``demo``: the README's main job on the embedded default.
 
-Today: load the example templates and render every variant through the
-dispatch pipeline, writing the HTML next to the database for a look.
+Loads the example templates, approves them, and sends a campaign of thousands
+of recipients through the real path: trigger (one transaction) -> SQLite ->
+filesystem broker -> Celery worker processes -> a local SMTP sink, smoothed to
+the sending domain's rate, with a progress bar and a summary at the end.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aiosmtpd.controller import Controller
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from templates_registry.examples import examples_load
+from deliverability.models import SendingDomain
+from deliverability.services import domain_create
+from dispatch.models import TERMINAL, Campaign
+from dispatch.selectors import campaign_progress
+from dispatch.services.campaigns import campaign_create
+from dispatch.services.sweeper import sweep
+from dispatch.services.triggers import trigger_accept
+from templates_registry import services as registry
+from templates_registry.examples import example_variables, examples_load
 from templates_registry.rendering import RenderError
 from templates_registry.services import RegistryError
-from templates_registry.selectors import version_render
+
+DEMO_DOMAIN = "demo.sendplane.test"
+
+
+class _CountingSink:
+    """The demo's SMTP server: counts arrivals per second, keeps nothing."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.arrivals.extend(time.time() for _ in envelope.rcpt_tos)
+        return "250 OK"
 
 
 class Command(BaseCommand):
-    help = "Run the Sendplane demo on the embedded default."
+    help = "Run the Sendplane demo on the embedded default: templates, a campaign, workers, a local SMTP sink."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--recipients", type=int, default=3000)
+        parser.add_argument("--rate", type=float, default=150.0, help="the demo domain's messages per second")
+        parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--smtp-port", type=int, default=2525)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        out_dir = Path(settings.DATA_DIR) / "demo"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        versions = self._templates()
+        sink, controller = self._start_sink(options["smtp_port"])
+        workers = self._start_workers(options["workers"], options["smtp_port"])
+        try:
+            campaign = self._campaign(versions[0].variant.template, options["rate"])
+            started = time.time()
+            self._trigger(campaign, options["recipients"])
+            self._watch(campaign, started)
+            self._summary(campaign, sink.arrivals, started, campaign.sending_domain)
+        finally:
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                worker.wait(timeout=30)
+            controller.stop()
+
+    def _templates(self) -> list[Any]:
+        marketer = _demo_marketer()
         try:
             versions = examples_load()
+            for version in versions:
+                registry.version_approve(version=version, approved_by=marketer)
         except (RenderError, RegistryError) as exc:
             raise CommandError(f"an example template is invalid: {exc}") from None
-        self.stdout.write(f"Loaded {len(versions)} example variants.\n")
-        for version in versions:
-            self._show(version, out_dir)
-        self.stdout.write(self.style.SUCCESS(f"Rendered {len(versions)} variants; HTML written to {out_dir}"))
+        self.stdout.write(f"Loaded and approved {len(versions)} example variants of template {versions[0].variant.template.slug!r}.")
+        return versions
 
-    def _show(self, version: Any, out_dir: Path) -> None:
-        start = time.perf_counter()
-        message = version_render(version=version)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        path = out_dir / f"{version.variant.template.slug}-{version.variant.slug}-v{version.number}.html"
-        path.write_text(message.html, encoding="utf-8")
-        origin = f"AI ({version.model_name})" if version.origin == "ai" else "human"
-        self.stdout.write(f"\n{version} [{origin}, {version.status}] rendered in {elapsed_ms:.1f} ms")
-        self.stdout.write(f"  From:    {message.sender_name}\n  Subject: {message.subject}\n  Preview: {message.preheader}")
-        self.stdout.write(f"  HTML:    {len(message.html.encode()) / 1024:.1f} KB -> {path.name}")
-        excerpt = "\n".join("    " + line for line in message.text.splitlines()[:8])
-        self.stdout.write(f"  Text part (first lines):\n{excerpt}")
+    def _start_sink(self, port: int) -> tuple[_CountingSink, Controller]:
+        sink = _CountingSink()
+        controller = Controller(sink, hostname="127.0.0.1", port=port)
+        try:
+            controller.start()
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(f"cannot start the demo SMTP sink on 127.0.0.1:{port}: {exc}; try --smtp-port") from None
+        self.stdout.write(f"SMTP sink listening on 127.0.0.1:{port}.")
+        return sink, controller
+
+    def _start_workers(self, count: int, smtp_port: int) -> list[subprocess.Popen[bytes]]:
+        env = {**os.environ, "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(smtp_port)}
+        log = open(Path(settings.DATA_DIR) / "demo-workers.log", "ab")  # noqa: SIM115 - lives as long as the workers
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo", "-n", f"demo{i}@%h", "--loglevel=WARNING"],
+                env=env, stdout=log, stderr=log, cwd=settings.BASE_DIR,
+            )
+            for i in range(count)
+        ]
+        self.stdout.write(f"Started {count} Celery worker processes (log: {log.name}).")
+        return workers
+
+    def _campaign(self, template: Any, rate: float) -> Campaign:
+        domain = SendingDomain.objects.filter(domain=DEMO_DOMAIN).first()
+        if domain is None:
+            domain = domain_create(domain=DEMO_DOMAIN, default_sender=f"news@{DEMO_DOMAIN}", rate_per_second=rate, burst=max(1, int(rate / 5)))
+        else:
+            SendingDomain.objects.filter(pk=domain.pk).update(rate_per_second=rate, burst=max(1, int(rate / 5)), paused=False)
+            domain.refresh_from_db()
+        campaign = campaign_create(name=f"Demo {time.strftime('%H:%M:%S')}", template=template, sending_domain=domain)
+        self.stdout.write(f"Campaign {campaign.pk} from {DEMO_DOMAIN} at {domain.rate_per_second:g} msg/s (burst {domain.burst}).")
+        return campaign
+
+    def _trigger(self, campaign: Campaign, count: int) -> None:
+        people = [
+            {"address": f"reader{i}@{'gmail.com' if i % 3 == 0 else 'example.org'}", "context": _context(i)}
+            for i in range(count)
+        ]
+        response, _ = trigger_accept(campaign=campaign, idempotency_key=f"demo-{campaign.pk}", recipients=people)
+        self.stdout.write(f"Trigger accepted {response['accepted']}, suppressed {response['suppressed']}, rejected {response['rejected']}.")
+
+    def _watch(self, campaign: Campaign, started: float) -> None:
+        """The sweeper's beat, run here, and a progress bar until every message is settled."""
+        while True:
+            sweep()
+            progress = campaign_progress(campaign=campaign)
+            done = sum(progress[s] for s in TERMINAL)
+            self._bar(progress, done, time.time() - started)
+            if done >= progress["total"]:
+                break
+            time.sleep(0.5)  # the demo's own beat interval, not a delivery mechanism
+        self.stdout.write("")
+
+    def _bar(self, progress: dict[str, int], done: int, elapsed: float) -> None:
+        total = max(1, progress["total"])
+        filled = int(40 * done / total)
+        rate = progress["sent"] / elapsed if elapsed > 0 else 0.0
+        line = f"\r[{'#' * filled}{'.' * (40 - filled)}] {done}/{total} sent {progress['sent']} ({rate:5.0f}/s) queued {progress['queued']} failed {progress['failed']}"
+        self.stdout.write(line, ending="")
+        self.stdout.flush()
+
+    def _summary(self, campaign: Campaign, arrivals: list[float], started: float, domain: SendingDomain) -> None:
+        progress = campaign_progress(campaign=campaign)
+        elapsed = time.time() - started
+        per_second = Counter(int(t) for t in arrivals)
+        peak = max(per_second.values(), default=0)
+        self.stdout.write(self.style.SUCCESS(
+            f"Done in {elapsed:.1f} s: {progress['sent']} sent, {progress['failed']} failed, {progress['unknown']} unknown, "
+            f"{progress['suppressed']} suppressed; the sink received {len(arrivals)}."
+        ))
+        self.stdout.write(
+            f"Smoothing: busiest second at the sink {peak} messages; the domain allows {domain.rate_per_second:g}/s + burst {domain.burst}."
+        )
+        self.stdout.write(f"Open the admin to look around: .venv/bin/python manage.py runserver (data in {settings.DATA_DIR}).")
+
+
+def _demo_marketer() -> User:
+    user, _ = User.objects.get_or_create(username="demo-marketer")
+    user.groups.add(Group.objects.get_or_create(name="marketer")[0])
+    return user
+
+
+def _context(i: int) -> dict[str, Any]:
+    return example_variables() | {"first_name": f"Reader {i}", "email": f"reader{i}@example.org"}
