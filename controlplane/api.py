@@ -17,7 +17,8 @@ ALL_ROLES = (ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN)
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """Refuses fields it does not declare: a typo must not be silently dropped."""
+    # Refuses fields it does not declare: a typo must not be silently dropped.
+    # (A comment, not a docstring: drf-spectacular would give every subclass it as a description.)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):

@@ -10,7 +10,7 @@ does not render) are reported in the 202 answer and only those recipients are le
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
@@ -62,7 +62,7 @@ class DispatchApi(APIView):
     # Common to every dispatch view: role checks, and service errors in the one error shape.
     # (A comment, not a docstring: drf-spectacular would show it on every operation.)
 
-    permission_classes = [RolePermission]
+    permission_classes = (RolePermission,)
     read_roles = ALL_ROLES
     write_roles = (ROLE_MARKETER, ROLE_ADMIN)
 
@@ -108,7 +108,7 @@ def _with_progress(campaign: Campaign) -> Campaign:
 class StrictCharField(serializers.CharField):
     """A string and only a string: DRF's CharField turns 42 into "42" (it already refuses NUL and surrogates)."""
 
-    default_error_messages = {"not_a_string": "Must be a string."}
+    default_error_messages: ClassVar[dict[str, str]] = {"not_a_string": "Must be a string."}
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):

@@ -106,3 +106,15 @@ def test_variants_are_assigned_stably_by_weight(campaign: Campaign, approved_ver
     arms = _arms(campaign)
     assert all(assign_arm(arms, campaign.pk, f"user{i}@example.org").variant.slug == slug
                for i, slug in enumerate(Message.objects.order_by("id").values_list("version__variant__slug", flat=True)[:50]))
+
+
+def test_empty_recipients_is_a_clear_error(campaign: Campaign) -> None:
+    with pytest.raises(TriggerError, match="must not be empty"):
+        trigger_accept(campaign=campaign, idempotency_key="k", recipients=[])
+
+
+@pytest.mark.parametrize("address", ["a\x00b@example.org", "a\ud800@example.org"])
+def test_unstorable_address_is_rejected_not_a_crash(campaign: Campaign, address: str) -> None:
+    response, _ = trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(1) + [{"address": address, "context": {}}])
+    assert response["accepted"] == 1 and "NUL or surrogate" in response["rejections"][0]["reason"]
+    assert Trigger.objects.get().response["rejections"][0]["address"] != address

@@ -47,7 +47,8 @@ class Arm:
 
 
 def request_fingerprint(recipients: list[dict[str, Any]]) -> str:
-    canonical = json.dumps(recipients, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    # ensure_ascii: a lone surrogate in a value must hash, not raise.
+    canonical = json.dumps(recipients, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -59,6 +60,8 @@ def trigger_accept(
     replay = _replay(campaign, idempotency_key, fingerprint)
     if replay is not None:
         return replay, True
+    if not recipients:
+        raise TriggerError("recipients must not be empty")
     if len(recipients) > MAX_RECIPIENTS:
         raise TriggerError(f"at most {MAX_RECIPIENTS} recipients per trigger, got {len(recipients)}")
     if campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
@@ -129,7 +132,7 @@ def _sort_recipients(
         context = recipient.get("context", {})
         problem = problem or _context_problem(context)
         if problem:
-            rejections.append({"index": index, "address": str(recipient.get("address"))[:320], "reason": problem})
+            rejections.append({"index": index, "address": _echo(recipient.get("address")), "reason": problem})
             continue
         seen.add(address.lower())
         valid.append((index, address, context))
@@ -151,10 +154,18 @@ def _sort_recipients(
 def _address(value: Any) -> tuple[str, str | None]:
     if not isinstance(value, str):
         return "", "address must be a string"
+    if json_problem(value):
+        return "", "address must not contain NUL or surrogate characters"
     try:
         return validate_email(value, check_deliverability=False).normalized, None
     except EmailNotValidError as exc:
         return "", f"invalid address: {exc}"
+
+
+def _echo(value: Any) -> str:
+    """The address as the response may repeat it: JSON-storable, bounded."""
+    text = str(value)[:320]
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def _context_problem(context: Any) -> str | None:
