@@ -18,8 +18,9 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from deliverability.dkim_signing import dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
+from dispatch.services.mime import build_mime, header_value
 from dispatch.services.unsubscribe import unsubscribe_urls
-from templates_registry.rendering import RenderError, compile_version
+from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
 
 
 @dataclass(frozen=True)
@@ -32,23 +33,56 @@ class Outcome:
 SENT = Outcome(MessageStatus.SENT, 250)
 
 
-def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternatives:
-    """The exact MIME message a recipient gets. Raises RenderError."""
-    rendered = compile_version(message.version.content()).render(message.context)
+def message_headers(message: Message, domain: SendingDomain, rendered: RenderedMessage) -> list[tuple[str, str]]:
+    """The headers every message carries, whatever the transport (values not yet encoded)."""
     url, mailto = unsubscribe_urls(message)
+    sender = formataddr((rendered.sender_name, domain.default_sender)) if rendered.sender_name else domain.default_sender
+    return [
+        ("From", sender),
+        ("To", message.recipient),
+        ("Subject", rendered.subject),
+        ("Message-ID", message.message_id()),
+        ("List-Unsubscribe", f"<{url}>, <{mailto}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+
+
+def render_message(message: Message) -> RenderedMessage:
+    """Render through the version's compiled template (immutable, so cached by id). Raises RenderError."""
+    compiled = _compiled_by_version.get(message.version_id)
+    if compiled is None:
+        compiled = compile_version(message.version.content())
+        if len(_compiled_by_version) >= 256:
+            _compiled_by_version.clear()
+        _compiled_by_version[message.version_id] = compiled
+    return compiled.render(message.context)
+
+
+_compiled_by_version: dict[int, CompiledVersion] = {}
+
+
+def build_raw(message: Message, domain: SendingDomain) -> bytes:
+    """The exact bytes an SMTP server receives (before DKIM). Raises RenderError."""
+    rendered = render_message(message)
+    headers = [(name, _encoded(name, value)) for name, value in message_headers(message, domain, rendered)]
+    return build_mime(headers=headers, text=rendered.text, html=rendered.html)
+
+
+def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternatives:
+    """The same message as a Django EmailMessage, for non-SMTP backends (ESPs). Raises RenderError."""
+    rendered = render_message(message)
+    headers = dict(message_headers(message, domain, rendered))
     email = EmailMultiAlternatives(
-        subject=rendered.subject,
-        body=rendered.text,
-        from_email=formataddr((rendered.sender_name, domain.default_sender)) if rendered.sender_name else domain.default_sender,
-        to=[message.recipient],
-        headers={
-            "Message-ID": message.message_id(),
-            "List-Unsubscribe": f"<{url}>, <{mailto}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+        subject=headers.pop("Subject"), body=rendered.text, from_email=headers.pop("From"), to=[headers.pop("To")], headers=headers
     )
     email.attach_alternative(rendered.html, "text/html")
     return email
+
+
+def _encoded(name: str, value: str) -> str:
+    if name == "From":
+        return value  # formataddr already applied RFC 2047 to a non-ASCII display name
+    return header_value(value)
 
 
 def envelope_sender(message: Message) -> str:
@@ -86,7 +120,7 @@ class SmtpTransport(Transport):
 
     def send(self, message: Message, domain: SendingDomain) -> Outcome:
         try:
-            raw = build_email(message, domain).message().as_bytes(linesep="\r\n")
+            raw = build_raw(message, domain)
         except RenderError as exc:
             return Outcome(MessageStatus.FAILED, None, f"render: {exc}")
         if domain.dkim_selector and domain.dkim_key_path:

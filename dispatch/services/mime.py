@@ -1,0 +1,63 @@
+"""Serialize a rendered message to MIME bytes, fast.
+
+Django's EmailMessage (the stdlib email package underneath) takes ~5 ms to
+build and serialize a 100 KB newsletter, mostly in its pure-Python
+quoted-printable encoder; that alone would cap a core at ~200 messages a
+second. This builds the same structure (multipart/alternative, text and HTML
+in UTF-8 quoted-printable, RFC 2047 headers) with bytes operations and one C
+regex for the soft line breaks. Tests parse the output back with the stdlib
+and compare every part and header.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from email.header import Header
+from email.utils import formatdate
+
+_UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]")
+_SAFE_BYTES = bytes(b for b in range(256) if not _UNSAFE.match(bytes([b])))
+# At most 73 characters, plus the rest of an =XX escape the cut would split: a line
+# stays within 76 with its "=" soft break, and an escape is never torn apart.
+_SOFT_LINE = re.compile(rb".{1,73}(?:(?<==)[0-9A-F]{2}|(?<==[0-9A-F])[0-9A-F])?", re.S)
+
+
+def qp_encode(text: str) -> bytes:
+    """Quoted-printable (RFC 2045) of UTF-8 text, CRLF line endings."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8").replace(b"=", b"=3D")
+    # A few distinct bytes need escaping at most (the UTF-8 of some letters):
+    # one C-speed replace each beats a regex with a Python callback per byte.
+    for byte in set(data.translate(None, _SAFE_BYTES)):
+        data = data.replace(bytes([byte]), b"=%02X" % byte)
+    lines = []
+    for line in data.split(b"\n"):
+        if line.endswith((b" ", b"\t")):  # trailing white space would be stripped in transit
+            line = line[:-1] + b"=%02X" % line[-1]
+        lines.append(b"=\r\n".join(_SOFT_LINE.findall(line)) if len(line) > 76 else line)
+    return b"\r\n".join(lines)
+
+
+def header_value(value: str) -> str:
+    """ASCII stays as it is; anything else becomes RFC 2047 encoded-words."""
+    if value.isascii() and len(value) < 900:
+        return value
+    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+
+
+def build_mime(*, headers: list[tuple[str, str]], text: str, html: str) -> bytes:
+    """A multipart/alternative message: ``headers`` first (already encoded), then text and HTML."""
+    boundary = f"=_sp_{secrets.token_hex(12)}"
+    head = [f"{name}: {value}" for name, value in headers]
+    head += ["Date: " + formatdate(usegmt=True), "MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{boundary}"']
+    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+    return b"".join(
+        [
+            "\r\n".join(head).encode("ascii"),
+            f"\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode("ascii"),
+            qp_encode(text),
+            f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
+            qp_encode(html),
+            f"\r\n--{boundary}--\r\n".encode("ascii"),
+        ]
+    )
