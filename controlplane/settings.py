@@ -159,12 +159,13 @@ if _broker_scheme not in {"filesystem", "amqp", "amqps", "pyamqp", "redis", "red
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if _broker_scheme == "filesystem":
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # kombu's default is ./control in the working directory
         "store_processed": False,
         "polling_interval": 0.1,  # kombu's default of 1 s would cap a worker at one batch a second
     }
