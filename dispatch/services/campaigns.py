@@ -32,3 +32,23 @@ def campaign_set_status(*, campaign: Campaign, status: str) -> Campaign:
     Campaign.objects.filter(pk=campaign.pk).update(status=status)
     campaign.status = status
     return campaign
+
+
+def messages_resolve_unknown(*, campaign: Campaign, outcome: str, uuids: list[str] | None = None) -> int:
+    """An operator settles ``unknown`` rows after reading the relay's log: ``sent`` or ``requeue``.
+
+    Requeue sends again: only for Message-IDs the relay's log shows it never accepted.
+    """
+    from django.utils import timezone
+
+    from dispatch.models import Message, MessageStatus
+
+    if outcome not in ("sent", "requeue"):
+        raise CampaignError("must be sent or requeue", field="outcome")
+    rows = Message.objects.filter(campaign=campaign, status=MessageStatus.UNKNOWN)
+    if uuids is not None:
+        rows = rows.filter(uuid__in=uuids)
+    note = f"resolved by an operator as {outcome} at {timezone.now():%Y-%m-%d %H:%M:%S}"
+    if outcome == "sent":
+        return rows.update(status=MessageStatus.SENT, sent_at=timezone.now(), last_reply=note)
+    return rows.update(status=MessageStatus.QUEUED, not_before=timezone.now(), last_reply=note)
