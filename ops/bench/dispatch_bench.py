@@ -1,0 +1,959 @@
+"""Dispatch throughput: Sendplane's real path against django-post-office, counted at a Postfix smtp-sink.
+
+Run: ops/bench/dispatch [--messages N]. Three runs on this machine, one after the other:
+
+1. Sendplane, throughput: N personalized messages of the ~50 KB MJML newsletter
+   (ops/bench/fixtures/newsletter.mjml) through the real path: an HTTP trigger
+   (gunicorn, token auth) -> PostgreSQL -> broker hints -> Celery prefork
+   workers (claim, token bucket, render, SMTP) -> smtp-sink, with celery beat
+   running the sweeper. The domain's rate is set out of the way. Timed from the
+   first trigger POST to the last message the sink received.
+2. django-post-office, the same N recipients and contexts, the same newsletter
+   (compiled to HTML once, its Jinja tags being valid Django template syntax),
+   the same sink and the same number of worker processes:
+   ``mail.send_many`` (queue) then ``manage.py send_queued_mail --processes W``,
+   rendering at delivery (``render_on_delivery``, the faster of post-office's
+   two modes here; ``--po-render-at-queue`` for its default). Timed queue + send.
+3. Sendplane, smoothing: M messages from a domain limited to R/s with burst B;
+   the sink's arrivals are counted per aligned second and per sliding
+   one-second window, against R + B.
+
+The sink dumps every transaction to a file on tmpfs; its envelope recipient
+(``X-Rcpt-Args``), its Message-ID and its mtime give what arrived, twice or
+not at all, and when. The last line is ``RESULT ...`` for scripts. The
+benchmark's own failures (a service that will not start) exit non-zero; a
+slow or lossy result still exits 0 and shows in RESULT.
+
+``--profile`` instead runs Sendplane's trigger service and worker loop in
+this process, plainly and under cProfile. Internal subcommands (run by the
+driver with post-office's settings): ``po-queue`` and ``po-status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent
+FIXTURE = BENCH / "fixtures" / "newsletter.mjml"
+PY = sys.executable
+
+SUBJECT = "{{ first_name }}, the winter edit is here"
+SENDER_NAME = "Atelier"
+PREHEADER = "{{ discount }}% off until {{ offer_end }}"
+TEMPLATE_SLUG = "bench-newsletter"
+THROUGHPUT_DOMAIN = "bench.sendplane.test"
+SMOOTHING_DOMAIN = "smooth.sendplane.test"
+# A spread of mailbox providers: each group is its own (domain, provider) stream in Sendplane.
+RECIPIENT_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "example.org", "example.net")
+SECRET_KEY = "sendplane-bench-only-not-a-secret-0123456789abcdef"
+MAX_PER_TRIGGER = 10_000
+
+
+# --- recipients (the same contexts as ops/bench/render.py) ---------------------------
+
+
+def recipient(i: int, address: str) -> dict[str, Any]:
+    products = [
+        {
+            "name": f"Oak stool no. {i % 7}-{k}",
+            "blurb": "Hand-finished oak, 45 cm, stackable.",
+            "price": f"€{80 + k}",
+            "was": f"€{110 + k}" if (i + k) % 2 else "",
+            "image": f"https://cdn.example.com/p/{i % 50}-{k}.jpg",
+            "url": f"https://www.example.com/p/{i % 50}-{k}",
+        }
+        for k in range(4)
+    ]
+    return {
+        "brand": "Atelier", "first_name": f"Ana{i}", "campaign": "winter-24", "member_id": f"m-{i:06d}",
+        "points": i % 900, "discount": 15, "offer_end": "31 January", "products": products,
+        "show_referral": i % 3 == 0, "referral_code": f"ANA{i}", "email": address,
+        "unsubscribe_url": f"https://example.com/u/{i:08x}",
+    }
+
+
+def address_of(prefix: str, i: int) -> str:
+    return f"{prefix}{i}@{RECIPIENT_DOMAINS[i % len(RECIPIENT_DOMAINS)]}"
+
+
+def people(prefix: str, n: int) -> list[dict[str, Any]]:
+    return [{"address": (a := address_of(prefix, i)), "context": recipient(i, a)} for i in range(n)]
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process the benchmark starts, each in its own process group, ended at exit.
+
+    The process-group ids are also written to a file the bash entry reads in its
+    EXIT trap, so even a driver killed with SIGKILL leaves nothing behind.
+    """
+
+    def __init__(self, pidfile: Path, logdir: Path) -> None:
+        self.pidfile, self.logdir = pidfile, logdir
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.running.append((name, proc))
+        with self.pidfile.open("a") as f:
+            f.write(f"{proc.pid}\n")
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        # A process that already ended on its own is not signalled: its id may be reused.
+        if proc.poll() is None:
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            _killpg(proc.pid, signal.SIGKILL)  # what is left of the group (pool children), right away
+            proc.wait()
+        self.running = [(n, p) for n, p in self.running if p is not proc]
+        # Ended: the bash trap must not signal this id again (it may be reused).
+        self.pidfile.write_text("".join(f"{p.pid}\n" for _, p in self.running))
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"{what} is not listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def wait_log(path: Path, needle: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode}; see {path}")
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise BenchError(f"{what} not ready after {timeout:.0f} s; see {path}")
+
+
+class BenchError(RuntimeError):
+    """The benchmark itself could not run (exit 2)."""
+
+
+# --- CPU by process group ------------------------------------------------------------------
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds per process group over a run, from /proc.
+
+    Only this benchmark's processes count by name: those it started (each is its
+    own session), its own children, and PostgreSQL backends of its databases.
+    The rest of the machine (RabbitMQ, PostgreSQL's background processes, anything
+    else running) is summed as "shared/other", so a disturbed run shows. Sampled,
+    so a process that lives less than a sampling interval may be missed.
+    """
+
+    def __init__(self, procs: Processes, databases: tuple[str, ...]) -> None:
+        self.procs, self.databases = procs, databases
+        self.first: dict[int, tuple[str, int]] = {}
+        self.last: dict[int, int] = {}
+        self.started = time.time()
+        self.busy0 = self._machine()
+        self.sample(initial=True)
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    def _classify(self, pid: int, comm: str, ppid: int, sid: int) -> str:
+        if pid == os.getpid():
+            return "bench driver"
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "shared/other"
+        if comm.startswith("postgres"):
+            return "postgres" if any(f" {db} " in cmdline for db in self.databases) else "shared/other"
+        if sid not in {p.pid for _, p in self.procs.running} and ppid != os.getpid():
+            return "shared/other"
+        if comm == "smtp-sink":
+            return "smtp-sink"
+        for needle, group in (("celery", "celery worker"), ("gunicorn", "gunicorn"), ("send_queued_mail", "post-office send"),
+                              ("po-queue", "post-office queue")):
+            if needle in cmdline:
+                return "celery beat" if group == "celery worker" and " beat" in cmdline else group
+        return "bench helpers"
+
+    def sample(self, initial: bool = False) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            rest = stat[stat.rindex(")") + 2 :].split()
+            ticks = int(rest[11]) + int(rest[12])
+            if pid not in self.first:
+                self.first[pid] = (self._classify(pid, comm, int(rest[1]), int(rest[3])), ticks if initial else 0)
+            self.last[pid] = ticks
+
+    def report(self) -> str:
+        self.sample()
+        busy1 = self._machine()
+        groups: Counter = Counter()
+        for pid, (group, start) in self.first.items():
+            groups[group] += (self.last.get(pid, start) - start) / _TICK
+        wall = time.time() - self.started
+        machine = (busy1[0] - self.busy0[0]) / max(1, busy1[1] - self.busy0[1]) * (os.cpu_count() or 1)
+        shown = ", ".join(f"{g} {v:.1f}" for g, v in groups.most_common() if v >= 0.05)
+        line = f"CPU seconds over {wall:.1f} s (machine busy {machine:.2f} of {os.cpu_count()} cores): {shown}"
+        other = groups["shared/other"] / max(wall, 1e-9)
+        if other > 0.15:
+            line += (f"\n  WARNING: processes outside this benchmark used {other:.2f} cores on average during this run;"
+                     " its figures are disturbed (RabbitMQ and PostgreSQL's own background work count there too)")
+        return line
+
+
+# --- the sink -------------------------------------------------------------------------
+
+
+@dataclass
+class Arrival:
+    recipient: str
+    message_id: str
+    at: float
+
+
+_RCPT = re.compile(rb"^X-Rcpt-Args:\s*<([^>]*)>", re.MULTILINE | re.IGNORECASE)
+_MSGID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]*>)", re.MULTILINE | re.IGNORECASE)
+
+
+class Sink:
+    """Postfix's smtp-sink on loopback, dumping each transaction to a file on tmpfs."""
+
+    def __init__(self, procs: Processes, dump_dir: Path) -> None:
+        self.procs, self.dump_dir = procs, dump_dir
+        self.port = free_port()
+        self.dump_dir.mkdir(parents=True)
+        cmd = [shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"]
+        if os.geteuid() == 0:  # smtp-sink refuses to run as root; it writes the dumps as this user
+            shutil.chown(self.dump_dir, user="postfix")
+            cmd += ["-u", "postfix"]
+        cmd += ["-d", f"{self.dump_dir}/%H%M%S.", "-m", "512", f"127.0.0.1:{self.port}", "1024"]
+        self.proc = procs.start("smtp-sink", cmd, dict(os.environ))
+        wait_port(self.port, self.proc, "smtp-sink")
+        self.arrivals: list[Arrival] = []
+
+    def count(self) -> int:
+        """Dumps not yet collected: what arrived in the current run."""
+        return sum(1 for _ in os.scandir(self.dump_dir))
+
+    def collect(self) -> list[Arrival]:
+        """Parse and remove every dump written so far; returns the new arrivals."""
+        new = []
+        for entry in os.scandir(self.dump_dir):
+            at = entry.stat().st_mtime
+            with open(entry.path, "rb") as f:
+                head = f.read(16384)
+            end = re.search(rb"\r?\n\r?\n", head)
+            head = head[: end.start()] if end else head
+            msgid = _MSGID.search(head)
+            for rcpt in _RCPT.findall(head):
+                new.append(Arrival(rcpt.decode(errors="replace").lower(), msgid.group(1).decode() if msgid else "", at))
+            os.unlink(entry.path)
+        new.sort(key=lambda a: a.at)
+        self.arrivals.extend(new)
+        return new
+
+    def last_arrival(self) -> float:
+        """mtime of the newest dump not yet collected (0 if none)."""
+        return max((e.stat().st_mtime for e in os.scandir(self.dump_dir)), default=0.0)
+
+
+@dataclass
+class Delivery:
+    """What the sink got for one run: expected recipients against arrivals."""
+
+    expected: set[str]
+    arrivals: list[Arrival]
+    lost: int = 0
+    duplicates: int = 0
+    extra: int = 0
+    by_recipient: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.by_recipient = Counter(a.recipient for a in self.arrivals)
+        pairs = Counter((a.message_id, a.recipient) for a in self.arrivals)
+        self.lost = sum(1 for r in self.expected if r not in self.by_recipient)
+        # A recipient has one message per run: any second arrival is a duplicate,
+        # whether it repeats the Message-ID or not.
+        self.duplicates = sum(n - 1 for r, n in self.by_recipient.items() if r in self.expected)
+        self.duplicate_pairs = sum(n - 1 for n in pairs.values())
+        self.extra = sum(n for r, n in self.by_recipient.items() if r not in self.expected)
+
+    @property
+    def first(self) -> float:
+        return self.arrivals[0].at if self.arrivals else 0.0
+
+    @property
+    def last(self) -> float:
+        return self.arrivals[-1].at if self.arrivals else 0.0
+
+
+def split_arrivals(arrivals: list[Arrival], prefix: str) -> list[Arrival]:
+    return [a for a in arrivals if re.match(re.escape(prefix) + r"\d+@", a.recipient)]
+
+
+def windows(times: list[float], limit: int) -> dict[str, Any]:
+    """Aligned one-second windows and sliding ones (each starting at an arrival) above ``limit``."""
+    times = sorted(times)
+    per_second = Counter(int(t) for t in times)
+    sliding = [bisect_left(times, t + 1.0) - i for i, t in enumerate(times)]
+    return {
+        "aligned_over": sum(1 for n in per_second.values() if n > limit),
+        "aligned_max": max(per_second.values(), default=0),
+        "sliding_over": sum(1 for n in sliding if n > limit),
+        "sliding_max": max(sliding, default=0),
+        "per_second": [per_second[s] for s in range(min(per_second), max(per_second) + 1)] if per_second else [],
+    }
+
+
+# --- PostgreSQL and the broker -----------------------------------------------------------
+
+
+def pg_admin(base_url: str, *statements: str) -> None:
+    import psycopg
+
+    parts = urlsplit(base_url)
+    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def db_url(base_url: str, name: str) -> str:
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
+
+
+def recreate_db(base_url: str, name: str) -> None:
+    pg_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+
+
+def drop_db(base_url: str, name: str) -> None:
+    pg_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    exe = shutil.which("rabbitmqctl")
+    if exe is None:
+        return False
+    try:
+        return subprocess.run([exe, *args], capture_output=True, timeout=60, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def broker_reachable(url: str) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+        return True
+    except Exception:  # noqa: BLE001 - anything means "not usable"
+        return False
+
+
+def private_broker(url: str, cleanup: list[Any]) -> str:
+    """A RabbitMQ virtual host for this run when possible, so no other run's hints mix in."""
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("amqp"):
+        return url
+    vhost = f"sendplane-bench-{os.getpid()}"
+    if _rabbitmqctl("add_vhost", vhost):
+        cleanup.append(lambda: _rabbitmqctl("delete_vhost", vhost))
+        if _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*"):
+            return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+    return url
+
+
+# --- the driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    args: argparse.Namespace
+    procs: Processes
+    sink: Sink
+    workdir: Path
+    logdir: Path
+    env: dict[str, str]  # Sendplane processes
+    po_env: dict[str, str]  # post-office processes
+    api: str = ""
+    token: str = ""
+
+    def meter(self) -> CpuMeter:
+        return CpuMeter(self.procs, (self.args.db_sendplane, self.args.db_postoffice))
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([PY, "manage.py", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"manage.py {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done
+
+
+def sendplane_objects(s: Setup) -> Any:
+    """A marketer with a token and the approved newsletter, through the services (as an operator would)."""
+    import django
+
+    os.environ.update(s.env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "controlplane.settings"
+    django.setup()
+    from django.contrib.auth.models import Group, User
+    from rest_framework.authtoken.models import Token
+
+    from templates_registry import services as registry
+
+    user = User.objects.create_user(username="bench-marketer")
+    user.groups.add(Group.objects.get_or_create(name="marketer")[0])
+    s.token = Token.objects.create(user=user).key
+    template = registry.template_create(slug=TEMPLATE_SLUG, name="Bench newsletter")
+    variant = registry.variant_create(template=template, slug="a", weight=1)
+    version = registry.version_create(
+        variant=variant, mjml_body=FIXTURE.read_text(encoding="utf-8"), subject=SUBJECT, sender_name=SENDER_NAME,
+        preheader=PREHEADER, variables=recipient(0, "ana0@example.org"),
+    )
+    registry.version_approve(version=version, approved_by=user)
+    return user
+
+
+def sendplane_prepare(s: Setup) -> None:
+    """The objects, then the web app, the workers and beat."""
+    sendplane_objects(s)
+    port = free_port()
+    web = s.procs.start(
+        "gunicorn",
+        [PY, "-m", "gunicorn", "controlplane.wsgi:application", "-w", "2", "-b", f"127.0.0.1:{port}",
+         "--timeout", "600", "--log-level", "warning"],
+        s.env,
+    )
+    wait_port(port, web, "gunicorn")
+    s.api = f"http://127.0.0.1:{port}/api/v1"
+    worker = s.procs.start(
+        "celery-worker",
+        [PY, "-m", "celery", "-A", "controlplane", "worker", "--pool=prefork", f"--concurrency={s.args.workers}",
+         "-n", f"bench-{os.getpid()}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        s.env,
+    )
+    wait_log(s.logdir / "celery-worker.log", " ready.", worker, "the Celery worker")
+    s.procs.start(
+        "celery-beat",
+        [PY, "-m", "celery", "-A", "controlplane", "beat", "-s", str(s.workdir / "beat-schedule"), "--loglevel=WARNING"],
+        s.env,
+    )
+    say(f"sendplane: gunicorn (2 workers) on :{port}, celery worker prefork x{s.args.workers}, celery beat (sweeper "
+        f"every {s.env.get('SENDPLANE_DISPATCH_SWEEP_SECONDS', '1')} s), batch size {s.env['SENDPLANE_DISPATCH_BATCH_SIZE']}")
+
+
+def http(s: Setup, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        s.api + path, data=body, method=method,
+        headers={"Authorization": f"Token {s.token}", "Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
+
+
+@dataclass
+class SendplaneRun:
+    accepted: int
+    trigger_s: float
+    elapsed_s: float
+    statuses: dict[str, int]
+    delivery: Delivery
+    timed_out: bool
+
+    @property
+    def per_s(self) -> float:
+        return self.delivery.by_recipient.total() / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def sendplane_run(s: Setup, *, label: str, prefix: str, n: int, domain: str, rate: float, burst: int) -> SendplaneRun:
+    from deliverability.services import domain_create
+    from dispatch.models import TERMINAL, Campaign
+    from dispatch.selectors import campaign_progress
+
+    domain_create(domain=domain, default_sender=f"news@{domain}", rate_per_second=rate, burst=burst)
+    _, created = http(s, "POST", "/campaigns/", json.dumps(
+        {"name": f"bench {label}", "template": TEMPLATE_SLUG, "sending_domain": domain}).encode())
+    campaign = Campaign.objects.get(pk=created["id"])
+    recipients = people(prefix, n)
+    size = min(MAX_PER_TRIGGER, s.args.trigger_size)
+    bodies = [json.dumps({"recipients": recipients[i : i + size]}).encode() for i in range(0, n, size)]
+    expected = {r["address"].lower() for r in recipients}
+    say(f"{label}: {n} messages from {domain} ({rate:g}/s, burst {burst}), {len(bodies)} trigger call(s) of "
+        f"{sum(map(len, bodies)) / len(bodies) / 1e6:.1f} MB")
+
+    meter = s.meter()
+    started = time.time()
+    accepted = 0
+    for k, body in enumerate(bodies):
+        _, answer = http(s, "POST", f"/campaigns/{campaign.pk}/triggers", body, {"Idempotency-Key": f"{label}-{k}"})
+        accepted += answer["accepted"]
+        if answer["rejected"] or answer["suppressed"]:
+            say(f"  trigger {k}: rejected {answer['rejected']} suppressed {answer['suppressed']}: {answer['rejections'][:3]}")
+    trigger_s = time.time() - started
+    say(f"  trigger: {accepted} accepted in {trigger_s:.2f} s ({accepted / trigger_s:.0f} recipients/s through the API)")
+
+    deadline = started + s.args.timeout
+    last_note = 0.0
+    while True:
+        progress = campaign_progress(campaign=campaign)
+        done = sum(progress[st] for st in TERMINAL)
+        now = time.time()
+        if now - last_note >= 5:
+            say(f"  {now - started:6.1f} s: sent {progress['sent']}/{progress['total']}, at the sink {s.sink.count()}")
+            last_note = now
+        if done >= progress["total"] or now > deadline:
+            break
+        meter.sample()
+        time.sleep(0.25)
+    timed_out = done < progress["total"]
+    time.sleep(0.5)  # the sink closes its last dump file
+    arrivals = split_arrivals(s.sink.collect(), prefix)
+    delivery = Delivery(expected, arrivals)
+    end = delivery.last or time.time()
+    run = SendplaneRun(accepted, trigger_s, end - started, {k: v for k, v in progress.items() if v}, delivery, timed_out)
+    say(f"  done: {run.statuses}; sink received {len(arrivals)} "
+        f"(lost {delivery.lost}, duplicates {delivery.duplicates}) in {run.elapsed_s:.2f} s "
+        f"-> {run.per_s:.0f} msg/s trigger-to-delivered"
+        + (f"; first arrival after {delivery.first - started:.2f} s, sink-side rate "
+           f"{len(arrivals) / max(1e-9, delivery.last - delivery.first):.0f}/s" if arrivals else "")
+        + (" TIMED OUT" if timed_out else ""))
+    say("  " + meter.report())
+    return run
+
+
+@dataclass
+class PostOfficeRun:
+    queue_s: float
+    send_s: float
+    startup_s: float
+    statuses: dict[str, int]
+    delivery: Delivery
+    timed_out: bool
+
+    @property
+    def total_s(self) -> float:
+        return self.queue_s + self.send_s
+
+    @property
+    def per_s(self) -> float:
+        return self.delivery.by_recipient.total() / self.total_s if self.total_s > 0 else 0.0
+
+
+def postoffice_run(s: Setup, *, prefix: str, n: int) -> PostOfficeRun:
+    me = str(Path(__file__).resolve())
+    lockfile = str(s.workdir / "post_office")
+    send_cmd = [PY, "manage.py", "send_queued_mail", f"--processes={s.args.workers}", f"--lockfile={lockfile}"]
+    # The command's own start-up (Django, connections) with an empty queue: not counted as sending.
+    t = time.time()
+    subprocess.run(send_cmd, env=s.po_env, cwd=ROOT, capture_output=True, timeout=120, check=True)
+    startup_s = time.time() - t
+
+    meter = s.meter()
+    out = s.workdir / "po-queue.json"
+    queue = s.procs.start("post-office-queue", [
+        PY, me, "po-queue", "--messages", str(n), "--prefix", prefix, "--out", str(out),
+        *(["--render-on-delivery"] if s.args.po_render_on_delivery else [])], s.po_env)
+    queue_deadline = time.time() + s.args.timeout
+    while queue.poll() is None and time.time() < queue_deadline:
+        meter.sample()
+        time.sleep(0.25)
+    s.procs.stop(queue)
+    if queue.returncode != 0 or not out.exists():
+        raise BenchError(f"post-office queueing failed ({queue.returncode}); see {s.logdir / 'post-office-queue.log'}")
+    queued = json.loads(out.read_text())
+    say(f"post-office: {queued['queued']} emails queued (mail.send_many, "
+        + ("rendered at delivery" if s.args.po_render_on_delivery else f"rendered at queue time, {queued['html_kb']:.0f} KB HTML each")
+        + f") in {queued['queue_s']:.2f} s")
+
+    started = time.time()
+    sender = s.procs.start("post-office-send", send_cmd, s.po_env)
+    last_note = started
+    while sender.poll() is None and time.time() - started < s.args.timeout:
+        time.sleep(0.25)
+        meter.sample()
+        if time.time() - last_note >= 5:
+            say(f"  {time.time() - started:6.1f} s: at the sink {s.sink.count()}")
+            last_note = time.time()
+    timed_out = sender.poll() is None
+    s.procs.stop(sender)
+    time.sleep(0.5)
+    arrivals = split_arrivals(s.sink.collect(), prefix)
+    delivery = Delivery({address_of(prefix, i).lower() for i in range(n)}, arrivals)
+    status = subprocess.run([PY, me, "po-status"], env=s.po_env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    statuses = json.loads(status.stdout.strip().splitlines()[-1]) if status.returncode == 0 else {}
+    send_s = max((delivery.last or time.time()) - started - startup_s, delivery.last - delivery.first)
+    run = PostOfficeRun(queued["queue_s"], send_s, startup_s, statuses, delivery, timed_out)
+    say(f"  send_queued_mail --processes={s.args.workers}: {statuses}; sink received {len(arrivals)} "
+        f"(lost {delivery.lost}, duplicates {delivery.duplicates}) in {send_s:.2f} s "
+        f"(after {startup_s:.2f} s of command start-up, not counted) -> send-only {len(arrivals) / max(send_s, 1e-9):.0f} msg/s, "
+        f"queue+send {run.per_s:.0f} msg/s" + (" TIMED OUT" if timed_out else ""))
+    say("  " + meter.report())
+    return run
+
+
+def prepare(args: argparse.Namespace, cleanup: list[Any]) -> Setup:
+    if not (shutil.which("smtp-sink") or Path("/usr/sbin/smtp-sink").exists()):
+        raise BenchError("Postfix's smtp-sink is not installed (apt-get install postfix)")
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else ROOT / "var"
+    workdir = base / f"sendplane-bench-{os.getpid()}"
+    workdir.mkdir(parents=True)
+    cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+    logdir = ROOT / "var" / "bench" / time.strftime("dispatch-%Y%m%d-%H%M%S")
+    logdir.mkdir(parents=True, exist_ok=True)
+    procs = Processes(Path(args.pidfile) if args.pidfile else workdir / "pids", logdir)
+
+    pg = args.postgres
+    broker = args.broker
+    if not broker_reachable(broker):
+        fallback = "redis://127.0.0.1:6379/15"
+        if broker_reachable(fallback):
+            say(f"broker {broker} unreachable; using {fallback}")
+            broker = fallback
+        else:
+            raise BenchError(f"no broker: {broker} is unreachable (and so is Redis)")
+    broker = private_broker(broker, cleanup)
+
+    for name in (args.db_sendplane, args.db_postoffice):
+        recreate_db(pg, name)
+        if not args.keep_db:
+            cleanup.append(lambda name=name: drop_db(pg, name))
+    cleanup.append(procs.stop_all)  # runs first: nothing may still use the databases or the vhost
+
+    sink = Sink(procs, workdir / "sink")
+    common = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_SETTINGS_MODULE", "DATABASE_URL"))
+    } | {
+        "SECRET_KEY": SECRET_KEY,
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(sink.port),
+        "CELERY_BROKER_URL": broker,
+        "LOG_LEVEL": "WARNING",
+        "DATABASE_CONN_MAX_AGE": "600",
+    }
+    env = common | {
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "DATABASE_URL": db_url(pg, args.db_sendplane),
+        "SENDPLANE_DISPATCH_BATCH_SIZE": str(args.batch_size),
+        **({"SENDPLANE_DISPATCH_RECHECK_EVERY": str(args.recheck_every)} if args.recheck_every else {}),
+        "SENDPLANE_DATA_DIR": str(workdir / "data"),
+    }
+    po_env = common | {
+        "DJANGO_SETTINGS_MODULE": "postoffice_settings",
+        "DATABASE_URL": db_url(pg, args.db_postoffice),
+        "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
+        "SENDPLANE_DATA_DIR": str(workdir / "data"),
+        "BENCH_PO_BATCH_SIZE": str(args.po_batch_size),
+        "BENCH_PO_MESSAGE_ID_FQDN": THROUGHPUT_DOMAIN,
+    }
+    if broker.startswith("redis"):
+        subprocess.run([PY, "-m", "celery", "-A", "controlplane", "purge", "-f"], env=env, cwd=ROOT, capture_output=True, timeout=60, check=False)
+    manage(env, "migrate", "--noinput")
+    manage(po_env, "migrate", "--noinput")
+    say(f"setup: PostgreSQL {args.db_sendplane} and {args.db_postoffice} migrated; broker {broker}; "
+        f"smtp-sink on 127.0.0.1:{sink.port} dumping to {sink.dump_dir}; logs in {logdir.relative_to(ROOT)}")
+    return Setup(args, procs, sink, workdir, logdir, env, po_env)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000, help="messages per throughput run (each side)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes on each side")
+    parser.add_argument("--batch-size", type=int, default=100, help="SENDPLANE_DISPATCH_BATCH_SIZE for the workers")
+    parser.add_argument("--trigger-size", type=int, default=5000, help="recipients per trigger call (max 10000)")
+    parser.add_argument("--po-batch-size", type=int, default=100, help="post-office BATCH_SIZE (its default: 100)")
+    parser.add_argument("--po-render-at-queue", dest="po_render_on_delivery", action="store_false",
+                        help="post-office renders in mail.send (its default) instead of in send_queued_mail, which is "
+                             "faster here and so is the benchmark's default")
+    parser.add_argument("--recheck-every", type=int, help="SENDPLANE_DISPATCH_RECHECK_EVERY (default: Sendplane's, 10)")
+    parser.add_argument("--smooth-messages", type=int, default=1500, help="0 skips the smoothing run")
+    parser.add_argument("--smooth-rate", type=float, default=200.0)
+    parser.add_argument("--smooth-burst", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds each run may take before it is cut off")
+    parser.add_argument("--skip-postoffice", action="store_true", help="Sendplane only (ratio reported as 0)")
+    parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"))
+    parser.add_argument("--broker", default=os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"))
+    parser.add_argument("--db-sendplane", default="bench_sendplane")
+    parser.add_argument("--db-postoffice", default="bench_postoffice")
+    parser.add_argument("--keep-db", action="store_true", help="leave both databases for inspection")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the comparison: cProfile the trigger service and the worker's batch loop in one process")
+    parser.add_argument("--profile-top", type=int, default=25, help="functions shown per profile table")
+    parser.add_argument("--pidfile", help="where to list started process groups (the bash entry's EXIT trap reads it)")
+    args = parser.parse_args(argv)
+
+    cleanup: list[Any] = []
+
+    def run_cleanup() -> None:
+        while cleanup:
+            try:
+                cleanup.pop()()
+            except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+                print(f"cleanup: {exc}", file=sys.stderr)
+
+    atexit.register(run_cleanup)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(130))
+
+    try:
+        s = prepare(args, cleanup)
+        if args.profile:
+            os.environ.update(s.env)
+            profile_run(s, args.messages)
+            return 0
+        sendplane_prepare(s)
+        from django.db import connections
+
+        cleanup.append(connections.close_all)
+        sp = sendplane_run(s, label="sendplane", prefix="sp", n=args.messages, domain=THROUGHPUT_DOMAIN, rate=100_000, burst=100_000)
+        po = None if args.skip_postoffice else postoffice_run(s, prefix="po", n=args.messages)
+        sm = sendplane_run(s, label="smoothing", prefix="sm", n=args.smooth_messages, domain=SMOOTHING_DOMAIN,
+                           rate=args.smooth_rate, burst=args.smooth_burst) if args.smooth_messages else None
+    except BenchError as exc:
+        print(f"benchmark could not run: {exc}", file=sys.stderr)
+        return 2
+
+    limit = int(args.smooth_rate + args.smooth_burst)
+    w = windows([a.at for a in sm.delivery.arrivals] if sm else [], limit)
+    say(f"smoothing: {args.smooth_rate:g}/s + burst {args.smooth_burst} = {limit} per second allowed; per aligned second at the sink "
+        f"{w['per_second']}; busiest aligned second {w['aligned_max']}, busiest sliding window {w['sliding_max']} "
+        f"({w['aligned_over']} aligned / {w['sliding_over']} sliding windows over)")
+    stragglers = s.sink.collect()
+    if stragglers:
+        say(f"late arrivals after their run: {len(stragglers)}")
+    lost = sp.delivery.lost + (sm.delivery.lost if sm else 0)
+    dups = sp.delivery.duplicates + (sm.delivery.duplicates if sm else 0) + sum(
+        1 for a in stragglers if a.recipient.startswith(("sp", "sm")))
+    sp_rate, po_rate = sp.per_s, (po.per_s if po else 0.0)
+    ratio = sp_rate / po_rate if po_rate else 0.0
+    if po:
+        say(f"summary: sendplane {sp_rate:.0f} msg/s (trigger to last delivered, {sp.elapsed_s:.2f} s) vs post-office "
+            f"{po_rate:.0f} msg/s (queue {po.queue_s:.2f} s + send {po.send_s:.2f} s; send-only "
+            f"{po.delivery.by_recipient.total() / max(po.send_s, 1e-9):.0f} msg/s); post-office lost {po.delivery.lost}, "
+            f"duplicates {po.delivery.duplicates}")
+    bar = ratio >= 1.5 and lost == 0 and dups == 0 and w["aligned_over"] == 0
+    say(f"bar: ratio >= 1.5, 0 lost, 0 duplicates, 0 over rate -> {'met' if bar else 'NOT met'}; goal 1500 msg/s on 2 cores "
+        f"-> {'met' if sp_rate >= 1500 else 'not yet'} ({sp_rate:.0f})")
+    say(f"RESULT messages={args.messages} sendplane_per_s={sp_rate:.0f} post_office_per_s={po_rate:.0f} ratio={ratio:.2f} "
+        f"lost={lost} duplicates={dups} over_rate={w['aligned_over']}")
+    return 0
+
+
+# --- profile: the trigger and the worker's loop in this process, under cProfile --------------------------
+
+
+def profile_run(s: Setup, n: int) -> None:
+    """What one message costs Sendplane's Python, without processes, broker or HTTP in the way.
+
+    The trigger service and then ``batch_send`` for every (domain, provider)
+    until nothing is due, against the same smtp-sink, each under cProfile.
+    """
+    import cProfile
+    import pstats
+
+    user = sendplane_objects(s)
+    from django.utils import timezone
+
+    from deliverability.services import domain_create
+    from dispatch.services.campaigns import campaign_create
+    from dispatch.services.sweeper import due_pairs
+    from dispatch.services.triggers import trigger_accept
+    from dispatch.services.worker import batch_send
+    from templates_registry.models import Template
+
+    domain = domain_create(domain=THROUGHPUT_DOMAIN, default_sender=f"news@{THROUGHPUT_DOMAIN}", rate_per_second=100_000, burst=100_000)
+    template = Template.objects.get(slug=TEMPLATE_SLUG)
+    campaign = campaign_create(name="bench profile", template=template, sending_domain=domain)
+    recipients = people("pf", n)
+
+    def profiled(label: str, count: int, func: Any) -> None:
+        prof = cProfile.Profile()
+        wall, cpu = time.perf_counter(), time.process_time()
+        prof.enable()
+        func()
+        prof.disable()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        say(f"{label}: {count} messages, {wall * 1000 / count:.3f} ms wall and {cpu * 1000 / count:.3f} ms CPU per message "
+            f"in this process ({count / wall:.0f}/s on one core)")
+        stats = pstats.Stats(prof, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(s.args.profile_top)
+        stats.sort_stats("cumulative").print_stats(r"(dispatch|deliverability|templates_registry|controlplane)/", s.args.profile_top)
+
+    def drain() -> None:
+        while pairs := due_pairs(now=timezone.now()):
+            for domain_id, provider in pairs:
+                batch_send(domain_id=domain_id, provider=provider)
+
+    # First without the profiler (its overhead inflates Python-heavy code), then with it.
+    other = campaign_create(name="bench profile (plain)", template=template, sending_domain=domain)
+    plain = people("pq", n)
+    wall, cpu = time.perf_counter(), time.process_time()
+    trigger_accept(campaign=other, idempotency_key="plain", recipients=plain, created_by=user)
+    t_wall, t_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
+    drain()
+    d_wall, d_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    say(f"without profiler: trigger_accept {t_wall * 1000 / n:.3f} ms wall / {t_cpu * 1000 / n:.3f} ms CPU per recipient; "
+        f"batch_send loop {d_wall * 1000 / n:.3f} ms wall / {d_cpu * 1000 / n:.3f} ms CPU per message "
+        f"({n / d_wall:.0f}/s on one core, SMTP waits included)")
+    s.sink.collect()
+
+    profiled("trigger_accept (one call)", n, lambda: trigger_accept(
+        campaign=campaign, idempotency_key="profile", recipients=recipients, created_by=user))
+    profiled(f"batch_send loop (batch size {s.env['SENDPLANE_DISPATCH_BATCH_SIZE']})", n, drain)
+    time.sleep(0.5)
+    delivery = Delivery({r["address"].lower() for r in recipients}, split_arrivals(s.sink.collect(), "pf"))
+    say(f"PROFILE messages={n} received={len(delivery.arrivals)} lost={delivery.lost} duplicates={delivery.duplicates} "
+        f"trigger_ms={t_wall * 1000 / n:.3f} send_ms={d_wall * 1000 / n:.3f} send_cpu_ms={d_cpu * 1000 / n:.3f}")
+
+
+# --- post-office side (run in a process with postoffice_settings) ------------------------------
+
+
+def newsletter_as_django_templates() -> tuple[str, str]:
+    """The newsletter compiled once by Sendplane's MJML step, as Django templates (HTML, text).
+
+    The fixture's Jinja (``{{ x }}``, ``{{ a.b }}``, ``{% if %}``, ``{% for %}``)
+    is valid Django template syntax, so the same compiled HTML renders under
+    post-office's template engine, byte for byte the same for these contexts.
+    """
+    from templates_registry.rendering.mjml import compile_with_placeholders
+    from templates_registry.rendering.pipeline import (
+        _derive_text,
+        _escape_jinja,
+        insert_preheader,
+    )
+
+    html_ph, placeholders = compile_with_placeholders(FIXTURE.read_text(encoding="utf-8"))
+    html = placeholders.restore(insert_preheader(_escape_jinja(html_ph), PREHEADER))
+    text = placeholders.restore(_escape_jinja(_derive_text(html_ph, placeholders)))
+    return html, "{% autoescape off %}" + text + "{% endautoescape %}"
+
+
+def po_queue(args: argparse.Namespace) -> int:
+    import django
+
+    django.setup()
+    from post_office import mail
+    from post_office.models import EmailTemplate
+
+    html, text = newsletter_as_django_templates()
+    template = EmailTemplate.objects.create(name=TEMPLATE_SLUG, subject=SUBJECT, content=text, html_content=html)
+    sender = f"{SENDER_NAME} <news@{THROUGHPUT_DOMAIN}>"
+    kwargs = [
+        {
+            "recipients": [p["address"]], "sender": sender, "template": template, "context": p["context"],
+            "priority": "medium", "render_on_delivery": args.render_on_delivery,
+            "headers": {"List-Unsubscribe": f"<{p['context']['unsubscribe_url']}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        }
+        for p in people(args.prefix, args.messages)
+    ]
+    started = time.time()
+    for i in range(0, len(kwargs), 1000):
+        mail.send_many(kwargs[i : i + 1000])
+    queue_s = time.time() - started
+    from post_office.models import Email
+
+    sample = Email.objects.order_by("id").first()
+    result = {"queued": len(kwargs), "queue_s": queue_s, "html_kb": len(sample.html_message.encode()) / 1024 if sample else 0}
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+def po_status(_: argparse.Namespace) -> int:
+    import django
+
+    django.setup()
+    from django.db.models import Count
+    from post_office.models import STATUS, Email
+
+    names = dict(zip(STATUS, STATUS._fields))  # a namedtuple: sent=0, failed=1, queued=2, requeued=3
+    counts = {names.get(k, str(k)): v for k, v in Email.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")}
+    print(json.dumps(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    if len(sys.argv) > 1 and sys.argv[1] in ("po-queue", "po-status"):
+        sub = argparse.ArgumentParser()
+        sub.add_argument("cmd")
+        sub.add_argument("--messages", type=int, default=0)
+        sub.add_argument("--prefix", default="po")
+        sub.add_argument("--render-on-delivery", action="store_true")
+        sub.add_argument("--out", help="where po-queue writes its timing (JSON)")
+        ns = sub.parse_args()
+        sys.exit(po_queue(ns) if ns.cmd == "po-queue" else po_status(ns))
+    sys.exit(main(sys.argv[1:]))
