@@ -89,9 +89,9 @@ class Message(models.Model):
 
     class Meta:
         indexes = [
-            # dispatch.services.worker.message_claim: due rows of one (domain, provider).
+            # dispatch.services.worker.message_claim: due rows of one domain, oldest first.
             models.Index(
-                fields=["sending_domain", "provider", "not_before"],
+                fields=["sending_domain", "not_before"],
                 condition=Q(status__in=["queued", "deferred"]),
                 name="message_claimable",
             ),

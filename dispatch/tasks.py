@@ -10,11 +10,11 @@ from dispatch.services.worker import batch_send
 
 
 @shared_task(name=SEND_BATCH)
-def send_batch(domain_id: int, provider: str) -> dict[str, int]:
-    result = batch_send(domain_id=domain_id, provider=provider)
+def send_batch(domain_id: int) -> dict[str, int]:
+    result = batch_send(domain_id=domain_id)
     if result.more:
-        # More due rows and tokens left: ask for another batch (a hint, not a schedule).
-        publish_send_batches([(domain_id, provider)])
+        # Every token found a row: ask for the next batch at once (a hint, not a schedule).
+        publish_send_batches([domain_id])
     return result.counts
 
 

@@ -2,11 +2,14 @@
 
 Rules by recipient local part: ``tempfail*`` gets 451 at RCPT, ``reject*``
 gets 550 at RCPT, ``datafail*`` gets 552 after DATA. Everything else is
-accepted and recorded with the time it arrived.
+accepted and recorded with the time it arrived. ``delay_seconds`` makes the
+server slow: it waits that long after each message's data before answering
+(and recording), as a loaded MTA does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -35,6 +38,7 @@ class Received:
 class SinkHandler:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay_seconds: float = 0.0
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
         local = address.partition("@")[0].lower()
@@ -48,6 +52,8 @@ class SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         if any(r.partition("@")[0].lower().startswith("datafail") for r in envelope.rcpt_tos):
             return "552 5.3.4 Message too big"
+        if self.delay_seconds > 0:
+            await asyncio.sleep(self.delay_seconds)
         raw = envelope.original_content or b""
         message_id = message_from_bytes(raw).get("Message-ID", "")
         now = time.time()
@@ -58,8 +64,8 @@ class SinkHandler:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
-        self.handler = SinkHandler()
+    def __init__(self, delay_seconds: float = 0.0) -> None:
+        self.handler = SinkHandler(delay_seconds=delay_seconds)
         self.port = _free_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False)
 

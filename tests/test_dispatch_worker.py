@@ -15,9 +15,9 @@ from tests.conftest import recipients
 pytestmark = pytest.mark.django_db
 
 
-def drain(domain_id: int, provider: str = "") -> None:
+def drain(domain_id: int) -> None:
     for _ in range(1000):
-        if not batch_send(domain_id=domain_id, provider=provider).more:
+        if not batch_send(domain_id=domain_id).more:
             return
 
 
@@ -45,7 +45,7 @@ def test_every_message_has_unsubscribe_headers_and_a_stable_message_id(campaign:
 def test_paused_domain_yields_no_claims(campaign: Any, smtp_sink: Any) -> None:
     trigger_accept(campaign=campaign, idempotency_key="k1", recipients=recipients(5))
     domain_set_paused(domain=campaign.sending_domain, paused=True, reason="test")
-    result = batch_send(domain_id=campaign.sending_domain_id, provider="")
+    result = batch_send(domain_id=campaign.sending_domain_id)
     assert result.claimed == 0 and smtp_sink.pairs() == []
     assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 5
 
@@ -79,7 +79,7 @@ def test_4xx_gives_up_after_the_attempt_limit(campaign: Any, smtp_sink: Any, set
     settings.SENDPLANE_DISPATCH = {**settings.SENDPLANE_DISPATCH, "RETRY_BASE_SECONDS": 0.0, "MAX_ATTEMPTS": 3}
     trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[{"address": "tempfail@example.org", "context": recipients(1)[0]["context"]}])
     for _ in range(5):
-        batch_send(domain_id=campaign.sending_domain_id, provider="")
+        batch_send(domain_id=campaign.sending_domain_id)
     message = Message.objects.get()
     assert (message.status, message.attempts) == (MessageStatus.FAILED, 3)
     assert message.last_reply.startswith("gave up after 3 attempts")

@@ -27,7 +27,7 @@ def test_signed_message_verifies_against_the_public_key(campaign: Any, smtp_sink
     domain.dkim_selector, domain.dkim_key_path = "s2026", str(key_path)
     domain.save()
     trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(1))
-    batch_send(domain_id=domain.pk, provider="")
+    batch_send(domain_id=domain.pk)
     raw = smtp_sink.received[0].raw
     assert raw.startswith(b"DKIM-Signature:") or b"\nDKIM-Signature:" in raw
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def unknown(campaign: Any) -> list[Message]:
     trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(3))
-    message_claim(domain=campaign.sending_domain, provider="", limit=2)
+    message_claim(domain=campaign.sending_domain, limit=2)
     leases_expire(now=timezone.now() + timedelta(hours=1))
     return list(Message.objects.filter(status=MessageStatus.UNKNOWN).order_by("id"))
 

@@ -10,12 +10,12 @@ from django.db import transaction
 SEND_BATCH = "dispatch.tasks.send_batch"
 
 
-def publish_send_batches(pairs: Iterable[tuple[int, str]]) -> None:
-    """Ask workers to drain each (sending domain, provider) once the transaction commits."""
-    wanted = sorted(set(pairs))
+def publish_send_batches(domain_ids: Iterable[int]) -> None:
+    """Ask workers to drain each sending domain once the transaction commits."""
+    wanted = sorted(set(domain_ids))
 
     def publish() -> None:
-        for domain_id, provider in wanted:
-            current_app.send_task(SEND_BATCH, args=[domain_id, provider])
+        for domain_id in wanted:
+            current_app.send_task(SEND_BATCH, args=[domain_id])
 
     transaction.on_commit(publish)

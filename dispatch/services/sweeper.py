@@ -1,6 +1,6 @@
 """The sweeper (beat, every second): wakes due work and settles expired leases.
 
-It re-publishes a send hint for every (domain, provider) that has due rows,
+It re-publishes a send hint for every sending domain that has due rows,
 so a lost broker message, a postponed batch or a resumed domain all get
 picked up without anyone sleeping or scheduling a broker ETA.
 """
@@ -26,9 +26,9 @@ class SweepResult:
 def sweep(*, now: datetime | None = None) -> SweepResult:
     now = now or timezone.now()
     expired = leases_expire(now=now)
-    pairs = due_pairs(now=now)
-    publish_send_batches(pairs)
-    return SweepResult(published=len(pairs), expired=expired)
+    domains = due_domains(now=now)
+    publish_send_batches(domains)
+    return SweepResult(published=len(domains), expired=expired)
 
 
 def leases_expire(*, now: datetime) -> int:
@@ -38,7 +38,7 @@ def leases_expire(*, now: datetime) -> int:
     )
 
 
-def due_pairs(*, now: datetime) -> list[tuple[int, str]]:
+def due_domains(*, now: datetime) -> list[int]:
     due = Message.objects.filter(status__in=WAITING, not_before__lte=now, campaign__status=CampaignStatus.RUNNING)
     due = due.filter(~Q(sending_domain__paused=True))
-    return sorted(set(due.values_list("sending_domain_id", "provider").distinct()))
+    return sorted(set(due.values_list("sending_domain_id", flat=True).distinct()))

@@ -18,7 +18,7 @@ from deliverability.selectors import suppressed_among
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
 from dispatch.services.hints import publish_send_batches
 from templates_registry.models import Variant, VariantVersion
-from templates_registry.rendering import RenderError, compile_version
+from templates_registry.rendering import CompiledVersion, RenderError, compile_version
 from templates_registry.selectors import version_latest_approved
 
 MAX_RECIPIENTS = 10_000
@@ -39,11 +39,12 @@ class TriggerConflict(TriggerError):
 
 @dataclass(frozen=True)
 class Arm:
-    """A variant in rotation, with the approved version it sends."""
+    """A variant in rotation, with the approved version it sends (compiled once per trigger)."""
 
     variant: Variant
     version: VariantVersion
     weight: int
+    compiled: CompiledVersion
 
 
 def request_fingerprint(recipients: list[dict[str, Any]]) -> str:
@@ -101,7 +102,7 @@ def _arms(campaign: Campaign) -> list[Arm]:
     for variant in Variant.objects.filter(template=campaign.template, weight__gt=0).order_by("pk"):
         version = version_latest_approved(variant=variant)
         if version is not None:
-            arms.append(Arm(variant, version, variant.weight))
+            arms.append(Arm(variant, version, variant.weight, compile_version(version.content())))
     if not arms:
         raise TriggerError(f"template {campaign.template.slug!r} has no approved version to send")
     return arms
@@ -178,7 +179,7 @@ def _context_problem(context: Any) -> str | None:
 def _render_problem(arm: Arm, context: dict[str, Any]) -> str | None:
     """Render now, so a recipient whose context cannot fill the template is refused at the door."""
     try:
-        compile_version(arm.version.content()).render(context)
+        arm.compiled.render(context)
     except RenderError as exc:
         return f"does not render: {exc}"
     return None
@@ -205,7 +206,7 @@ def _insert(
         Trigger.objects.filter(pk=trigger.pk).update(response=response)
         Message.objects.bulk_create(_messages(campaign, trigger, rows, now), batch_size=1000)
         Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
-        publish_send_batches((campaign.sending_domain_id, provider_of(address)) for address, _, _ in rows)
+        publish_send_batches([campaign.sending_domain_id])
     return response
 
 

@@ -1,27 +1,32 @@
-"""One batch of one (sending domain, mailbox provider): tokens, claim, send, record.
+"""One batch of one sending domain: tokens, claim, provider pacing, send, record.
 
-Tokens come first: a worker claims only as many rows as the domain's bucket
-(and the provider's, where set) granted, so nothing claimed waits on the rate.
-When the bucket runs dry with rows still due, those rows get a ``not_before``
-at the time the bucket will have refilled, and the sweeper wakes them then:
-no sleeping, no broker ETA.
+Tokens come first: a worker takes what the domain's bucket grants and claims
+that many due rows, so nothing claimed waits on the domain's rate. Where a
+mailbox provider has its own rate, the claimed rows of that provider then take
+from its bucket; the rest are released with a ``not_before`` at the time the
+bucket will have refilled. A batch that used every token it got asks for the
+next one at once (a hint, not a schedule): the chain runs at the domain's
+rate. Only an empty bucket stops it, and the sweeper wakes the domain again.
+No sleeping, no broker ETA.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from deliverability.models import SendingDomain
 from deliverability.selectors import suppressed_among
 from deliverability.services import domain_rate, token_bucket_refund, token_bucket_take
 from dispatch.models import WAITING, CampaignStatus, Message, MessageStatus
+from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import Outcome, Transport, open_transport
 
 
@@ -35,26 +40,25 @@ class BatchResult:
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
-def batch_send(*, domain_id: int, provider: str, transport: Transport | None = None) -> BatchResult:
-    """Send one batch; the task calls this again while ``more`` is true."""
+def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchResult:
+    """Send one batch for the domain; the task asks for another while ``more`` is true."""
     domain = SendingDomain.objects.get(pk=domain_id)
     limit = settings.SENDPLANE_DISPATCH["BATCH_SIZE"]
-    buckets = _buckets(domain, provider)
-    granted = _take(buckets, limit)
-    claimed = message_claim(domain=domain, provider=provider, limit=granted) if granted else []
-    _refund(buckets, granted - len(claimed))
+    bucket = _domain_bucket(domain)
+    granted = token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=limit)
+    claimed = message_claim(domain=domain, limit=granted) if granted else []
+    token_bucket_refund(key=bucket.key, burst=bucket.burst, tokens=granted - len(claimed))
+    if granted == 0:
+        _postpone_due(domain, bucket, limit)
     result = BatchResult(claimed=len(claimed))
-    if granted < limit:
-        _postpone_due(domain, provider, buckets, limit - granted)
-    if claimed:
-        _deliver(domain, claimed, transport or open_transport(), result)
-    # The next batch takes the tokens that accrued while this one sent, so a chain of
-    # batches runs at the domain's rate; only an empty bucket waits for the sweeper.
+    sendable = _pace_providers(domain, claimed, result)
+    if sendable:
+        _deliver(domain, sendable, transport or open_transport(), result)
     result.more = 0 < len(claimed) == granted
     return result
 
 
-def message_claim(*, domain: SendingDomain, provider: str, limit: int, now: datetime | None = None) -> list[Message]:
+def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = None) -> list[Message]:
     """Mark up to ``limit`` due rows ``sending`` under a lease; none when the domain is paused.
 
     The domain row is read with a lock in the same transaction, so a pause
@@ -68,7 +72,7 @@ def message_claim(*, domain: SendingDomain, provider: str, limit: int, now: date
             return []
         due = (
             Message.objects.select_for_update(of=("self",), **_skip_locked())
-            .filter(sending_domain=domain, provider=provider, status__in=WAITING, not_before__lte=now)
+            .filter(sending_domain=domain, status__in=WAITING, not_before__lte=now)
             .filter(campaign__status=CampaignStatus.RUNNING)
             .order_by("not_before", "id")
             .values_list("id", flat=True)[:limit]
@@ -78,6 +82,30 @@ def message_claim(*, domain: SendingDomain, provider: str, limit: int, now: date
             status=MessageStatus.SENDING, lease_expires_at=lease, attempts=F("attempts") + 1
         )
     return list(Message.objects.filter(id__in=ids).select_related("version", "sending_domain").order_by("id"))
+
+
+def _pace_providers(domain: SendingDomain, claimed: list[Message], result: BatchResult) -> list[Message]:
+    """Apply per-provider buckets; rows over a provider's rate wait in the database for its refill."""
+    rates = domain.provider_rates or {}
+    by_provider: dict[str, list[Message]] = defaultdict(list)
+    for message in claimed:
+        by_provider[message.provider].append(message)
+    sendable: list[Message] = []
+    for provider, rows in by_provider.items():
+        rate = float(rates.get(provider) or 0) if provider else 0.0
+        if rate <= 0:
+            sendable += rows
+            continue
+        burst = max(1, min(domain.burst, math.ceil(rate)))
+        got = token_bucket_take(key=f"domain:{domain.pk}:{provider}", rate=rate, burst=burst, wanted=len(rows))
+        sendable += rows[:got]
+        later = rows[got:]
+        if later:
+            ready_at = timezone.now() + timedelta(seconds=len(later) / rate)
+            messages_release(later, not_before=ready_at)
+            for _ in later:
+                result.add(MessageStatus.QUEUED)
+    return sendable
 
 
 def _deliver(domain: SendingDomain, messages: list[Message], transport: Transport, result: BatchResult) -> None:
@@ -102,31 +130,48 @@ def _deliver(domain: SendingDomain, messages: list[Message], transport: Transpor
 
 
 def messages_record(*, messages: list[Message], outcomes: dict[int, Outcome], result: BatchResult) -> None:
-    """Write the batch's statuses in bulk; rows without an outcome go back to the queue."""
+    """Write the batch's outcomes; rows without one go back to the queue untouched.
+
+    One UPDATE per outcome group rather than a bulk_update's CASE per row (a
+    tenth of the cost); each only touches rows still ``sending``, so a row the
+    sweeper already marked unknown stays unknown.
+    """
     now = timezone.now()
-    cfg = settings.SENDPLANE_DISPATCH
-    changed = []
-    for message in messages:
-        outcome = outcomes.get(message.pk)
-        if outcome is None:
-            _release(message, now)
-        else:
-            _apply(message, outcome, now, cfg)
-        result.add(message.status)
-        changed.append(message)
-    fields = ["status", "not_before", "lease_expires_at", "last_code", "last_reply", "sent_at", "attempts"]
+    sent = [m.pk for m in messages if outcomes.get(m.pk) == SENT_OUTCOME]
+    sent_ids = set(sent)
+    released = [m for m in messages if m.pk not in outcomes]
+    released_ids = {m.pk for m in released}
+    others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
     with transaction.atomic():
-        # Only rows still ours: a row the sweeper already marked unknown stays unknown.
-        ours = set(Message.objects.filter(id__in=[m.pk for m in changed], status=MessageStatus.SENDING).values_list("id", flat=True))
-        Message.objects.bulk_update([m for m in changed if m.pk in ours], fields, batch_size=500)
+        if sent:
+            _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
+        if released:
+            messages_release(released, not_before=now)
+        for message in others:
+            _apply(message, outcomes[message.pk], now, settings.SENDPLANE_DISPATCH)
+            _ours([message.pk]).update(
+                status=message.status, not_before=message.not_before, lease_expires_at=None,
+                last_code=message.last_code, last_reply=message.last_reply,
+            )
+    for message in messages:
+        result.add(MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status)
+
+
+def messages_release(messages: list[Message], *, not_before: datetime) -> None:
+    """Back to the queue: never handed over, so the claim's attempt does not count."""
+    _ours([m.pk for m in messages]).update(
+        status=MessageStatus.QUEUED, not_before=not_before, lease_expires_at=None, attempts=F("attempts") - 1
+    )
+
+
+def _ours(ids: list[int]) -> QuerySet[Message]:
+    return Message.objects.filter(id__in=ids, status=MessageStatus.SENDING)
 
 
 def _apply(message: Message, outcome: Outcome, now: datetime, cfg: dict) -> None:
-    message.last_code, message.last_reply, message.lease_expires_at = outcome.code, outcome.reply, None
+    message.last_code, message.last_reply = outcome.code, outcome.reply
     message.status = outcome.status
-    if outcome.status == MessageStatus.SENT:
-        message.sent_at = now
-    elif outcome.status == MessageStatus.DEFERRED:
+    if outcome.status == MessageStatus.DEFERRED:
         if message.attempts >= cfg["MAX_ATTEMPTS"]:
             message.status = MessageStatus.FAILED
             message.last_reply = f"gave up after {message.attempts} attempts: {outcome.reply}"[:1000]
@@ -134,17 +179,11 @@ def _apply(message: Message, outcome: Outcome, now: datetime, cfg: dict) -> None
             message.not_before = now + timedelta(seconds=cfg["RETRY_BASE_SECONDS"] * 2 ** (message.attempts - 1))
 
 
-def _release(message: Message, now: datetime) -> None:
-    message.status = MessageStatus.QUEUED
-    message.lease_expires_at = None
-    message.attempts = max(0, message.attempts - 1)  # never handed over: not an attempt
-
-
 def _paused(domain: SendingDomain) -> bool:
     return SendingDomain.objects.filter(pk=domain.pk, paused=True).exists()
 
 
-# --- token buckets ---------------------------------------------------------------------
+# --- the domain's bucket -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -154,39 +193,20 @@ class _Bucket:
     burst: int
 
 
-def _buckets(domain: SendingDomain, provider: str) -> list[_Bucket]:
-    buckets = [_Bucket(f"domain:{domain.pk}", domain_rate(domain), domain.burst)]
-    provider_rate = (domain.provider_rates or {}).get(provider) if provider else None
-    if provider_rate:
-        buckets.append(_Bucket(f"domain:{domain.pk}:{provider}", float(provider_rate), max(1, min(domain.burst, math.ceil(provider_rate)))))
-    return buckets
+def _domain_bucket(domain: SendingDomain) -> _Bucket:
+    return _Bucket(f"domain:{domain.pk}", domain_rate(domain), domain.burst)
 
 
-def _take(buckets: list[_Bucket], wanted: int) -> int:
-    """Take from every bucket; the smallest grant wins and the others get the difference back."""
-    grants = []
-    for bucket in buckets:
-        grants.append(token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=wanted))
-        wanted = min(wanted, grants[-1])
-    granted = min(grants)
-    for bucket, got in zip(buckets, grants):
-        token_bucket_refund(key=bucket.key, burst=bucket.burst, tokens=got - granted)
-    return granted
+def _postpone_due(domain: SendingDomain, bucket: _Bucket, count: int) -> None:
+    """The bucket was empty: the next due rows wait in the database until it holds a batch again.
 
-
-def _refund(buckets: list[_Bucket], tokens: int) -> None:
-    for bucket in buckets:
-        token_bucket_refund(key=bucket.key, burst=bucket.burst, tokens=tokens)
-
-
-def _postpone_due(domain: SendingDomain, provider: str, buckets: list[_Bucket], short_by: int) -> None:
-    """Rows that were due but got no token wait in the database until the bucket refills."""
-    rate = min(bucket.rate for bucket in buckets)
-    ready_at = timezone.now() + timedelta(seconds=max(1, short_by) / rate)
-    due = Message.objects.filter(
-        sending_domain=domain, provider=provider, status__in=WAITING, not_before__lt=ready_at
-    ).order_by("not_before", "id").values_list("id", flat=True)[:short_by]
-    Message.objects.filter(id__in=list(due), status__in=WAITING).update(not_before=ready_at)
+    Only rows already due move, so rows the chain could still take are never pushed back.
+    """
+    now = timezone.now()
+    ready_at = now + timedelta(seconds=min(count, bucket.burst) / bucket.rate)
+    due = Message.objects.filter(sending_domain=domain, status__in=WAITING, not_before__lte=now)
+    ids = list(due.order_by("not_before", "id").values_list("id", flat=True)[:count])
+    Message.objects.filter(id__in=ids, status__in=WAITING).update(not_before=ready_at)
 
 
 def _skip_locked() -> dict[str, bool]:
