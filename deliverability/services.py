@@ -79,6 +79,15 @@ def token_bucket_take(*, key: str, rate: float, burst: int, wanted: int, now: fl
     return granted
 
 
+def token_bucket_peek(*, key: str, rate: float, burst: int, now: float | None = None) -> int:
+    """Whole tokens the bucket would grant now (no lock, nothing taken): how much work to prepare."""
+    now = time.time() if now is None else now
+    bucket = TokenBucket.objects.filter(key=key).only("tokens", "refilled_at").first()
+    if bucket is None:
+        return burst
+    return int(min(float(burst), bucket.tokens + max(0.0, now - bucket.refilled_at) * rate) + 1e-9)
+
+
 def token_bucket_refund(*, key: str, burst: int, tokens: int) -> None:
     """Give back tokens taken for messages that were not sent after all."""
     if tokens <= 0:

@@ -18,9 +18,10 @@ from email.utils import formatdate
 
 _UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]")
 _SAFE_BYTES = bytes(b for b in range(256) if not _UNSAFE.match(bytes([b])))
-# At most 73 characters, plus the rest of an =XX escape the cut would split: a line
-# stays within 76 with its "=" soft break, and an escape is never torn apart.
-_SOFT_LINE = re.compile(rb".{1,73}(?:(?<==)[0-9A-F]{2}|(?<==[0-9A-F])[0-9A-F])?", re.S)
+# At most 71 characters, plus the rest of an =XX escape the cut would split: a line
+# stays within 76 with its "=" soft break even when a leading '.' becomes "=2E",
+# and an escape is never torn apart.
+_SOFT_LINE = re.compile(rb".{1,71}(?:(?<==)[0-9A-F]{2}|(?<==[0-9A-F])[0-9A-F])?", re.S)
 
 
 def qp_encode(text: str) -> bytes:
@@ -35,7 +36,9 @@ def qp_encode(text: str) -> bytes:
         if line.endswith((b" ", b"\t")):  # trailing white space would be stripped in transit
             line = line[:-1] + b"=%02X" % line[-1]
         lines.append(b"=\r\n".join(_SOFT_LINE.findall(line)) if len(line) > 76 else line)
-    return b"\r\n".join(lines)
+    # No line may start with '.': SMTP would need dot-stuffing (see delivery._data).
+    encoded = b"\r\n".join(lines).replace(b"\r\n.", b"\r\n=2E")
+    return b"=2E" + encoded[1:] if encoded.startswith(b".") else encoded
 
 
 def header_value(value: str) -> str:

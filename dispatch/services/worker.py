@@ -1,13 +1,18 @@
-"""One batch of one sending domain: tokens, claim, provider pacing, send, record.
+"""One batch of one sending domain: peek, claim, prepare, take tokens, hand over, record.
 
-Tokens come first: a worker takes what the domain's bucket grants and claims
-that many due rows, so nothing claimed waits on the domain's rate. Where a
-mailbox provider has its own rate, the claimed rows of that provider then take
-from its bucket; the rest are released with a ``not_before`` at the time the
-bucket will have refilled. A batch that used every token it got asks for the
-next one at once (a hint, not a schedule): the chain runs at the domain's
-rate. Only an empty bucket stops it, and the sweeper wakes the domain again.
-No sleeping, no broker ETA.
+A worker peeks at the domain's bucket and claims that many due rows (a
+paused domain yields none). Where a mailbox provider has its own rate, the
+claimed rows of that provider take from its bucket; the rest are released
+with a ``not_before`` at its refill time. Then every message is rendered,
+serialized and signed, the connection opened, and only then are the domain's
+tokens taken and the messages handed over at once: the time from token to
+handover is short and even, so the rate holds as measured at the receiving
+server. Rows the bucket could not cover go back with a ``not_before``.
+
+A batch that got all it wanted asks for the next one at once (a hint, not a
+schedule), so a chain of batches runs at the domain's rate; an empty bucket
+stops the chain and the sweeper wakes the domain again. No sleeping, no
+broker ETA.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from django.utils import timezone
 
 from deliverability.models import SendingDomain
 from deliverability.selectors import suppressed_among
-from deliverability.services import domain_rate, token_bucket_refund, token_bucket_take
+from deliverability.services import domain_rate, token_bucket_peek, token_bucket_take
 from dispatch.models import WAITING, CampaignStatus, Message, MessageStatus
 from dispatch.services.delivery import SENT as SENT_OUTCOME
-from dispatch.services.delivery import Outcome, Transport, open_transport
+from dispatch.services.delivery import Outcome, Prepared, Transport, open_transport
 
 
 @dataclass
@@ -43,18 +48,16 @@ class BatchResult:
 def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchResult:
     """Send one batch for the domain; the task asks for another while ``more`` is true."""
     domain = SendingDomain.objects.get(pk=domain_id)
-    limit = settings.SENDPLANE_DISPATCH["BATCH_SIZE"]
     bucket = _domain_bucket(domain)
-    granted = token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=limit)
-    claimed = message_claim(domain=domain, limit=granted) if granted else []
-    token_bucket_refund(key=bucket.key, burst=bucket.burst, tokens=granted - len(claimed))
-    if granted == 0:
-        _postpone_due(domain, bucket, limit)
+    wanted = min(settings.SENDPLANE_DISPATCH["BATCH_SIZE"], token_bucket_peek(key=bucket.key, rate=bucket.rate, burst=bucket.burst))
+    if wanted <= 0:
+        _postpone_due(domain, bucket, settings.SENDPLANE_DISPATCH["BATCH_SIZE"])
+        return BatchResult()
+    claimed = message_claim(domain=domain, limit=wanted)
     result = BatchResult(claimed=len(claimed))
     sendable = _pace_providers(domain, claimed, result)
-    if sendable:
-        _deliver(domain, sendable, transport or open_transport(), result)
-    result.more = 0 < len(claimed) == granted
+    granted_all = _deliver(domain, bucket, sendable, transport or open_transport(), result) if sendable else True
+    result.more = bool(claimed) and len(claimed) == wanted and granted_all
     return result
 
 
@@ -108,28 +111,51 @@ def _pace_providers(domain: SendingDomain, claimed: list[Message], result: Batch
     return sendable
 
 
-def _deliver(domain: SendingDomain, messages: list[Message], transport: Transport, result: BatchResult) -> None:
-    """Hand messages over one connection, re-reading pause and suppression every few messages."""
-    every = settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]
+def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], transport: Transport, result: BatchResult) -> bool:
+    """Prepare every message, then take tokens and hand over at once; False when tokens ran short.
+
+    Preparing first keeps the time from token to handover short and even, so
+    the domain's rate holds as measured at the receiving server. Pause and
+    suppression are re-read every RECHECK_EVERY messages.
+    """
     outcomes: dict[int, Outcome] = {}
-    transport.open()
+    ready: list[Prepared] = []
+    for message in messages:
+        prepared = transport.prepare(message, domain)
+        if isinstance(prepared, Prepared):
+            ready.append(prepared)
+        else:
+            outcomes[message.pk] = prepared  # a render failure costs no token
+    release_at = timezone.now()
     try:
-        for start in range(0, len(messages), every):
-            chunk = messages[start : start + every]
-            if _paused(domain):
-                break  # the rest is released below, untouched
-            blocked = suppressed_among(addresses=[m.recipient for m in chunk], sending_domain=domain)
-            for message in chunk:
-                if message.recipient.lower() in blocked:
-                    outcomes[message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
-                else:
-                    outcomes[message.pk] = transport.send(message, domain)
+        transport.open()
+        granted = token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=len(ready))
+        if granted < len(ready):
+            release_at += timedelta(seconds=(len(ready) - granted) / bucket.rate)
+        _hand_over(domain, ready[:granted], transport, outcomes)
     finally:
         transport.close()
-        messages_record(messages=messages, outcomes=outcomes, result=result)
+        messages_record(messages=messages, outcomes=outcomes, result=result, release_at=release_at)
+    return granted == len(ready)
 
 
-def messages_record(*, messages: list[Message], outcomes: dict[int, Outcome], result: BatchResult) -> None:
+def _hand_over(domain: SendingDomain, ready: list[Prepared], transport: Transport, outcomes: dict[int, Outcome]) -> None:
+    every = settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]
+    for start in range(0, len(ready), every):
+        chunk = ready[start : start + every]
+        if _paused(domain):
+            return  # the rest goes back to the queue untouched
+        blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
+        for prepared in chunk:
+            if prepared.message.recipient.lower() in blocked:
+                outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
+            else:
+                outcomes[prepared.message.pk] = transport.send(prepared)
+
+
+def messages_record(
+    *, messages: list[Message], outcomes: dict[int, Outcome], result: BatchResult, release_at: datetime | None = None
+) -> None:
     """Write the batch's outcomes; rows without one go back to the queue untouched.
 
     One UPDATE per outcome group rather than a bulk_update's CASE per row (a
@@ -146,7 +172,7 @@ def messages_record(*, messages: list[Message], outcomes: dict[int, Outcome], re
         if sent:
             _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
         if released:
-            messages_release(released, not_before=now)
+            messages_release(released, not_before=release_at or now)
         for message in others:
             _apply(message, outcomes[message.pk], now, settings.SENDPLANE_DISPATCH)
             _ours([message.pk]).update(
