@@ -197,8 +197,9 @@ def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
     code, reply = smtp.docmd("data")
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    smtp.send(raw if raw.endswith(b"\r\n") else raw + b"\r\n")
-    smtp.send(b".\r\n")
+    # One write: a separate small write of the terminator would wait out the
+    # peer's delayed ACK (Nagle), ~40 ms a message.
+    smtp.send((raw if raw.endswith(b"\r\n") else raw + b"\r\n") + b".\r\n")
     return smtp.getreply()
 
 

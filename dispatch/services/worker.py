@@ -51,13 +51,13 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
     bucket = _domain_bucket(domain)
     wanted = min(settings.SENDPLANE_DISPATCH["BATCH_SIZE"], token_bucket_peek(key=bucket.key, rate=bucket.rate, burst=bucket.burst))
     if wanted <= 0:
-        _postpone_due(domain, bucket, settings.SENDPLANE_DISPATCH["BATCH_SIZE"])
-        return BatchResult()
+        return BatchResult()  # an empty bucket: the sweeper wakes the domain on its next beat
     claimed = message_claim(domain=domain, limit=wanted)
     result = BatchResult(claimed=len(claimed))
     sendable = _pace_providers(domain, claimed, result)
-    granted_all = _deliver(domain, bucket, sendable, transport or open_transport(), result) if sendable else True
-    result.more = bool(claimed) and len(claimed) == wanted and granted_all
+    granted = _deliver(domain, bucket, sendable, transport or open_transport(), result) if sendable else len(claimed)
+    # Rows were there for every peeked token and tokens still flowed: keep the chain going.
+    result.more = bool(claimed) and len(claimed) == wanted and granted > 0
     return result
 
 
@@ -111,8 +111,8 @@ def _pace_providers(domain: SendingDomain, claimed: list[Message], result: Batch
     return sendable
 
 
-def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], transport: Transport, result: BatchResult) -> bool:
-    """Prepare every message, then take tokens and hand over at once; False when tokens ran short.
+def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], transport: Transport, result: BatchResult) -> int:
+    """Prepare every message, then take tokens and hand over at once; returns the tokens granted.
 
     Preparing first keeps the time from token to handover short and even, so
     the domain's rate holds as measured at the receiving server. Pause and
@@ -120,6 +120,7 @@ def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], tr
     """
     outcomes: dict[int, Outcome] = {}
     ready: list[Prepared] = []
+    granted = 0
     for message in messages:
         prepared = transport.prepare(message, domain)
         if isinstance(prepared, Prepared):
@@ -136,7 +137,7 @@ def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], tr
     finally:
         transport.close()
         messages_record(messages=messages, outcomes=outcomes, result=result, release_at=release_at)
-    return granted == len(ready)
+    return granted
 
 
 def _hand_over(domain: SendingDomain, ready: list[Prepared], transport: Transport, outcomes: dict[int, Outcome]) -> None:
@@ -221,18 +222,6 @@ class _Bucket:
 
 def _domain_bucket(domain: SendingDomain) -> _Bucket:
     return _Bucket(f"domain:{domain.pk}", domain_rate(domain), domain.burst)
-
-
-def _postpone_due(domain: SendingDomain, bucket: _Bucket, count: int) -> None:
-    """The bucket was empty: the next due rows wait in the database until it holds a batch again.
-
-    Only rows already due move, so rows the chain could still take are never pushed back.
-    """
-    now = timezone.now()
-    ready_at = now + timedelta(seconds=min(count, bucket.burst) / bucket.rate)
-    due = Message.objects.filter(sending_domain=domain, status__in=WAITING, not_before__lte=now)
-    ids = list(due.order_by("not_before", "id").values_list("id", flat=True)[:count])
-    Message.objects.filter(id__in=ids, status__in=WAITING).update(not_before=ready_at)
 
 
 def _skip_locked() -> dict[str, bool]:
