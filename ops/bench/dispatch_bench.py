@@ -51,6 +51,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from newsletter_context import recipient  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
 FIXTURE = BENCH / "fixtures" / "newsletter.mjml"
@@ -68,27 +71,7 @@ SECRET_KEY = "sendplane-bench-only-not-a-secret-0123456789abcdef"
 MAX_PER_TRIGGER = 10_000
 
 
-# --- recipients (the same contexts as ops/bench/render.py) ---------------------------
-
-
-def recipient(i: int, address: str) -> dict[str, Any]:
-    products = [
-        {
-            "name": f"Oak stool no. {i % 7}-{k}",
-            "blurb": "Hand-finished oak, 45 cm, stackable.",
-            "price": f"€{80 + k}",
-            "was": f"€{110 + k}" if (i + k) % 2 else "",
-            "image": f"https://cdn.example.com/p/{i % 50}-{k}.jpg",
-            "url": f"https://www.example.com/p/{i % 50}-{k}",
-        }
-        for k in range(4)
-    ]
-    return {
-        "brand": "Atelier", "first_name": f"Ana{i}", "campaign": "winter-24", "member_id": f"m-{i:06d}",
-        "points": i % 900, "discount": 15, "offer_end": "31 January", "products": products,
-        "show_referral": i % 3 == 0, "referral_code": f"ANA{i}", "email": address,
-        "unsubscribe_url": f"https://example.com/u/{i:08x}",
-    }
+# --- recipients (contexts from newsletter_context.py, shared with ops/bench/render.py) ---
 
 
 def address_of(prefix: str, i: int) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from controlplane.settings import *
+from controlplane.settings import *  # noqa: F403 - extends the project settings
 from controlplane.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "post_office"]

@@ -18,35 +18,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "ops" / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 import django  # noqa: E402
 
 django.setup()
 
+from newsletter_context import recipient  # noqa: E402
 from templates_registry.rendering import VersionContent, compile_version, render_direct  # noqa: E402
 
 FIXTURE = ROOT / "ops" / "bench" / "fixtures" / "newsletter.mjml"
-
-
-def recipient(i: int) -> dict[str, Any]:
-    products = [
-        {
-            "name": f"Oak stool no. {i % 7}-{k}",
-            "blurb": "Hand-finished oak, 45 cm, stackable.",
-            "price": f"€{80 + k}",
-            "was": f"€{110 + k}" if (i + k) % 2 else "",
-            "image": f"https://cdn.example.com/p/{i % 50}-{k}.jpg",
-            "url": f"https://www.example.com/p/{i % 50}-{k}",
-        }
-        for k in range(4)
-    ]
-    return {
-        "brand": "Atelier", "first_name": f"Ana{i}", "campaign": "winter-24", "member_id": f"m-{i:06d}",
-        "points": i % 900, "discount": 15, "offer_end": "31 January", "products": products,
-        "show_referral": i % 3 == 0, "referral_code": f"ANA{i}", "email": f"ana{i}@example.com",
-        "unsubscribe_url": f"https://example.com/u/{i:08x}",
-    }
 
 
 def timed(render: Any, contexts: list[dict[str, Any]]) -> list[float]:
