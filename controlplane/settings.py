@@ -231,6 +231,8 @@ SENDPLANE_DISPATCH = {
 }
 CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
+    # Versions spamd could not score are retried with the backoff their assessment set.
+    "spam-assess-due": {"task": "deliverability.tasks.assess_due", "schedule": 15.0},
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})

@@ -119,3 +119,46 @@ class VariantVersion(models.Model):
             variables=self.variables,
         )
 
+
+
+class AssessmentState(models.TextChoices):
+    PENDING = "pending", "Waiting to be scored"
+    SCORED = "scored", "Scored"
+    NOT_SCORED = "not_scored", "Not scored (spamd unavailable)"
+
+
+class VersionAssessment(models.Model):
+    """A version's sandbox result: pre-send checks and its spam score, what the approval gate reads.
+
+    Scores are cached by content hash: a version identical to one already
+    scored copies its result instead of asking spamd again.
+    """
+
+    version = models.OneToOneField(VariantVersion, on_delete=models.CASCADE, related_name="assessment")
+    content_hash = models.CharField(max_length=64, db_index=True)
+    state = models.CharField(max_length=12, choices=AssessmentState.choices, default=AssessmentState.PENDING)
+    checks = models.JSONField(default=list, help_text="Pre-send checks: name, passed, blocking, message")
+    score = models.FloatField(null=True, blank=True)
+    spamd_threshold = models.FloatField(null=True, blank=True)
+    rules = models.JSONField(default=list, help_text="SpamAssassin rules hit: name, points, description")
+    spamd_version = models.CharField(max_length=40, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    from_cache = models.BooleanField(default=False)
+    not_scored_reason = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # deliverability.services.assessments_due: not scored yet, retry time passed.
+            models.Index(fields=["next_attempt_at"], condition=models.Q(state="not_scored"), name="assessment_retry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.state} {self.score}"
+
+    @property
+    def blocking_failures(self) -> list[dict]:
+        return [c for c in self.checks if c.get("blocking") and not c.get("passed")]

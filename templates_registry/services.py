@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -13,7 +14,15 @@ from django.db.models import Max
 from django.utils import timezone
 
 from controlplane.json_values import json_problem
-from templates_registry.models import Origin, Template, Variant, VariantVersion, VersionStatus
+from templates_registry.models import (
+    AssessmentState,
+    Origin,
+    Template,
+    Variant,
+    VariantVersion,
+    VersionAssessment,
+    VersionStatus,
+)
 from templates_registry.rendering import RenderError, VersionContent, validate_content
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -106,7 +115,9 @@ def version_create(
     if parent is not None and parent.variant.template_id != variant.template_id:
         raise RegistryError("must be a version of the same template", field="parent")
     validate_content(content)
-    return _insert_version(variant, content, provenance, parent, created_by)
+    version = _insert_version(variant, content, provenance, parent, created_by)
+    _publish_assessment(version)
+    return version
 
 
 def version_derive(*, source: VariantVersion, created_by: Any = None, **changes: Any) -> VariantVersion:
@@ -121,15 +132,43 @@ def version_derive(*, source: VariantVersion, created_by: Any = None, **changes:
     return version_create(variant=source.variant, parent=source, created_by=created_by, **{**fields, **changes})
 
 
-def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVersion:
-    """Approve a version for sending, recording who and when.
+ASSESS_TASK = "deliverability.tasks.assess_version"
+RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = 30 * 60
 
-    The gate today: the version renders with its sample values. Issue 4 adds
-    the spam score under the template's threshold and the pre-send checks.
+
+def version_approvable(*, version: VariantVersion) -> str | None:
+    """Why ``version`` cannot be approved, or None when it can.
+
+    The gate: it renders with its sample values, passed every blocking pre-send
+    check, and was scored by spamd under its template's threshold. Not scored
+    (spamd down) is never a pass.
     """
     if version.status in (VersionStatus.REJECTED, VersionStatus.RETIRED):
-        raise RegistryError(f"a {version.status} version cannot be approved", field="status")
-    validate_content(version.content())
+        return f"a {version.status} version cannot be approved"
+    try:
+        validate_content(version.content())
+    except RenderError as exc:
+        return f"it does not render: {exc}"
+    assessment = VersionAssessment.objects.filter(version=version).first()
+    if assessment is None or assessment.state == AssessmentState.PENDING:
+        return "it has not been scored yet"
+    if assessment.state == AssessmentState.NOT_SCORED:
+        return f"it is not scored: {assessment.not_scored_reason}"
+    failed = assessment.blocking_failures
+    if failed:
+        return f"pre-send check {failed[0]['name']} failed: {failed[0]['message']}"
+    threshold = float(version.variant.template.spam_threshold)
+    if assessment.score is None or assessment.score >= threshold:
+        return f"its spam score {assessment.score} is not under the template's threshold {threshold:g}"
+    return None
+
+
+def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVersion:
+    """Approve a version for sending, recording who and when; refused with the gate's reason."""
+    reason = version_approvable(version=version)
+    if reason:
+        raise RegistryError(f"cannot approve {version}: {reason}", field="status")
     with transaction.atomic():
         locked = VariantVersion.objects.select_for_update().get(pk=version.pk)
         if locked.status != VersionStatus.APPROVED:
@@ -138,6 +177,49 @@ def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVers
             locked.approved_by = approved_by if getattr(approved_by, "is_authenticated", False) else None
             locked.save(update_fields=["status", "status_changed_at", "approved_by", "approved_at"])
     return locked
+
+
+def assessment_record(
+    *, version: VariantVersion, checks: list[dict], report: dict | None, reason: str = "", from_cache: bool = False
+) -> VersionAssessment:
+    """Store a sandbox run: checks plus a spamd report, or the reason it could not be scored."""
+    now = timezone.now()
+    with transaction.atomic():
+        assessment, _ = VersionAssessment.objects.select_for_update().get_or_create(
+            version=version, defaults={"content_hash": version.content_hash}
+        )
+        assessment.checks = checks
+        if report is not None:
+            _scored(assessment, report, now, from_cache)
+        else:
+            _not_scored(assessment, reason, now)
+        assessment.save()
+        if report is not None and version.status == VersionStatus.DRAFT:
+            VariantVersion.objects.filter(pk=version.pk).update(status=VersionStatus.SCORED, status_changed_at=now)
+    return assessment
+
+
+def _scored(assessment: VersionAssessment, report: dict, now: Any, from_cache: bool) -> None:
+    assessment.state = AssessmentState.SCORED
+    assessment.score, assessment.spamd_threshold = report["score"], report["threshold"]
+    assessment.rules, assessment.spamd_version = report["rules"], report["spamd_version"]
+    assessment.duration_ms, assessment.from_cache, assessment.scored_at = report["duration_ms"], from_cache, now
+    assessment.not_scored_reason, assessment.next_attempt_at = "", None
+
+
+def _not_scored(assessment: VersionAssessment, reason: str, now: Any) -> None:
+    assessment.state = AssessmentState.NOT_SCORED
+    assessment.not_scored_reason = reason[:1000]
+    assessment.attempts += 1
+    wait = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (assessment.attempts - 1))
+    assessment.next_attempt_at = now + timedelta(seconds=wait)
+
+
+def _publish_assessment(version: VariantVersion) -> None:
+    """Ask the sandbox to score a new version once it is committed (by task name: nothing here imports it)."""
+    from celery import current_app
+
+    transaction.on_commit(lambda: current_app.send_task(ASSESS_TASK, args=[version.pk]))
 
 
 def _insert_version(
@@ -223,6 +305,8 @@ __all__ = [
     "variant_create",
     "variant_set_weight",
     "version_create",
+    "assessment_record",
+    "version_approvable",
     "version_approve",
     "version_derive",
 ]

@@ -25,6 +25,7 @@ SIMPLE_MJML = """<mjml>
     {% for item in items %}
     <mj-section><mj-column><mj-text>{{ loop.index }}. {{ item }}</mj-text></mj-column></mj-section>
     {% endfor %}
+    <mj-section><mj-column><mj-text><a href="https://example.com/unsubscribe">Unsubscribe</a></mj-text></mj-column></mj-section>
   </mj-body>
 </mjml>"""
 SIMPLE_VARIABLES = {"first_name": "Ana", "offer_url": "https://example.com/offer", "items": ["Hat", "Scarf"]}
@@ -118,6 +119,11 @@ def sending_domain(db: Any) -> Any:
 
 @pytest.fixture
 def approved_version(version: VariantVersion, marketer: User) -> VariantVersion:
+    """Through the real gate: pre-send checks and a score from the real spamd (ops/test starts it)."""
+    from deliverability.assessments import version_assess
+
+    assessment = version_assess(version_id=version.pk)
+    assert assessment is not None and assessment.state == "scored", assessment and assessment.not_scored_reason
     return services.version_approve(version=version, approved_by=marketer)
 
 

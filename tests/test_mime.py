@@ -8,7 +8,7 @@ from email import policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch.services.mime import build_mime, header_value, qp_encode
+from templates_registry.rendering.mime import build_mime, header_value, qp_encode
 
 bodies = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=3000)
 

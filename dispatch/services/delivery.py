@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import smtplib
 from dataclasses import dataclass
-from email.utils import formataddr
 from typing import Any
 
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -18,7 +17,7 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from deliverability.dkim_signing import dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
-from dispatch.services.mime import build_mime, header_value
+from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
 from dispatch.services.unsubscribe import unsubscribe_urls
 from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
 
@@ -35,16 +34,14 @@ SENT = Outcome(MessageStatus.SENT, 250)
 
 def message_headers(message: Message, domain: SendingDomain, rendered: RenderedMessage) -> list[tuple[str, str]]:
     """The headers every message carries, whatever the transport (values not yet encoded)."""
-    url, mailto = unsubscribe_urls(message)
-    sender = formataddr((rendered.sender_name, domain.default_sender)) if rendered.sender_name else domain.default_sender
-    return [
-        ("From", sender),
-        ("To", message.recipient),
-        ("Subject", rendered.subject),
-        ("Message-ID", message.message_id()),
-        ("List-Unsubscribe", f"<{url}>, <{mailto}>"),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-    ]
+    return standard_headers(
+        sender_name=rendered.sender_name,
+        sender_address=domain.default_sender,
+        recipient=message.recipient,
+        subject=rendered.subject,
+        message_id=message.message_id(),
+        unsubscribe=unsubscribe_urls(message),
+    )
 
 
 def render_message(message: Message) -> RenderedMessage:
@@ -64,7 +61,7 @@ _compiled_by_version: dict[int, CompiledVersion] = {}
 def build_raw(message: Message, domain: SendingDomain) -> bytes:
     """The exact bytes an SMTP server receives (before DKIM). Raises RenderError."""
     rendered = render_message(message)
-    headers = [(name, _encoded(name, value)) for name, value in message_headers(message, domain, rendered)]
+    headers = encode_headers(message_headers(message, domain, rendered))
     return build_mime(headers=headers, text=rendered.text, html=rendered.html)
 
 
@@ -77,12 +74,6 @@ def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternativ
     )
     email.attach_alternative(rendered.html, "text/html")
     return email
-
-
-def _encoded(name: str, value: str) -> str:
-    if name == "From":
-        return value  # formataddr already applied RFC 2047 to a non-ASCII display name
-    return header_value(value)
 
 
 def envelope_sender(message: Message) -> str:

@@ -32,3 +32,21 @@ ensure_postgres() {
   echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2
   return 1
 }
+
+# SpamAssassin's spamd from Debian's packages, on loopback, local tests only (-L: no network).
+ensure_spamd() {
+  local port="${SPAMD_PORT:-783}"
+  if ! command -v spamd >/dev/null 2>&1; then
+    log "installing Debian's spamd and spamassassin"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q spamd spamassassin >/dev/null 2>&1 || {
+      apt-get update -q >/dev/null 2>&1 && apt-get install -y -q spamd spamassassin >/dev/null
+    }
+  fi
+  if spamc -p "$port" -K >/dev/null 2>&1 </dev/null; then return 0; fi
+  log "starting spamd on 127.0.0.1:$port (local tests only)"
+  spamd -L -d -i 127.0.0.1 -p "$port" -m 2 -r "/tmp/sendplane-spamd-$port.pid" -s stderr >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do spamc -p "$port" -K >/dev/null 2>&1 </dev/null && return 0; sleep 1; done
+  echo "spamd did not start on 127.0.0.1:$port" >&2
+  return 1
+}

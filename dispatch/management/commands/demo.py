@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from deliverability.assessments import version_assess
 from deliverability.models import SendingDomain
 from deliverability.services import domain_create
 from dispatch.models import TERMINAL, Campaign
@@ -79,10 +80,12 @@ class Command(BaseCommand):
         try:
             versions = examples_load()
             for version in versions:
+                assessment = version_assess(version_id=version.pk)
+                self.stdout.write(f"  {version}: spam score {assessment.score} ({assessment.state}), {len(assessment.blocking_failures)} blocking check failures")
                 registry.version_approve(version=version, approved_by=marketer)
         except (RenderError, RegistryError) as exc:
             raise CommandError(f"an example template is invalid: {exc}") from None
-        self.stdout.write(f"Loaded and approved {len(versions)} example variants of template {versions[0].variant.template.slug!r}.")
+        self.stdout.write(f"Loaded, scored and approved {len(versions)} example variants of template {versions[0].variant.template.slug!r}.")
         return versions
 
     def _start_sink(self, port: int) -> tuple[_CountingSink, Controller]:

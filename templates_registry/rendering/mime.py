@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 from email.header import Header
-from email.utils import formatdate
+from email.utils import formataddr, formatdate
 
 _UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]")
 _SAFE_BYTES = bytes(b for b in range(256) if not _UNSAFE.match(bytes([b])))
@@ -36,7 +36,7 @@ def qp_encode(text: str) -> bytes:
         if line.endswith((b" ", b"\t")):  # trailing white space would be stripped in transit
             line = line[:-1] + b"=%02X" % line[-1]
         lines.append(b"=\r\n".join(_SOFT_LINE.findall(line)) if len(line) > 76 else line)
-    # No line may start with '.': SMTP would need dot-stuffing (see delivery._data).
+    # No line may start with '.': SMTP would need dot-stuffing (see dispatch.services.delivery._data).
     encoded = b"\r\n".join(lines).replace(b"\r\n.", b"\r\n=2E")
     return b"=2E" + encoded[1:] if encoded.startswith(b".") else encoded
 
@@ -46,6 +46,26 @@ def header_value(value: str) -> str:
     if value.isascii() and len(value) < 900:
         return value
     return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+
+
+def standard_headers(
+    *, sender_name: str, sender_address: str, recipient: str, subject: str, message_id: str, unsubscribe: tuple[str, str]
+) -> list[tuple[str, str]]:
+    """The headers every Sendplane message carries (values not yet encoded): dispatch and the spam sandbox share them."""
+    url, mailto = unsubscribe
+    return [
+        ("From", formataddr((sender_name, sender_address)) if sender_name else sender_address),
+        ("To", recipient),
+        ("Subject", subject),
+        ("Message-ID", message_id),
+        ("List-Unsubscribe", f"<{url}>, <{mailto}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """RFC 2047 where needed; From is already encoded by formataddr."""
+    return [(name, value if name == "From" else header_value(value)) for name, value in headers]
 
 
 def build_mime(*, headers: list[tuple[str, str]], text: str, html: str) -> bytes:
