@@ -97,6 +97,9 @@ def test_variants_are_assigned_stably_by_weight(campaign: Campaign, approved_ver
     template = approved_version.variant.template
     other = services.variant_create(template=template, slug="b", weight=3)
     b_version = services.version_create(variant=other, mjml_body=SIMPLE_MJML, subject="B {{ first_name }}", variables=SIMPLE_VARIABLES)
+    from deliverability.assessments import version_assess
+
+    version_assess(version_id=b_version.pk)
     services.version_approve(version=b_version, approved_by=marketer)
     trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(2000))
     shares = Counter(Message.objects.values_list("version__variant__slug", flat=True))
