@@ -1,4 +1,4 @@
-"""The registry's admin, for marketers: browse, preview, diff and add versions.
+"""The registry's admin, for marketers: browse, preview, diff, add, score and approve versions.
 
 Every write goes through ``services``. A form's validation ends by calling the
 service, so a template that does not render comes back as a form error on the
@@ -6,29 +6,38 @@ field it names and nothing is saved. Versions are immutable: their change pages
 are read-only, and "new version from this" derives a new one.
 
 Access follows the roles (controlplane.api), not Django model permissions: the
-role groups carry none. Marketers and admins add; oncall only looks.
+role groups carry none. Marketers and admins add and approve; oncall only looks.
+
+Approval is the gate of issue 4: ``services.version_approve`` refuses a version
+that is not scored, failed a blocking pre-send check or scores at or over its
+template's threshold, and the admin shows that one-line reason. Re-scoring is
+published by task name: the registry never imports deliverability (the imports
+run dispatch -> deliverability -> templates_registry).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.forms.fields import InvalidJSONInput
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, user_roles
 from templates_registry import selectors, services
-from templates_registry.models import Template, Variant, VariantVersion
+from templates_registry.models import AssessmentState, Template, Variant, VariantVersion, VersionAssessment
 from templates_registry.rendering import RenderError
 
 _WRITER_ROLES = frozenset({ROLE_MARKETER, ROLE_ADMIN})
@@ -232,6 +241,91 @@ class ServiceWrites:
         pass  # the form's validation already wrote it through the service
 
 
+# --- Spam scores ---------------------------------------------------------------------------
+
+# A score this close under the threshold is shown amber: a small edit could tip it over.
+AMBER_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class Badge:
+    """How a version's assessment reads at a glance: green, amber, red, or grey when there is no score."""
+
+    colour: str
+    label: str
+    why: str  # one line: what decided the colour
+
+    def html(self) -> SafeString:
+        return format_html('<span class="sp-badge sp-badge-{}" title="{}">{}</span>', self.colour, self.why, self.label)
+
+
+def assessment_of(version: VariantVersion) -> VersionAssessment | None:
+    try:
+        return version.assessment
+    except VersionAssessment.DoesNotExist:
+        return None
+
+
+def score_badge(assessment: VersionAssessment | None, threshold: float) -> Badge:
+    if assessment is None or assessment.state == AssessmentState.PENDING:
+        return Badge("grey", "pending", "waiting to be scored")
+    if assessment.state == AssessmentState.NOT_SCORED:
+        return Badge("grey", "not scored", assessment.not_scored_reason or "not scored")
+    score, blocking = assessment.score, assessment.blocking_failures
+    if score is None:
+        return Badge("red", "no score", "scored without a score")
+    label = f"{score:g}"
+    if blocking:
+        return Badge("red", label, f"pre-send check {blocking[0].get('name')} failed")
+    if score >= threshold:
+        return Badge("red", label, f"at or over the template's threshold {threshold:g}")
+    warnings = [c for c in assessment.checks if not c.get("passed")]
+    if score >= threshold - AMBER_MARGIN:
+        return Badge("amber", label, f"within {AMBER_MARGIN:g} of the template's threshold {threshold:g}")
+    if warnings:
+        return Badge("amber", label, f"under the threshold {threshold:g}; warning: {warnings[0].get('name')}")
+    return Badge("green", label, f"under the template's threshold {threshold:g}")
+
+
+def version_badge(version: VariantVersion) -> Badge:
+    return score_badge(assessment_of(version), float(version.variant.template.spam_threshold))
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One version in a template's comparison by score."""
+
+    version: VariantVersion
+    assessment: VersionAssessment | None
+    badge: Badge
+    blocking_failures: int
+    approvable_reason: str | None
+
+    @property
+    def sort_key(self) -> tuple[bool, float, str, int]:
+        score = self.assessment.score if self.assessment and self.assessment.state == AssessmentState.SCORED else None
+        return (score is None, score or 0.0, self.version.variant.slug, -self.version.number)
+
+
+def score_rows(template: Template) -> list[ScoreRow]:
+    """Every version of every variant of ``template``, lowest spam score first, unscored last."""
+    versions = VariantVersion.objects.filter(variant__template=template).select_related(
+        "variant__template", "assessment", "approved_by"
+    )
+    return sorted((_score_row(version) for version in versions), key=lambda row: row.sort_key)
+
+
+def _score_row(version: VariantVersion) -> ScoreRow:
+    assessment = assessment_of(version)
+    return ScoreRow(
+        version=version,
+        assessment=assessment,
+        badge=score_badge(assessment, float(version.variant.template.spam_threshold)),
+        blocking_failures=len(assessment.blocking_failures) if assessment else 0,
+        approvable_reason=services.version_approvable(version=version),
+    )
+
+
 # --- Templates and variants ----------------------------------------------------------------
 
 
@@ -284,6 +378,26 @@ class TemplateAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
     def variant_count(self, obj: Template) -> int:
         return obj.variant_count  # type: ignore[attr-defined]
 
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_scores"
+        own = [path("<int:object_id>/scores/", self.admin_site.admin_view(self.scores_view), name=name)]
+        return own + super().get_urls()  # before the catch-all <path:object_id>/
+
+    def scores_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """All versions of the template's variants side by side, by spam score: how an A/B test is vetted."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        template = get_object_or_404(Template, pk=object_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": template,
+            "title": f"Spam scores of {template}",
+            "rows": score_rows(template),
+            "version_opts": VariantVersion._meta,
+        }
+        return TemplateResponse(request, "admin/templates_registry/template/scores.html", context)
+
 
 @admin.register(Variant)
 class VariantAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
@@ -324,10 +438,11 @@ def _diff_class(index: int, line: str) -> str:
 class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
     form = VersionAddForm
     change_form_template = f"{_TEMPLATES}/change_form.html"
-    list_display = ("__str__", "subject", "status", "origin", "created_by", "created_at", "tools")
+    list_display = ("__str__", "subject", "status", "spam_score", "origin", "created_by", "created_at", "tools")
     list_filter = ("status", "origin", "variant__template")
     search_fields = ("subject", "variant__template__slug", "variant__slug")
-    list_select_related = ("variant__template", "created_by")
+    list_select_related = ("variant__template", "created_by", "assessment")
+    actions = ["approve_selected"]
     add_fieldsets = ((None, {"fields": ("variant", *CONTENT_FIELDS)}),)
     view_fieldsets = (
         (None, {"fields": ("variant", "number", "status", "status_changed_at", "content_hash")}),
@@ -347,6 +462,76 @@ class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
             kwargs["queryset"] = Variant.objects.select_related("template")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def has_approve_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return can_write(request)
+
+    @admin.display(description="Spam score")
+    def spam_score(self, obj: VariantVersion) -> str:
+        badge = version_badge(obj)
+        if badge.colour == "grey" and badge.label == "not scored":
+            return format_html("{} {}", badge.html(), badge.why)
+        return badge.html()
+
+    @admin.action(description="Approve selected versions", permissions=["approve"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[VariantVersion]) -> None:
+        approved = 0
+        for version in queryset.select_related("variant__template"):
+            if self._approve(request, version):
+                approved += 1
+        if approved:
+            self.message_user(request, f"Approved {approved} version(s).", messages.SUCCESS)
+
+    def _approve(self, request: HttpRequest, version: VariantVersion) -> bool:
+        """Through the gate; a refusal is shown as its one-line reason and changes nothing."""
+        try:
+            approved = services.version_approve(version=version, approved_by=request.user)
+        except services.RegistryError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return False
+        self.log_change(request, approved, "Approved.")
+        return True
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        version = self.get_object(request, unquote(object_id))
+        if version is not None:
+            extra_context = {**(extra_context or {}), **self._assessment_context(request, version)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _assessment_context(self, request: HttpRequest, version: VariantVersion) -> dict[str, Any]:
+        assessment = assessment_of(version)
+        threshold = float(version.variant.template.spam_threshold)
+        return {
+            "assessment": assessment,
+            "badge": score_badge(assessment, threshold),
+            "threshold": threshold,
+            "rules": sorted(assessment.rules, key=lambda rule: -float(rule.get("points") or 0)) if assessment else [],
+            "checks": assessment.checks if assessment else [],
+            "approvable_reason": services.version_approvable(version=version),
+            "can_approve": self.has_approve_permission(request),
+        }
+
+    def approve_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_approve_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        version = self._viewable(request, object_id)
+        if self._approve(request, version):
+            self.message_user(request, f"Approved {version}.", messages.SUCCESS)
+        return HttpResponseRedirect(self._url("change", version))
+
+    def rescore_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_approve_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        version = self._viewable(request, object_id)
+        _publish_rescore(version.pk)
+        self.message_user(request, f"{version} is queued for scoring; reload this page in a moment.", messages.INFO)
+        return HttpResponseRedirect(self._url("change", version))
+
     @admin.display(description="")
     def tools(self, obj: VariantVersion) -> str:
         links = [(self._url("preview", obj), "Preview"), (self._url("diff", obj), "Diff")]
@@ -358,6 +543,8 @@ class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
             path("<int:object_id>/preview/", view(self.preview_view), name=self._url_name("preview")),
             path("<int:object_id>/diff/", view(self.diff_view), name=self._url_name("diff")),
             path("<int:object_id>/derive/", view(self.derive_view), name=self._url_name("derive")),
+            path("<int:object_id>/approve/", view(self.approve_view), name=self._url_name("approve")),
+            path("<int:object_id>/rescore/", view(self.rescore_view), name=self._url_name("rescore")),
         ]
         return own + super().get_urls()  # before the catch-all <path:object_id>/
 
@@ -437,3 +624,10 @@ class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
 
     def _url(self, view: str, version: VariantVersion) -> str:
         return reverse(f"admin:{self._url_name(view)}", args=[version.pk])
+
+
+def _publish_rescore(version_id: int) -> None:
+    """Ask the sandbox to score the version again, by task name once committed (see the module docstring)."""
+    from celery import current_app
+
+    transaction.on_commit(lambda: current_app.send_task(services.ASSESS_TASK, args=[version_id]))

@@ -1,8 +1,10 @@
 """REST API of the template registry: validate, call a service or selector, serialize.
 
 Product backends and AI generators push versions here (with provenance); any
-role may read and preview. Bad input is answered 400 in the project's one error
-shape (controlplane.api_errors) and changes nothing: the services validate and
+role may read and preview, and read a version's spam assessment. Marketers and
+admins approve, through the same gate as the admin (services.version_approve).
+Bad input is answered 400 in the project's one error shape
+(controlplane.api_errors) and changes nothing: the services validate and
 render everything before they write.
 """
 
@@ -28,7 +30,7 @@ from controlplane.api import (
     StrictInputSerializer,
 )
 from templates_registry import selectors, services
-from templates_registry.models import Origin, Template, Variant, VariantVersion
+from templates_registry.models import AssessmentState, Origin, Template, Variant, VariantVersion, VersionAssessment
 from templates_registry.rendering import RenderError
 
 TAG = "templates"
@@ -237,7 +239,7 @@ class VariantDetailApi(RegistryApi):
 
 # --- Versions -------------------------------------------------------------------------
 
-_VERSIONS = VariantVersion.objects.select_related("variant__template", "created_by")
+_VERSIONS = VariantVersion.objects.select_related("variant__template", "created_by", "approved_by")
 
 
 class VersionSummaryOutputSerializer(serializers.Serializer):
@@ -258,6 +260,8 @@ class VersionSummaryOutputSerializer(serializers.Serializer):
     parent = serializers.IntegerField(source="parent_id", allow_null=True)
     created_by = serializers.CharField(source="created_by.username", allow_null=True)
     created_at = serializers.DateTimeField()
+    approved_by = serializers.CharField(source="approved_by.username", allow_null=True)
+    approved_at = serializers.DateTimeField(allow_null=True)
 
     class Meta:
         ref_name = "VersionSummary"
@@ -324,7 +328,7 @@ class VersionListCreateApi(RegistryApi):
     )
     def get(self, request: Request, slug: str, variant_slug: str) -> Response:
         versions = selectors.version_list(variant=_variant(slug, variant_slug)).select_related(
-            "variant__template", "created_by"
+            "variant__template", "created_by", "approved_by"
         )
         return _paginated(self, request, versions, VersionSummaryOutputSerializer)
 
@@ -397,11 +401,123 @@ class VersionPreviewApi(RegistryApi):
         return Response(self.OutputSerializer(rendered).data)
 
 
+# --- Approval -------------------------------------------------------------------------
+
+
+class VersionApproveApi(RegistryApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_approve",
+        description=(
+            "Approve the version for sending, recording who and when. The gate: it renders with its sample "
+            "values, passed every blocking pre-send check, and spamd scored it under its template's threshold "
+            "(not scored is never a pass). Refused with the gate's one-line reason as a 400, changing nothing. "
+            "Approving an approved version changes nothing."
+        ),
+        request=None,
+        responses={200: VersionOutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, version_id: int) -> Response:
+        version = _get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        services.version_approve(version=version, approved_by=request.user)
+        return Response(VersionOutputSerializer(_VERSIONS.get(pk=version.pk)).data)
+
+
+class SpamRuleOutputSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="SpamAssassin rule name, e.g. HTML_MESSAGE.")
+    points = serializers.FloatField()
+    description = serializers.CharField()
+
+    class Meta:
+        ref_name = "SpamRule"
+
+
+class PreSendCheckOutputSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Stable id of the check, e.g. unsubscribe_link.")
+    passed = serializers.BooleanField()
+    blocking = serializers.BooleanField(help_text="A failed blocking check makes the version not approvable.")
+    message = serializers.CharField()
+
+    class Meta:
+        ref_name = "PreSendCheck"
+
+
+_ASSESSMENT_FIELDS = (
+    "state",
+    "score",
+    "spamd_threshold",
+    "rules",
+    "checks",
+    "spamd_version",
+    "duration_ms",
+    "from_cache",
+    "not_scored_reason",
+    "attempts",
+    "next_attempt_at",
+    "scored_at",
+)
+
+
+class VersionAssessmentApi(RegistryApi):
+    class OutputSerializer(serializers.Serializer):
+        version = serializers.IntegerField()
+        state = serializers.ChoiceField(
+            choices=AssessmentState.choices, help_text="pending (not scored yet), scored, or not_scored (spamd down)."
+        )
+        score = serializers.FloatField(allow_null=True, help_text="SpamAssassin points; null until scored.")
+        threshold = serializers.DecimalField(
+            max_digits=5, decimal_places=2, help_text="The template's threshold: approvable only under it."
+        )
+        spamd_threshold = serializers.FloatField(
+            allow_null=True, help_text="spamd's own required score, for reference; the template's threshold decides."
+        )
+        rules = SpamRuleOutputSerializer(many=True)
+        checks = PreSendCheckOutputSerializer(many=True)
+        spamd_version = serializers.CharField()
+        duration_ms = serializers.FloatField(allow_null=True)
+        from_cache = serializers.BooleanField(help_text="Copied from a version with the same content hash.")
+        not_scored_reason = serializers.CharField(help_text="Why spamd could not score it; empty otherwise.")
+        attempts = serializers.IntegerField(help_text="Failed scoring attempts so far.")
+        next_attempt_at = serializers.DateTimeField(allow_null=True)
+        scored_at = serializers.DateTimeField(allow_null=True)
+        approvable = serializers.BooleanField()
+        approvable_reason = serializers.CharField(
+            allow_null=True, help_text="Why it cannot be approved; null when it can."
+        )
+
+        class Meta:
+            ref_name = "VersionAssessment"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_assessment",
+        description=(
+            "The version's spam sandbox result: pre-send checks, spam score with the SpamAssassin rules hit, and "
+            "whether the approval gate would pass it (and if not, why). A version not assessed yet is pending."
+        ),
+        responses={200: OutputSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, version_id: int) -> Response:
+        version = _get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        # An unsaved row stands for "not assessed yet": its defaults are what pending means.
+        assessment = VersionAssessment.objects.filter(version=version).first() or VersionAssessment(version=version)
+        reason = services.version_approvable(version=version)
+        body = {name: getattr(assessment, name) for name in _ASSESSMENT_FIELDS} | {
+            "version": version.pk,
+            "threshold": version.variant.template.spam_threshold,
+            "approvable": reason is None,
+            "approvable_reason": reason,
+        }
+        return Response(self.OutputSerializer(body).data)
+
+
 __all__ = [
     "TemplateDetailApi",
     "TemplateListCreateApi",
     "VariantDetailApi",
     "VariantListCreateApi",
+    "VersionApproveApi",
+    "VersionAssessmentApi",
     "VersionDetailApi",
     "VersionListCreateApi",
     "VersionPreviewApi",

@@ -22,4 +22,6 @@ urlpatterns = [
     ),
     path("versions/<int:version_id>/", api.VersionDetailApi.as_view(), name="version-detail"),
     path("versions/<int:version_id>/preview", api.VersionPreviewApi.as_view(), name="version-preview"),
+    path("versions/<int:version_id>/approve", api.VersionApproveApi.as_view(), name="version-approve"),
+    path("versions/<int:version_id>/assessment", api.VersionAssessmentApi.as_view(), name="version-assessment"),
 ]
