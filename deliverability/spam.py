@@ -61,7 +61,7 @@ def spam_score(raw: bytes) -> SpamReport:
         threshold=float(verdict.threshold),
         is_spam=bool(verdict.value),
         rules=parse_rules(body),
-        spamd_version=spamd_version(),
+        spamd_version=spamd_version(settings.SPAMD_HOST, settings.SPAMD_PORT),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
 
@@ -80,9 +80,9 @@ def parse_rules(report: str) -> list[Rule]:
     return rules
 
 
-@lru_cache(maxsize=1)
-def spamd_version() -> str:
-    """SpamAssassin's version as spamd reports it in PROCESS mode (asked once per process)."""
+@lru_cache(maxsize=8)
+def spamd_version(host: str, port: int) -> str:
+    """SpamAssassin's version as the spamd at host:port reports it in PROCESS mode (asked once each)."""
     response = _run(aiospamc.process(_PROBE, **_connection()))
     match = _VERSION.search(bytes(response.body or b""))
     return match.group(1).decode() if match else "unknown"

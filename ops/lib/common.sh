@@ -45,7 +45,10 @@ ensure_spamd() {
   fi
   if spamc -p "$port" -K >/dev/null 2>&1 </dev/null; then return 0; fi
   log "starting spamd on 127.0.0.1:$port (local tests only)"
-  spamd -L -d -i 127.0.0.1 -p "$port" -m 2 -r "/tmp/sendplane-spamd-$port.pid" -s stderr >/dev/null 2>&1 || true
+  # A home its children (user nobody) can write, or they log a failed Bayes lock on every message.
+  local home="/var/tmp/sendplane-spamd-home"
+  mkdir -p "$home" && chown nobody "$home" 2>/dev/null || true
+  spamd -L -d -i 127.0.0.1 -p "$port" -m 2 -u nobody -H "$home" -r "/tmp/sendplane-spamd-$port.pid" -s stderr >/dev/null 2>&1 || true
   for _ in $(seq 1 60); do spamc -p "$port" -K >/dev/null 2>&1 </dev/null && return 0; sleep 1; done
   echo "spamd did not start on 127.0.0.1:$port" >&2
   return 1
