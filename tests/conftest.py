@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.authtoken.models import Token
+from django.test import Client
 from rest_framework.test import APIClient
 
 from templates_registry import services
@@ -74,6 +75,20 @@ def api_as() -> Callable[[User | None], APIClient]:
         return client
 
     return make
+
+
+@pytest.fixture
+def staff_client() -> Callable[[User], Client]:
+    """A client logged in as ``user`` made staff (the shared actors are not staff)."""
+
+    def login(user: User) -> Client:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return login
 
 
 @pytest.fixture

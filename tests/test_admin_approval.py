@@ -40,18 +40,6 @@ def _url(name: str, *args: Any) -> str:
 
 
 @pytest.fixture
-def staff_client() -> Callable[[User], Client]:
-    def login(user: User) -> Client:
-        user.is_staff = True
-        user.save(update_fields=["is_staff"])
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return login
-
-
-@pytest.fixture
 def as_marketer(staff_client: Callable[[User], Client], marketer: User) -> Client:
     return staff_client(marketer)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from dispatch.services.triggers import trigger_accept
 from tests.conftest import recipients
@@ -13,15 +12,7 @@ from tests.conftest import recipients
 pytestmark = pytest.mark.django_db
 
 
-def staff_client(user: Any) -> Client:
-    user.is_staff = True
-    user.save()
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def test_marketer_watches_campaign_progress(campaign: Any, marketer: Any) -> None:
+def test_marketer_watches_campaign_progress(campaign: Any, marketer: Any, staff_client: Any) -> None:
     trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(4))
     page = staff_client(marketer).get("/admin/dispatch/campaign/")
     assert page.status_code == 200
@@ -29,11 +20,11 @@ def test_marketer_watches_campaign_progress(campaign: Any, marketer: Any) -> Non
 
 
 @pytest.mark.parametrize("url", ["/admin/dispatch/message/", "/admin/deliverability/sendingdomain/", "/admin/deliverability/suppression/"])
-def test_oncall_can_read_the_lists(url: str, oncall: Any, campaign: Any) -> None:
+def test_oncall_can_read_the_lists(url: str, oncall: Any, campaign: Any, staff_client: Any) -> None:
     assert staff_client(oncall).get(url).status_code == 200
 
 
-def test_nobody_edits_messages_in_the_admin(campaign: Any, admin_role: Any) -> None:
+def test_nobody_edits_messages_in_the_admin(campaign: Any, admin_role: Any, staff_client: Any) -> None:
     trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(1))
     from dispatch.models import Message
 
@@ -44,5 +35,5 @@ def test_nobody_edits_messages_in_the_admin(campaign: Any, admin_role: Any) -> N
     assert message.status == "queued"
 
 
-def test_outsider_sees_no_dispatch_pages(outsider: Any) -> None:
+def test_outsider_sees_no_dispatch_pages(outsider: Any, staff_client: Any) -> None:
     assert staff_client(outsider).get("/admin/dispatch/campaign/").status_code == 403
