@@ -1,0 +1,216 @@
+"""The stable event and reason vocabulary, and the tables that map codes and text onto it.
+
+One table per signal (enhanced status code, diagnostic text), consulted by
+``reason_for``; the parsers never decide reasons themselves, so a new provider
+phrasing is a one-line change here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+
+class Kind:
+    """What happened to the recipient, as the contract's ``kind`` field spells it."""
+
+    HARD: Final = "hard"
+    SOFT: Final = "soft"
+    COMPLAINT: Final = "complaint"
+    AUTO_REPLY: Final = "auto_reply"
+    DELIVERED: Final = "delivered"
+    UNKNOWN: Final = "unknown"
+
+    ALL: Final = (HARD, SOFT, COMPLAINT, AUTO_REPLY, DELIVERED, UNKNOWN)
+
+
+class EventType:
+    """The event vocabulary of issue 5 (kinds are derived from it plus the hard/soft split)."""
+
+    DELIVERED: Final = "delivered"
+    DEFERRED: Final = "deferred"
+    BOUNCED: Final = "bounced"
+    COMPLAINED: Final = "complained"
+    UNSUBSCRIBED: Final = "unsubscribed"
+    AUTO_REPLY: Final = "auto_reply"
+    UNKNOWN: Final = "unknown"
+
+
+class Reason:
+    """Why: a stable, provider-independent name. Values never change once shipped."""
+
+    USER_UNKNOWN: Final = "user_unknown"
+    HOST_UNKNOWN: Final = "host_unknown"
+    HAS_MOVED: Final = "has_moved"
+    NOT_ACCEPT: Final = "not_accept"  # the domain accepts no mail at all (null MX)
+    MAILBOX_FULL: Final = "mailbox_full"
+    SUSPENDED: Final = "suspended"  # mailbox exists but disabled
+    EXPIRED: Final = "expired"
+    BLOCKED: Final = "blocked"  # the sending IP/host is refused
+    BAD_REPUTATION: Final = "bad_reputation"
+    REQUIRE_PTR: Final = "require_ptr"
+    SPAM_DETECTED: Final = "spam_detected"
+    VIRUS_DETECTED: Final = "virus_detected"
+    CONTENT: Final = "content"
+    FILTERED: Final = "filtered"  # refused by the recipient's own filter
+    REJECTED: Final = "rejected"  # the envelope sender was refused
+    POLICY: Final = "policy"
+    AUTH_FAILURE: Final = "auth_failure"  # SPF/DKIM/DMARC
+    SECURITY: Final = "security"  # TLS / authentication required
+    RATE_LIMITED: Final = "rate_limited"
+    TOO_BIG: Final = "message_too_big"
+    EXCEED_LIMIT: Final = "exceed_limit"
+    RELAYING_DENIED: Final = "relaying_denied"
+    NETWORK_ERROR: Final = "network_error"
+    SYSTEM_ERROR: Final = "system_error"
+    SYSTEM_FULL: Final = "system_full"
+    MAILER_ERROR: Final = "mailer_error"
+    NOT_COMPLIANT: Final = "not_compliant_rfc"
+    SYNTAX_ERROR: Final = "syntax_error"
+    ON_HOLD: Final = "on_hold"
+    FEEDBACK: Final = "feedback"
+    VACATION: Final = "vacation"
+    DELIVERED: Final = "delivered"
+    UNDEFINED: Final = "undefined"
+
+
+# Only a permanent *address* failure makes the address undeliverable for good;
+# blocks, policy, full mailboxes and expiries say nothing lasting about it.
+HARD_REASONS: Final = frozenset({Reason.USER_UNKNOWN, Reason.HOST_UNKNOWN, Reason.HAS_MOVED})
+
+# Enhanced status codes (RFC 3463 plus the registry's provider-specific details)
+# whose meaning is specific enough to name the reason on their own.
+STATUS_REASONS: Final[dict[str, str]] = {
+    "X.1.1": Reason.USER_UNKNOWN,
+    "X.1.10": Reason.USER_UNKNOWN,  # RFC 7505 null MX recipient
+    "X.1.2": Reason.HOST_UNKNOWN,
+    "X.1.3": Reason.USER_UNKNOWN,
+    "X.1.6": Reason.HAS_MOVED,
+    "X.1.4": Reason.USER_UNKNOWN,
+    "X.1.7": Reason.REJECTED,
+    "X.1.8": Reason.REJECTED,
+    "X.2.1": Reason.SUSPENDED,
+    "X.2.2": Reason.MAILBOX_FULL,
+    "X.2.3": Reason.TOO_BIG,
+    "X.2.4": Reason.MAILER_ERROR,
+    "X.3.1": Reason.SYSTEM_FULL,
+    "X.3.4": Reason.TOO_BIG,
+    "X.4.1": Reason.NETWORK_ERROR,
+    "X.4.3": Reason.SYSTEM_ERROR,
+    "X.4.4": Reason.HOST_UNKNOWN,
+    "X.4.6": Reason.NETWORK_ERROR,
+    "X.4.7": Reason.EXPIRED,
+    "X.5.3": Reason.EXCEED_LIMIT,
+    "X.6.0": Reason.CONTENT,
+    "X.7.1": Reason.POLICY,
+    "X.7.7": Reason.AUTH_FAILURE,
+    "X.7.9": Reason.SECURITY,
+    "X.7.13": Reason.SUSPENDED,
+    "X.7.23": Reason.AUTH_FAILURE,
+    "X.7.24": Reason.AUTH_FAILURE,
+    "X.7.25": Reason.REQUIRE_PTR,
+    "X.7.26": Reason.AUTH_FAILURE,
+    "X.7.27": Reason.NOT_ACCEPT,
+    "X.7.509": Reason.AUTH_FAILURE,
+    "X.7.606": Reason.BLOCKED,
+}
+
+# Diagnostic text of the major MTAs and providers, first match wins, so the more
+# specific phrasings come before the generic ones ("mailbox full" before "unavailable").
+_TEXT_TABLE: Final[tuple[tuple[str, str], ...]] = (
+    (Reason.REJECTED, r"groups\.google\.com|google groups"),  # posting refused by the group, in any language
+    (Reason.AUTH_FAILURE, r"\b(spf|dkim|dmarc)\b.{0,40}\b(fail|check|policy|align|reject|authenticat)|not pass (spf|dkim|dmarc)|unauthenticated email|sender policy framework|authentication (checks|failure)"),
+    (Reason.REQUIRE_PTR, r"reverse (dns|lookup)|\bptr\b|no (dns )?reverse|cannot find your hostname|client host .{0,40} (has no|without) .{0,20}(reverse|ptr)|unresolvable.{0,20}(client|sender)|does not have a valid hostname|ip name lookup failed"),
+    (Reason.MAILBOX_FULL, r"mailbox (is )?full|over ?quota|quota (exceeded|full)|exceeded (the|storage|their)?.{0,20}(quota|storage)|insufficient (disk )?space|mailbox.{0,30}(exceed|size limit)|mail ?box (size )?limit|user.{0,10}is over|out of storage|storage space|disk quota|full mailbox|mailfolder is full|account is full|is full|not enough (storage|space)"),
+    (Reason.TOO_BIG, r"message (size|is too (big|large)|too (big|large))|too large|exceeds? (the )?(maximum|max)?.{0,20}size|size limit"),
+    (Reason.VIRUS_DETECTED, r"virus|malware|infected"),
+    (Reason.SPAM_DETECTED, r"\bspam\b|junk mail|blacklisted content|content (was )?rejected|message content|bulk mail|unsolicited|spamhaus.*dbl|considered as spam|message has been blocked|likely (to be )?spam"),
+    (Reason.SUSPENDED, r"suspended|disabled|deactivated|inactive|account (has been |is )?(locked|closed|expired|frozen)|mailbox (is )?(disabled|inactive|unavailable due)|not active|temporarily (disabled|unavailable)|is no longer active"),
+    (Reason.HAS_MOVED, r"has moved|address changed|no longer (at|with)|moved to"),
+    (Reason.HOST_UNKNOWN, r"host (or domain name )?(not found|unknown)|unknown (host|domain)|domain (not found|does not exist|name not found|is not (valid|found))|name or service not known|no (such )?(mx|mail exchanger|a record)|unrouteable (mail )?domain|unroutable|dns error|nxdomain|no route to host|illegal host/domain|host not found|unknown mail domain|domain .{0,40}does not accept mail|bad destination (mailbox|host)"),
+    (Reason.USER_UNKNOWN, r"user ?unknown|unknown (user|recipient|local|address|mailbox)|no such (user|recipient|mailbox|address|person|local|account)|(user|recipient|mailbox|address|account) .{0,30}(does not exist|doesn't exist|not exist|not found|unknown|invalid|not valid|isn't valid|nonexistent|non-existent|unavailable|does not exist)|(invalid|bad|unknown|non-?existent) (recipient|mailbox|address|user|account)|recipient (rejected|address rejected)|address rejected|not a (valid )?(user|recipient|mailbox)|mailbox not found|mailbox unavailable|user not found|no mailbox|not our customer|is not a known user|unrouteable address|doesn't have an? .{0,20}account|does not have an? .{0,20}account|not listed|no longer (available|valid|in use)|unknown or illegal alias|address (doesn't|does not) exist|addressee unknown|invalid address|no account|the email account that you tried to reach|delivery to the following recipient failed permanently|unknown to address|not found in|no valid recipients|is not a valid"),
+    (Reason.RATE_LIMITED, r"too many (connections|messages|recipients|mails|concurrent)|rate (limit|exceeded)|try (again )?later|throttl|temporarily deferred|too fast|exceeded .{0,20}(connection|rate)|(sending|receiving) rate|connection limit"),
+    (Reason.BAD_REPUTATION, r"reputation|low sender score|senderscore"),
+    (Reason.BLOCKED, r"blocked|block ?list|black ?list|rbl|dnsbl|\bdenied\b|not allowed to send|access denied|refused|banned|poor reputation|listed (at|on|in)|client host .{0,60} rejected|connection (rejected|refused)|your (ip|host|server)|service unavailable"),
+    (Reason.RELAYING_DENIED, r"relay(ing)? (access )?(denied|not permitted|prohibited)|not permitted to relay|unable to relay|relay not permitted|we do not relay"),
+    (Reason.SECURITY, r"tls|starttls|encryption|authentication required|must (issue|use) .{0,20}(auth|tls)"),
+    (Reason.EXPIRED, r"expired|retry time|too long|timed? ?out|time ?out|could not be delivered (within|for)|delivery time|has been delayed|delivery (is )?delayed|giving up|gave up|retry timeout|undeliverable for"),
+    (Reason.SYNTAX_ERROR, r"syntax error|command unrecognized|unrecognized command"),
+    (Reason.FILTERED, r"filtered|filter|message rejected by recipient|not accepted by recipient|refused by recipient"),
+    (Reason.REJECTED, r"sender (address )?(rejected|refused|denied|verify failed)|domain of sender|sender domain|mail from|envelope sender|your (address|domain)"),
+    (Reason.POLICY, r"policy|not compliant|violat|prohibited"),
+    (Reason.NETWORK_ERROR, r"network|connection (lost|reset|closed|timed)|lost connection|broken pipe|mail loop|too many hops|loop detected|routing loop"),
+    (Reason.SYSTEM_FULL, r"system (is )?full|insufficient system storage"),
+    (Reason.SYSTEM_ERROR, r"system error|internal (server )?error|server error|local error|temporary (local )?(failure|problem)|resources temporarily|configuration error|misconfigur"),
+    (Reason.MAILER_ERROR, r"mailer error|program exited|command died|permission denied|unknown mailer|pipe"),
+)
+TEXT_REASONS: Final = tuple((reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in _TEXT_TABLE)
+
+# When a message carries no enhanced status code we still answer with one, in the
+# convention sisimai uses (class.0.9xx, "other" subject in RFC 3463 terms), so that
+# downstream consumers that key on status codes (and the labelled corpus) agree.
+PSEUDO_STATUS: Final[dict[str, str]] = {
+    Reason.ON_HOLD: "901",
+    Reason.SYNTAX_ERROR: "902",
+    Reason.RELAYING_DENIED: "909",
+    Reason.FILTERED: "910",
+    Reason.USER_UNKNOWN: "911",
+    Reason.HOST_UNKNOWN: "912",
+    Reason.HAS_MOVED: "916",
+    Reason.REJECTED: "918",
+    Reason.SUSPENDED: "921",
+    Reason.MAILBOX_FULL: "922",
+    Reason.EXCEED_LIMIT: "923",
+    Reason.SYSTEM_ERROR: "930",
+    Reason.SYSTEM_FULL: "931",
+    Reason.NOT_ACCEPT: "932",
+    Reason.TOO_BIG: "934",
+    Reason.MAILER_ERROR: "939",
+    Reason.NETWORK_ERROR: "944",
+    Reason.RATE_LIMITED: "945",
+    Reason.EXPIRED: "947",
+    Reason.CONTENT: "960",
+    Reason.SECURITY: "970",
+    Reason.BLOCKED: "971",
+    Reason.POLICY: "972",
+    Reason.REQUIRE_PTR: "973",
+    Reason.BAD_REPUTATION: "974",
+    Reason.AUTH_FAILURE: "975",
+    Reason.SPAM_DETECTED: "980",
+    Reason.VIRUS_DETECTED: "980",
+    Reason.UNDEFINED: "900",
+}
+
+
+# Codes whose meaning beats any phrasing in the text (the text often quotes
+# "recipient" or "user" around a sender or size problem).
+DECISIVE_STATUSES: Final = frozenset({"X.1.2", "X.1.6", "X.1.7", "X.1.8", "X.2.2", "X.2.3", "X.3.4", "X.4.7", "X.7.9", "X.7.23", "X.7.24", "X.7.25", "X.7.26", "X.7.27"})
+
+
+def decisive_reason_from_status(status: str) -> str:
+    if not status or "." not in status:
+        return ""
+    key = "X." + status.split(".", 1)[1]
+    return STATUS_REASONS[key] if key in DECISIVE_STATUSES else ""
+
+
+def reason_from_status(status: str) -> str:
+    """The reason a specific enhanced status code names, or "" when it is generic."""
+    if not status or "." not in status:
+        return ""
+    return STATUS_REASONS.get("X." + status.split(".", 1)[1], "")
+
+
+def reason_from_text(text: str) -> str:
+    """The first reason whose provider phrasing appears in the diagnostic text, or ""."""
+    if not text:
+        return ""
+    for reason, pattern in TEXT_REASONS:
+        if pattern.search(text):
+            return reason
+    return ""
+
+
+def pseudo_status(reason: str, permanent: bool) -> str:
+    detail = PSEUDO_STATUS.get(reason, "900")
+    return f"{5 if permanent else 4}.0.{detail}"
