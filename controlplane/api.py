@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import permissions, serializers
-from rest_framework.exceptions import ParseError
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
 
 from controlplane.json_values import json_problem
 
@@ -69,3 +72,36 @@ class BoundedJSONParser(JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the API (controlplane/api_errors.py)."""
+
+    error = serializers.CharField(help_text="One line naming the problem (and the field, where known).")
+    fields = serializers.DictField(required=False, help_text="Messages per input field, for forms.")
+
+    class Meta:
+        ref_name = "Error"
+
+
+def error_responses(described: dict[int, str], *codes: int) -> dict[int, OpenApiResponse]:
+    """OpenAPI responses for ``codes``, each described in the app's own words."""
+    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in codes}
+
+
+def bad_input_response(exc: Any) -> Response:
+    """400 with a service error's one line; its message also under the field it names."""
+    line = " ".join(str(exc).split())
+    body: dict[str, Any] = {"error": line}
+    field = getattr(exc, "field", None)
+    if field:
+        prefix = f"{field}: "
+        body["fields"] = {field: [line[len(prefix) :] if line.startswith(prefix) else line]}
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+
+def get_or_404(queryset: QuerySet[Any], what: str, **lookup: Any) -> Any:
+    try:
+        return queryset.get(**lookup)
+    except queryset.model.DoesNotExist:
+        raise NotFound(f"{what} not found") from None

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,18 +23,20 @@ from rest_framework.views import APIView
 
 from controlplane.api import (
     ALL_ROLES,
+    JsonObjectField,
     ROLE_ADMIN,
     ROLE_MARKETER,
-    JsonObjectField,
     RolePermission,
     StrictInputSerializer,
+    bad_input_response,
+    error_responses,
+    get_or_404,
 )
 from deliverability.models import SendingDomain
 from dispatch.models import Campaign, CampaignStatus
 from dispatch.selectors import campaign_progress
 from dispatch.services.campaigns import CampaignError, campaign_create
 from dispatch.services.triggers import MAX_RECIPIENTS, TriggerError, trigger_accept
-from templates_registry.api import ErrorSerializer
 from templates_registry.models import Template
 
 TAG = "campaigns"
@@ -55,7 +56,7 @@ def _errors(*codes: int, bad_input: str = _BAD_INPUT) -> dict[int, OpenApiRespon
         409: "This Idempotency-Key was already used for this campaign with a different body; nothing was saved.",
         413: "The request body is larger than the server accepts.",
     }
-    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in codes}
+    return error_responses(described, *codes)
 
 
 class DispatchApi(APIView):
@@ -68,7 +69,7 @@ class DispatchApi(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, CampaignError):
-            return _bad_input(exc)
+            return bad_input_response(exc)
         if isinstance(exc, TriggerError):  # TriggerConflict included, with its 409
             return Response({"error": _one_line(str(exc))}, status=exc.status)
         return super().handle_exception(exc)
@@ -78,26 +79,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _bad_input(exc: CampaignError) -> Response:
-    """400 with the error's one line; its message also under the field it names."""
-    body: dict[str, Any] = {"error": _one_line(str(exc))}
-    if exc.field:
-        body["fields"] = {exc.field: [exc.message]}
-    return Response(body, status=status.HTTP_400_BAD_REQUEST)
-
-
-def _get_or_404(queryset: QuerySet[Any], what: str, **lookup: Any) -> Any:
-    try:
-        return queryset.get(**lookup)
-    except queryset.model.DoesNotExist:
-        raise NotFound(f"{what} not found") from None
-
-
 _CAMPAIGNS = Campaign.objects.select_related("template", "sending_domain")
 
 
 def _campaign(campaign_id: int) -> Campaign:
-    return _get_or_404(_CAMPAIGNS, f"campaign {campaign_id}", pk=campaign_id)
+    return get_or_404(_CAMPAIGNS, f"campaign {campaign_id}", pk=campaign_id)
 
 
 def _with_progress(campaign: Campaign) -> Campaign:

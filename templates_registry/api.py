@@ -15,7 +15,6 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,11 +22,14 @@ from rest_framework.views import APIView
 
 from controlplane.api import (
     ALL_ROLES,
+    JsonObjectField,
     ROLE_ADMIN,
     ROLE_MARKETER,
-    JsonObjectField,
     RolePermission,
     StrictInputSerializer,
+    bad_input_response,
+    error_responses,
+    get_or_404,
 )
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Origin, Template, Variant, VariantVersion, VersionAssessment
@@ -36,24 +38,16 @@ from templates_registry.rendering import RenderError
 TAG = "templates"
 
 
-class ErrorSerializer(serializers.Serializer):
-    """The one error shape of the API (controlplane/api_errors.py)."""
-
-    error = serializers.CharField(help_text="One line naming the problem (and the field, where known).")
-    fields = serializers.DictField(required=False, help_text="Messages per input field, for forms.")
-
-    class Meta:
-        ref_name = "Error"
+_DESCRIBED = {
+    400: "Bad input (unknown field, wrong type, template that does not render); nothing was saved.",
+    401: "No or invalid token.",
+    403: "Your role does not allow this.",
+    404: "No such template, variant or version.",
+}
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    described = {
-        400: "Bad input (unknown field, wrong type, template that does not render); nothing was saved.",
-        401: "No or invalid token.",
-        403: "Your role does not allow this.",
-        404: "No such template, variant or version.",
-    }
-    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in codes}
+    return error_responses(_DESCRIBED, *codes)
 
 
 class RegistryApi(APIView):
@@ -66,33 +60,16 @@ class RegistryApi(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, (services.RegistryError, RenderError)):
-            return _bad_input(exc)
+            return bad_input_response(exc)
         return super().handle_exception(exc)
 
 
-def _bad_input(exc: services.RegistryError | RenderError) -> Response:
-    """400 with the error's one line; its message also under the field it names."""
-    line = str(exc)
-    body: dict[str, Any] = {"error": line}
-    if exc.field:
-        prefix = f"{exc.field}: "
-        body["fields"] = {exc.field: [line[len(prefix) :] if line.startswith(prefix) else line]}
-    return Response(body, status=status.HTTP_400_BAD_REQUEST)
-
-
-def _get_or_404(queryset: QuerySet[Any], what: str, **lookup: Any) -> Any:
-    try:
-        return queryset.get(**lookup)
-    except queryset.model.DoesNotExist:
-        raise NotFound(f"{what} not found") from None
-
-
 def _template(slug: str) -> Template:
-    return _get_or_404(Template.objects.all(), f"template {slug!r}", slug=slug)
+    return get_or_404(Template.objects.all(), f"template {slug!r}", slug=slug)
 
 
 def _variant(slug: str, variant_slug: str) -> Variant:
-    return _get_or_404(
+    return get_or_404(
         Variant.objects.select_related("template"),
         f"variant {variant_slug!r} of template {slug!r}",
         template__slug=slug,
@@ -170,7 +147,7 @@ class TemplateDetailApi(RegistryApi):
         responses={200: TemplateOutputSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, slug: str) -> Response:
-        template = _get_or_404(selectors.template_list(), f"template {slug!r}", slug=slug)
+        template = get_or_404(selectors.template_list(), f"template {slug!r}", slug=slug)
         return Response(TemplateOutputSerializer(template).data)
 
 
@@ -233,7 +210,7 @@ class VariantDetailApi(RegistryApi):
     )
     def get(self, request: Request, slug: str, variant_slug: str) -> Response:
         variants = selectors.variant_list(template=_template(slug)).select_related("template")
-        variant = _get_or_404(variants, f"variant {variant_slug!r} of template {slug!r}", slug=variant_slug)
+        variant = get_or_404(variants, f"variant {variant_slug!r} of template {slug!r}", slug=variant_slug)
         return Response(VariantOutputSerializer(variant).data)
 
 
@@ -358,7 +335,7 @@ class VersionDetailApi(RegistryApi):
         responses={200: VersionOutputSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, version_id: int) -> Response:
-        version = _get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        version = get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
         return Response(VersionOutputSerializer(version).data)
 
 
@@ -394,7 +371,7 @@ class VersionPreviewApi(RegistryApi):
         responses={200: OutputSerializer, **_errors(400, 401, 403, 404)},
     )
     def post(self, request: Request, version_id: int) -> Response:
-        version = _get_or_404(VariantVersion.objects.all(), f"version {version_id}", pk=version_id)
+        version = get_or_404(VariantVersion.objects.all(), f"version {version_id}", pk=version_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         rendered = selectors.version_render(version=version, context=serializer.validated_data.get("context"))
@@ -418,7 +395,7 @@ class VersionApproveApi(RegistryApi):
         responses={200: VersionOutputSerializer, **_errors(400, 401, 403, 404)},
     )
     def post(self, request: Request, version_id: int) -> Response:
-        version = _get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        version = get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
         services.version_approve(version=version, approved_by=request.user)
         return Response(VersionOutputSerializer(_VERSIONS.get(pk=version.pk)).data)
 
@@ -498,7 +475,7 @@ class VersionAssessmentApi(RegistryApi):
         responses={200: OutputSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, version_id: int) -> Response:
-        version = _get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        version = get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
         # An unsaved row stands for "not assessed yet": its defaults are what pending means.
         assessment = VersionAssessment.objects.filter(version=version).first() or VersionAssessment(version=version)
         reason = services.version_approvable(version=version)
