@@ -235,6 +235,36 @@ CELERY_BEAT_SCHEDULE = {
     "spam-assess-due": {"task": "deliverability.tasks.assess_due", "schedule": 15.0},
 }
 
+# --- Feedback: suppression policy and bounce ingestion (issue 5) ----------------------
+# Where each kind of suppression applies: "global" (every sending domain) or
+# "domain" (the domain the event was about; an event tied to no domain suppresses globally).
+_SCOPES = {"global", "domain"}
+SENDPLANE_SUPPRESSION = {
+    "SCOPES": {
+        "hard_bounce": env_choice("SENDPLANE_SUPPRESS_HARD_BOUNCE", "global", _SCOPES),
+        "complaint": env_choice("SENDPLANE_SUPPRESS_COMPLAINT", "global", _SCOPES),
+        "unsubscribed": env_choice("SENDPLANE_SUPPRESS_UNSUBSCRIBE", "domain", _SCOPES),
+        "soft_bounce": env_choice("SENDPLANE_SUPPRESS_SOFT_BOUNCE", "domain", _SCOPES),
+    },
+    # Soft bounces about the mailbox itself (full, disabled, expired) suppress after N in the window.
+    "SOFT_BOUNCE_LIMIT": env_int("SENDPLANE_SOFT_BOUNCE_LIMIT", 3, minimum=1),
+    "SOFT_BOUNCE_WINDOW_HOURS": env_int("SENDPLANE_SOFT_BOUNCE_WINDOW_HOURS", 168, minimum=1),
+}
+# A raw bounce or complaint larger than this is refused (upload) or skipped (mailbox).
+SENDPLANE_BOUNCE_MAX_BYTES = env_int("SENDPLANE_BOUNCE_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+# ESP webhooks (django-anymail): mounted under /webhooks/<esp>/tracking/ only when a
+# secret is set, so an unprotected endpoint never exists. HTTP basic auth "user:password".
+ANYMAIL = {
+    key: value
+    for key, value in {
+        "WEBHOOK_SECRET": env_secret("ANYMAIL_WEBHOOK_SECRET"),
+        "MAILGUN_WEBHOOK_SIGNING_KEY": env_secret("MAILGUN_WEBHOOK_SIGNING_KEY"),
+        "POSTAL_WEBHOOK_KEY": env_secret("POSTAL_WEBHOOK_KEY"),
+    }.items()
+    if value
+}
+SENDPLANE_WEBHOOKS_ENABLED = "WEBHOOK_SECRET" in ANYMAIL
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
 LOGGING = {
     "version": 1,
@@ -264,5 +294,12 @@ reject_unknown(
         "SENDPLANE_DISPATCH_RETRY_BASE_SECONDS",
         "SENDPLANE_DISPATCH_RECHECK_EVERY",
         "SENDPLANE_DISPATCH_SWEEP_SECONDS",
+        "SENDPLANE_SUPPRESS_HARD_BOUNCE",
+        "SENDPLANE_SUPPRESS_COMPLAINT",
+        "SENDPLANE_SUPPRESS_UNSUBSCRIBE",
+        "SENDPLANE_SUPPRESS_SOFT_BOUNCE",
+        "SENDPLANE_SOFT_BOUNCE_LIMIT",
+        "SENDPLANE_SOFT_BOUNCE_WINDOW_HOURS",
+        "SENDPLANE_BOUNCE_MAX_BYTES",
     },
 )

@@ -1,15 +1,26 @@
-"""Admin for sending domains and suppressions: read-only here; changes go through services
-(on-call pause and resume actions come with issue 7)."""
+"""Admin for sending domains, suppressions, feedback events and per-minute counters.
+
+Writes go through services: a manual suppression is ``suppression_add``,
+lifting one (admins only) is ``suppression_remove``. Domains, events and
+counters are read-only here (on-call pause and resume come with issue 7).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
-from controlplane.api import user_roles
-from deliverability.models import SendingDomain, Suppression
+from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, ROLE_ONCALL, user_roles
+from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+from deliverability.services import suppression_add, suppression_remove
+
+_SUPPRESSION_WRITERS = {ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN}
 
 
 class _ReadOnly(admin.ModelAdmin):
@@ -36,8 +47,90 @@ class SendingDomainAdmin(_ReadOnly):
     search_fields = ["domain"]
 
 
+class SuppressionAddForm(forms.ModelForm):
+    """A manual suppression: the address, optionally one domain, and why (kept as the source)."""
+
+    source = forms.CharField(label="Why", max_length=150, required=False)
+
+    class Meta:
+        model = Suppression
+        fields = ["address", "sending_domain", "source"]
+
+    def clean_address(self) -> str:
+        address = self.cleaned_data["address"].strip().lower()
+        if "@" not in address:
+            raise forms.ValidationError("Enter an email address.")
+        return address
+
+    def validate_unique(self) -> None:
+        """Adding an address that is already suppressed is fine: the service returns the existing row."""
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(_ReadOnly):
-    list_display = ["address", "sending_domain", "reason", "source", "created_at"]
+    list_display = ["shown_address", "sending_domain", "reason", "source", "cause", "created_by", "created_at"]
     list_filter = ["reason", "sending_domain"]
     search_fields = ["address"]
+    list_select_related = ["sending_domain", "event", "created_by"]
+    form = SuppressionAddForm
+    actions = ["lift"]
+
+    @admin.display(description="address")
+    def shown_address(self, row: Suppression) -> str:
+        return row.address or "(erased)"
+
+    @admin.display(description="event")
+    def cause(self, row: Suppression) -> Any:
+        if row.event is None:
+            return "-"
+        url = reverse("admin:deliverability_feedbackevent_change", args=[row.event.pk])
+        return format_html('<a href="{}">{} {} {}</a>', url, row.event.event_type, row.event.reason, row.event.status)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(user_roles(request.user) & _SUPPRESSION_WRITERS)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return ROLE_ADMIN in user_roles(request.user)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # lifting goes through the service (the "lift" action)
+        return actions if ROLE_ADMIN in user_roles(request.user) else {}
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        row, _ = suppression_add(  # the form checked the address; the service cannot refuse it now
+            address=obj.address, reason=SuppressionReason.MANUAL, sending_domain=obj.sending_domain,
+            source=f"admin: {request.user.get_username()}: {obj.source}".rstrip(": "), created_by=request.user,
+        )
+        obj.pk, obj.reason, obj.created_at = row.pk, row.reason, row.created_at
+
+    def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
+        suppression_remove(suppression=obj)
+
+    @admin.action(description="Lift the selected suppressions (admins only)")
+    def lift(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
+        rows = list(queryset)
+        for row in rows:
+            suppression_remove(suppression=row)
+        self.message_user(request, f"{len(rows)} suppression(s) lifted.")
+
+
+@admin.register(FeedbackEvent)
+class FeedbackEventAdmin(_ReadOnly):
+    list_display = ["occurred_at", "event_type", "kind", "reason", "status", "shown_recipient", "sending_domain", "source", "matched_by"]
+    list_filter = ["event_type", "kind", "reason", "source", "sending_domain"]
+    search_fields = ["recipient", "=message_uuid", "status"]
+    list_select_related = ["sending_domain"]
+    date_hierarchy = "occurred_at"
+
+    @admin.display(description="recipient")
+    def shown_recipient(self, event: FeedbackEvent) -> str:
+        return event.recipient or "(erased or none)"
+
+
+@admin.register(DomainMinute)
+class DomainMinuteAdmin(_ReadOnly):
+    list_display = ["minute", "sending_domain", *DomainMinute.COUNTS]
+    list_filter = ["sending_domain"]
+    date_hierarchy = "minute"
+    list_select_related = ["sending_domain"]

@@ -55,28 +55,119 @@ class TokenBucket(models.Model):
 class SuppressionReason(models.TextChoices):
     UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
     HARD_BOUNCE = "hard_bounce", "Hard bounce"
+    SOFT_BOUNCE = "soft_bounce", "Repeated soft bounces"
     COMPLAINT = "complaint", "Complaint"
     MANUAL = "manual", "Added by a person"
 
 
 class Suppression(models.Model):
-    """An address we must not send to: for one sending domain, or for all when domain is empty."""
+    """An address we must not send to: for one sending domain, or for all when domain is empty.
 
-    address = models.CharField(max_length=320, help_text="Lower-cased")
+    Looked up by ``address_hash`` (SHA-256 of the lower-cased address), so a
+    GDPR erase can blank ``address`` and the address still stays suppressed.
+    """
+
+    address = models.CharField(max_length=320, blank=True, help_text="Lower-cased; empty once erased")
+    address_hash = models.CharField(max_length=64, editable=False)
     sending_domain = models.ForeignKey(SendingDomain, null=True, blank=True, on_delete=models.CASCADE)
     reason = models.CharField(max_length=20, choices=SuppressionReason.choices)
     source = models.CharField(max_length=200, blank=True, help_text="What caused it: a message id, an event, a person")
+    event = models.ForeignKey(
+        "FeedbackEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="The event that caused it"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["address", "sending_domain"], name="suppression_once_per_domain"),
+            models.UniqueConstraint(fields=["address_hash", "sending_domain"], name="suppression_once_per_domain"),
             models.UniqueConstraint(
-                fields=["address"], condition=Q(sending_domain__isnull=True), name="suppression_once_globally"
+                fields=["address_hash"], condition=Q(sending_domain__isnull=True), name="suppression_once_globally"
             ),
         ]
-        indexes = [models.Index(fields=["address"], name="suppression_address")]
 
     def __str__(self) -> str:
-        return f"{self.address} ({self.reason})"
+        return f"{self.address or 'erased'} ({self.reason})"
+
+
+class EventType(models.TextChoices):
+    """The one vocabulary every webhook and raw message maps onto (bounces.vocabulary.EventType)."""
+
+    DELIVERED = "delivered", "Delivered"
+    DEFERRED = "deferred", "Deferred"
+    BOUNCED = "bounced", "Bounced"
+    COMPLAINED = "complained", "Complained"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    AUTO_REPLY = "auto_reply", "Auto-reply"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class FeedbackEvent(models.Model):
+    """One thing a receiver told us about one recipient: an ESP webhook, a raw bounce, an unsubscribe.
+
+    ``dedupe_key`` makes ingestion idempotent: providers re-send and reorder,
+    and the same bounce may be uploaded twice; the second insert changes nothing.
+    """
+
+    event_type = models.CharField(max_length=16, choices=EventType.choices)
+    kind = models.CharField(max_length=12, blank=True, help_text="hard, soft, complaint, auto_reply, delivered, unknown")
+    reason = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=16, blank=True, help_text="Enhanced status code (RFC 3463)")
+    smtp_reply = models.TextField(blank=True)
+    feedback_type = models.CharField(max_length=32, blank=True)
+    recipient = models.CharField(max_length=320, blank=True, help_text="Lower-cased; empty once erased")
+    recipient_hash = models.CharField(max_length=64, blank=True, editable=False)
+    sending_domain = models.ForeignKey(SendingDomain, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The outbox row it is about (dispatch.Message.uuid), when the report let us find it.
+    message_uuid = models.UUIDField(null=True, blank=True)
+    matched_by = models.CharField(max_length=16, blank=True, help_text="verp, message_id, metadata, recipient, or empty")
+    source = models.CharField(max_length=40, help_text="webhook:<esp>, upload, mailbox, unsubscribe")
+    dedupe_key = models.CharField(max_length=64, unique=True, editable=False)
+    detail = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            # deliverability.services.suppression: soft bounces of one address in the window.
+            models.Index(fields=["recipient_hash", "occurred_at"], name="event_recipient_time"),
+            models.Index(fields=["message_uuid"], name="event_message"),
+            models.Index(fields=["sending_domain", "occurred_at"], name="event_domain_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.recipient or 'erased'} ({self.reason or self.kind})"
+
+
+class DomainMinute(models.Model):
+    """What happened on one sending domain in one minute: the anomaly detector's input.
+
+    One row per (domain, minute), incremented by upsert as events commit, so
+    the detector reads a contiguous block of rows into arrays. The bounce
+    columns are disjoint: hard (address failures), reputation (blocks, spam,
+    authentication: what says something about us), soft (the rest).
+    """
+
+    sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="minutes")
+    minute = models.DateTimeField(help_text="Start of the minute, UTC")
+    sent = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0)
+    deferred = models.PositiveIntegerField(default=0)
+    bounced_hard = models.PositiveIntegerField(default=0)
+    bounced_soft = models.PositiveIntegerField(default=0)
+    bounced_reputation = models.PositiveIntegerField(default=0)
+    complained = models.PositiveIntegerField(default=0)
+    unsubscribed = models.PositiveIntegerField(default=0)
+
+    COUNTS = (
+        "sent", "delivered", "deferred", "bounced_hard", "bounced_soft", "bounced_reputation", "complained", "unsubscribed",
+    )
+
+    class Meta:
+        ordering = ["sending_domain", "minute"]
+        constraints = [models.UniqueConstraint(fields=["sending_domain", "minute"], name="domain_minute_once")]
+
+    def __str__(self) -> str:
+        return f"{self.sending_domain_id} {self.minute:%Y-%m-%d %H:%M}"

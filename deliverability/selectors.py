@@ -3,25 +3,76 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import numpy as np
 from django.db.models import Q
 
-from deliverability.models import SendingDomain, Suppression
+from deliverability.models import DomainMinute, SendingDomain, Suppression
+from deliverability.services.suppression import address_hash
+
+_CHUNK = 1000
 
 
 def suppressed_among(*, addresses: Iterable[str], sending_domain: SendingDomain) -> set[str]:
-    """Which of these (lower-cased) addresses are suppressed for this domain or globally."""
-    wanted = {a.lower() for a in addresses}
-    found: set[str] = set()
-    chunk: list[str] = []
-    for address in wanted:
-        chunk.append(address)
-        if len(chunk) == 1000:
-            found |= _suppressed(chunk, sending_domain)
-            chunk = []
-    return found | (_suppressed(chunk, sending_domain) if chunk else set())
-
-
-def _suppressed(addresses: list[str], sending_domain: SendingDomain) -> set[str]:
+    """Which of these addresses (returned lower-cased) are suppressed for this domain or globally."""
+    by_hash = {address_hash(a): a.strip().lower() for a in addresses}
+    hashes = list(by_hash)
     scope = Q(sending_domain__isnull=True) | Q(sending_domain=sending_domain)
-    return set(Suppression.objects.filter(scope, address__in=addresses).values_list("address", flat=True))
+    found: set[str] = set()
+    for start in range(0, len(hashes), _CHUNK):
+        chunk = hashes[start : start + _CHUNK]
+        rows = Suppression.objects.filter(scope, address_hash__in=chunk).values_list("address_hash", flat=True)
+        found.update(by_hash[h] for h in rows)
+    return found
+
+
+def address_suppressed(*, address: str, sending_domain: SendingDomain | None = None) -> bool:
+    """Whether mail to ``address`` from this domain (or, with no domain, from every domain) is suppressed."""
+    scope = Q(sending_domain__isnull=True) | (Q(sending_domain=sending_domain) if sending_domain else Q(pk__in=[]))
+    return Suppression.objects.filter(scope, address_hash=address_hash(address)).exists()
+
+
+def suppression_for(*, address: str) -> list[Suppression]:
+    """Every suppression of one address (all domains), newest first."""
+    return list(Suppression.objects.filter(address_hash=address_hash(address)).select_related("sending_domain", "event"))
+
+
+@dataclass(frozen=True)
+class MinuteSeries:
+    """Counters as arrays: ``counts[name][d, m]`` is domain ``domain_ids[d]`` in minute ``minutes[m]``."""
+
+    domain_ids: list[int]
+    minutes: np.ndarray  # datetime64[m], contiguous from start to end (exclusive)
+    counts: dict[str, np.ndarray]  # int64, shape (len(domain_ids), len(minutes))
+
+
+def domain_minute_series(*, start: datetime, end: datetime, domain_ids: list[int] | None = None) -> MinuteSeries:
+    """Every counter of every domain (or the given ones) per minute in [start, end): zeros where nothing happened.
+
+    One query, then one vectorized scatter per counter: the detector reads all
+    domains at once without a Python loop over minutes.
+    """
+    first, last = np.datetime64(_naive_utc(start), "m"), np.datetime64(_naive_utc(end), "m")
+    minutes = np.arange(first, last, dtype="datetime64[m]")
+    if domain_ids is None:
+        domain_ids = list(SendingDomain.objects.order_by("id").values_list("id", flat=True))
+    rows = DomainMinute.objects.filter(minute__gte=start, minute__lt=end, sending_domain_id__in=domain_ids)
+    values = list(rows.values_list("sending_domain_id", "minute", *DomainMinute.COUNTS))
+    counts = {name: np.zeros((len(domain_ids), len(minutes)), dtype=np.int64) for name in DomainMinute.COUNTS}
+    if values:
+        table = np.array([(r[0], _minute_index(r[1], first), *r[2:]) for r in values], dtype=np.int64)
+        row_of = {domain_id: index for index, domain_id in enumerate(domain_ids)}
+        d = np.array([row_of[int(x)] for x in table[:, 0]])
+        for offset, name in enumerate(DomainMinute.COUNTS, start=2):
+            counts[name][d, table[:, 1]] = table[:, offset]
+    return MinuteSeries(domain_ids=domain_ids, minutes=minutes, counts=counts)
+
+
+def _minute_index(moment: datetime, first: np.datetime64) -> int:
+    return int((np.datetime64(_naive_utc(moment), "m") - first).astype(int))
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

@@ -30,6 +30,7 @@ class Outcome:
 
 
 SENT = Outcome(MessageStatus.SENT, 250)
+ESP_METADATA_KEY = "sendplane_message"
 
 
 def message_headers(message: Message, domain: SendingDomain, rendered: RenderedMessage) -> list[tuple[str, str]]:
@@ -212,6 +213,8 @@ class BackendTransport(Transport):
         except RenderError as exc:
             return Outcome(MessageStatus.FAILED, None, f"render: {exc}")
         email.extra_headers["Return-Path"] = envelope_sender(message)
+        # ESPs echo metadata in their tracking webhooks: how a webhook event finds its message.
+        email.metadata = {ESP_METADATA_KEY: message.uuid.hex}  # type: ignore[attr-defined]
         return Prepared(message, email)
 
     def send(self, prepared: Prepared) -> Outcome:

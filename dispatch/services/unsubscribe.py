@@ -8,8 +8,8 @@ import uuid
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from deliverability.models import SuppressionReason
-from deliverability.services import suppression_add
+from deliverability.models import EventType
+from deliverability.services import Feedback, event_record
 from dispatch.models import Message
 
 _SALT = "sendplane.unsubscribe"
@@ -38,14 +38,19 @@ def message_for_token(token: str) -> Message | None:
 
 
 def unsubscribe_one_click(*, token: str) -> Message | None:
-    """Suppress the recipient for the sending domain; idempotent. None for a bad token."""
+    """Record the unsubscribe (which suppresses the recipient for its domain); idempotent. None for a bad token."""
     message = message_for_token(token)
     if message is not None:
-        suppression_add(
-            address=message.recipient,
-            reason=SuppressionReason.UNSUBSCRIBED,
-            sending_domain=message.sending_domain,
-            source=f"one-click unsubscribe, message {message.uuid}",
+        event_record(
+            Feedback(
+                event_type=EventType.UNSUBSCRIBED,
+                recipient=message.recipient,
+                source="unsubscribe",
+                dedupe=f"unsubscribe:{message.uuid.hex}",  # one per message, however often the link is used
+                sending_domain=message.sending_domain,
+                message_uuid=message.uuid,
+                matched_by="token",
+            )
         )
     return message
 

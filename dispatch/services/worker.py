@@ -29,10 +29,11 @@ from django.utils import timezone
 
 from deliverability.models import SendingDomain
 from deliverability.selectors import suppressed_among
-from deliverability.services import domain_rate, token_bucket_peek, token_bucket_take
+from deliverability.services import counters_add, domain_rate, token_bucket_peek, token_bucket_take
 from dispatch.models import WAITING, CampaignStatus, Message, MessageStatus
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import Outcome, Prepared, Transport, open_transport
+from dispatch.services.feedback import reply_learn
 
 
 @dataclass
@@ -171,15 +172,18 @@ def messages_record(
     others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
     with transaction.atomic():
         if sent:
-            _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
+            handed_over = _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
+            counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=handed_over)
         if released:
             messages_release(released, not_before=release_at or now)
         for message in others:
             _apply(message, outcomes[message.pk], now, settings.SENDPLANE_DISPATCH)
-            _ours([message.pk]).update(
+            updated = _ours([message.pk]).update(
                 status=message.status, not_before=message.not_before, lease_expires_at=None,
                 last_code=message.last_code, last_reply=message.last_reply,
             )
+            if updated:  # the receiver's refusal is feedback like any bounce: classified, suppressing, counted
+                reply_learn(message=message, code=outcomes[message.pk].code, reply=outcomes[message.pk].reply)
     for message in messages:
         result.add(MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status)
 

@@ -1,4 +1,5 @@
-"""Writes for deliverability: domains, token buckets, suppression, pause."""
+"""Writes for deliverability: domains, token buckets and pause here; suppression, feedback
+events and per-minute counters in their own modules, re-exported below."""
 
 from __future__ import annotations
 
@@ -8,15 +9,8 @@ from datetime import date
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from deliverability.models import SendingDomain, Suppression, SuppressionReason, TokenBucket
-
-
-class DeliverabilityError(ValueError):
-    """Bad input: one line naming the problem and, where known, the field."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.message, self.field = message, field
-        super().__init__(f"{field}: {message}" if field else message)
+from deliverability.errors import DeliverabilityError
+from deliverability.models import SendingDomain, TokenBucket
 
 
 def domain_create(
@@ -99,18 +93,18 @@ def token_bucket_refund(*, key: str, burst: int, tokens: int) -> None:
             bucket.save(update_fields=["tokens"])
 
 
-def suppression_add(
-    *, address: str, reason: str, sending_domain: SendingDomain | None = None, source: str = "", created_by: object = None
-) -> tuple[Suppression, bool]:
-    """Suppress ``address`` (for one domain, or everywhere); idempotent. Returns (row, created)."""
-    if reason not in SuppressionReason.values:
-        raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")
-    normalized = address.strip().lower()
-    try:
-        with transaction.atomic():
-            row = Suppression.objects.create(
-                address=normalized, sending_domain=sending_domain, reason=reason, source=source[:200], created_by=created_by
-            )
-            return row, True
-    except IntegrityError:
-        return Suppression.objects.get(address=normalized, sending_domain=sending_domain), False
+# Re-exported: callers import every deliverability write from ``deliverability.services``.
+from deliverability.services.counters import counters_add  # noqa: E402
+from deliverability.services.feedback import Feedback, event_record  # noqa: E402
+from deliverability.services.suppression import (  # noqa: E402
+    address_erase,
+    address_hash,
+    suppression_add,
+    suppression_remove,
+)
+
+__all__ = [
+    "DeliverabilityError", "Feedback", "address_erase", "address_hash", "counters_add", "domain_create", "domain_rate",
+    "domain_set_paused", "event_record", "suppression_add", "suppression_remove", "token_bucket_peek",
+    "token_bucket_refund", "token_bucket_take",
+]

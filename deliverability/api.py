@@ -1,0 +1,204 @@
+"""REST API of deliverability: the suppression list and the feedback events behind it.
+
+Every role reads; marketers, on-call and admins add a manual suppression;
+only admins lift one (it may be a complaint or a hard bounce).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.api import (
+    ALL_ROLES,
+    ROLE_ADMIN,
+    ROLE_MARKETER,
+    ROLE_ONCALL,
+    RolePermission,
+    StrictInputSerializer,
+    bad_input_response,
+    error_responses,
+    get_or_404,
+)
+from deliverability.errors import DeliverabilityError
+from deliverability.models import EventType, FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+from deliverability.services import suppression_add, suppression_remove
+from deliverability.services.suppression import address_hash
+
+TAG = "suppression"
+_DESCRIBED = {
+    400: "Bad input (unknown field, wrong type, not an address, unknown domain); nothing was saved.",
+    401: "No or invalid token.",
+    403: "Your role does not allow this.",
+    404: "No such suppression.",
+}
+
+
+def _errors(*codes: int) -> dict[int, Any]:
+    return error_responses(_DESCRIBED, *codes)
+
+
+class DeliverabilityApi(APIView):
+    # Role checks, and service errors in the one error shape (a comment: drf-spectacular shows docstrings).
+
+    permission_classes = (RolePermission,)
+    read_roles = ALL_ROLES
+    write_roles = (ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DeliverabilityError):
+            return bad_input_response(exc)
+        return super().handle_exception(exc)
+
+
+class EventSummarySerializer(serializers.ModelSerializer):
+    message = serializers.SerializerMethodField(help_text="The outbox message (uuid hex) it is about, if found.")
+
+    class Meta:
+        model = FeedbackEvent
+        ref_name = "FeedbackEventSummary"
+        fields = ["id", "event_type", "kind", "reason", "status", "source", "occurred_at", "message"]
+
+    def get_message(self, event: FeedbackEvent) -> str | None:
+        return event.message_uuid.hex if event.message_uuid else None
+
+
+class SuppressionOutputSerializer(serializers.ModelSerializer):
+    domain = serializers.CharField(source="sending_domain.domain", default=None, help_text="Empty: every domain.")
+    event = EventSummarySerializer(allow_null=True, help_text="The event that caused it, if any.")
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+    class Meta:
+        model = Suppression
+        ref_name = "Suppression"
+        fields = ["id", "address", "domain", "reason", "source", "event", "created_by", "created_at"]
+
+
+class EventOutputSerializer(EventSummarySerializer):
+    domain = serializers.CharField(source="sending_domain.domain", default=None)
+
+    class Meta(EventSummarySerializer.Meta):
+        ref_name = "FeedbackEvent"
+        fields = [*EventSummarySerializer.Meta.fields, "recipient", "domain", "smtp_reply", "feedback_type", "matched_by", "received_at"]
+
+
+def _page(view: APIView, request: Request, queryset: QuerySet[Any], serializer: type[serializers.Serializer]) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+class SuppressionListCreateApi(DeliverabilityApi):
+    class InputSerializer(StrictInputSerializer):
+        address = serializers.EmailField(max_length=320)
+        domain = serializers.SlugRelatedField(
+            slug_field="domain", queryset=SendingDomain.objects.all(), required=False, allow_null=True,
+            help_text="A sending domain; omit for every domain.",
+        )
+        note = serializers.CharField(max_length=150, required=False, default="", help_text="Why (kept as the source).")
+
+        class Meta:
+            ref_name = "SuppressionCreate"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="suppressions_list",
+        description="Suppressed addresses, newest first, with the reason and the event that caused each.",
+        parameters=[
+            OpenApiParameter("address", str, description="Only this address."),
+            OpenApiParameter("domain", str, description="Only suppressions for this sending domain."),
+            OpenApiParameter("reason", str, enum=SuppressionReason.values),
+        ],
+        responses={200: SuppressionOutputSerializer(many=True), **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        rows = Suppression.objects.select_related("sending_domain", "event", "created_by")
+        if request.query_params.get("address"):
+            rows = rows.filter(address_hash=address_hash(request.query_params["address"]))
+        if request.query_params.get("domain"):
+            rows = rows.filter(sending_domain__domain=request.query_params["domain"].lower())
+        if request.query_params.get("reason"):
+            rows = rows.filter(reason=request.query_params["reason"])
+        return _page(self, request, rows.order_by("-created_at", "-id"), SuppressionOutputSerializer)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="suppressions_create",
+        description="Suppress an address by hand (reason `manual`), for one domain or all. Idempotent: 200 if it already was.",
+        request=InputSerializer,
+        responses={201: SuppressionOutputSerializer, 200: SuppressionOutputSerializer, **_errors(400, 401, 403)},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        row, created = suppression_add(
+            address=data["address"], reason=SuppressionReason.MANUAL, sending_domain=data.get("domain"),
+            source=f"api: {request.user.username}: {data['note']}".rstrip(": "), created_by=request.user,
+        )
+        return Response(SuppressionOutputSerializer(row).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class SuppressionDetailApi(DeliverabilityApi):
+    write_roles = (ROLE_ADMIN,)
+
+    @extend_schema(tags=[TAG], operation_id="suppressions_retrieve", responses={200: SuppressionOutputSerializer, **_errors(401, 403, 404)})
+    def get(self, request: Request, suppression_id: int) -> Response:
+        return Response(SuppressionOutputSerializer(_suppression(suppression_id)).data)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="suppressions_destroy",
+        description="Lift a suppression (admins only); the events that caused it are kept.",
+        responses={204: None, **_errors(401, 403, 404)},
+    )
+    def delete(self, request: Request, suppression_id: int) -> Response:
+        suppression_remove(suppression=_suppression(suppression_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _suppression(suppression_id: int) -> Suppression:
+    rows = Suppression.objects.select_related("sending_domain", "event", "created_by")
+    return get_or_404(rows, f"suppression {suppression_id}", pk=suppression_id)
+
+
+class EventListApi(DeliverabilityApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="events_list",
+        description="Feedback events (bounces, complaints, deliveries, unsubscribes), newest first.",
+        parameters=[
+            OpenApiParameter("recipient", str, description="Only events about this address."),
+            OpenApiParameter("domain", str, description="Only events of this sending domain."),
+            OpenApiParameter("event_type", str, enum=EventType.values),
+            OpenApiParameter("message", str, description="Only events about this outbox message (uuid)."),
+        ],
+        responses={200: EventOutputSerializer(many=True), **_errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        rows = FeedbackEvent.objects.select_related("sending_domain")
+        params = request.query_params
+        if params.get("recipient"):
+            rows = rows.filter(recipient_hash=address_hash(params["recipient"]))
+        if params.get("domain"):
+            rows = rows.filter(sending_domain__domain=params["domain"].lower())
+        if params.get("event_type"):
+            rows = rows.filter(event_type=params["event_type"])
+        if params.get("message"):
+            rows = rows.filter(message_uuid=_uuid_param(params["message"]))
+        return _page(self, request, rows, EventOutputSerializer)
+
+
+def _uuid_param(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise DeliverabilityError("must be a message uuid", field="message") from None

@@ -1,0 +1,34 @@
+"""A verdict for an SMTP server's answer during our own delivery (a synchronous bounce).
+
+The receiving server refused at RCPT or DATA while we were connected: there
+is no DSN, only the reply code and text, read with the same tables as a DSN's
+Diagnostic-Code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deliverability.bounces import vocabulary as v
+from deliverability.bounces.parse import status_in
+
+
+@dataclass(frozen=True)
+class ReplyVerdict:
+    kind: str
+    reason: str
+    status: str
+    permanent: bool
+
+
+def classify_reply(code: int | None, text: str) -> ReplyVerdict:
+    """Kind, reason and enhanced status of a 4xx/5xx reply (the code decides permanence when the text has no status)."""
+    status = status_in(text)
+    permanent = status.startswith("5") if status else (code or 0) >= 500
+    reason = (
+        v.decisive_reason_from_status(status) or v.reason_from_text(text) or v.reason_from_status(status) or v.Reason.UNDEFINED
+    )
+    if reason == v.Reason.HOST_UNKNOWN and not permanent:
+        reason = v.Reason.NETWORK_ERROR
+    kind = v.Kind.HARD if permanent and reason in v.HARD_REASONS else v.Kind.SOFT
+    return ReplyVerdict(kind=kind, reason=reason, status=status or v.pseudo_status(reason, permanent), permanent=permanent)

@@ -1,0 +1,82 @@
+"""Suppression: who must not get mail, why, and the GDPR erase that keeps them suppressed.
+
+Rows are keyed by a SHA-256 of the lower-cased address, so erasing a person
+blanks every stored copy of their address while the hash still stops a send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from deliverability.errors import DeliverabilityError
+from deliverability.models import FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+
+
+def address_normalize(address: str) -> str:
+    return address.strip().lower()
+
+
+def address_hash(address: str) -> str:
+    return hashlib.sha256(address_normalize(address).encode("utf-8")).hexdigest()
+
+
+def suppression_scope(reason: str) -> str:
+    """``global`` or ``domain``: where a suppression for this reason applies (SENDPLANE_SUPPRESS_* settings)."""
+    return settings.SENDPLANE_SUPPRESSION["SCOPES"].get(reason, "global")
+
+
+def suppression_add(
+    *,
+    address: str,
+    reason: str,
+    sending_domain: SendingDomain | None = None,
+    source: str = "",
+    created_by: object = None,
+    event: FeedbackEvent | None = None,
+) -> tuple[Suppression, bool]:
+    """Suppress ``address`` (for one domain, or everywhere); idempotent. Returns (row, created)."""
+    if reason not in SuppressionReason.values:
+        raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")
+    normalized = address_normalize(address)
+    if "@" not in normalized or len(normalized) > 320:
+        raise DeliverabilityError("must be an email address", field="address")
+    digest = address_hash(normalized)
+    try:
+        with transaction.atomic():
+            row = Suppression.objects.create(
+                address=normalized, address_hash=digest, sending_domain=sending_domain, reason=reason,
+                source=source[:200], created_by=created_by, event=event,
+            )
+            return row, True
+    except IntegrityError:
+        return Suppression.objects.get(address_hash=digest, sending_domain=sending_domain), False
+
+
+def suppression_remove(*, suppression: Suppression) -> None:
+    """Lift a suppression (a person decided it was wrong); the events that caused it stay."""
+    Suppression.objects.filter(pk=suppression.pk).delete()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    suppressions: int
+    events: int
+
+
+def address_erase(*, address: str) -> Erasure:
+    """GDPR erase in deliverability: blank the address everywhere we keep it; suppressions stay (by hash).
+
+    The caller (dispatch) erases the outbox rows in the same transaction.
+    """
+    normalized = address_normalize(address)
+    if "@" not in normalized:
+        raise DeliverabilityError("must be an email address", field="address")
+    digest = address_hash(normalized)
+    with transaction.atomic():
+        suppressions = Suppression.objects.filter(address_hash=digest).update(address="")
+        events = FeedbackEvent.objects.filter(recipient_hash=digest).update(recipient="", smtp_reply="", detail={})
+    return Erasure(suppressions=suppressions, events=events)
