@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "audit",
     "templates_registry",
     "deliverability",
     "dispatch",
@@ -233,6 +234,8 @@ CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
     # Versions spamd could not score are retried with the backoff their assessment set.
     "spam-assess-due": {"task": "deliverability.tasks.assess_due", "schedule": 15.0},
+    # The anomaly detector: every minute, over every domain at once (SENDPLANE_DETECTOR_*).
+    "anomaly-detect": {"task": "deliverability.tasks.detect", "schedule": 60.0},
 }
 
 # --- Feedback: suppression policy and bounce ingestion (issue 5) ----------------------
@@ -252,8 +255,8 @@ SENDPLANE_SUPPRESSION = {
 }
 # A raw bounce or complaint larger than this is refused (upload) or skipped (mailbox).
 SENDPLANE_BOUNCE_MAX_BYTES = env_int("SENDPLANE_BOUNCE_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
-# ESP webhooks (django-anymail): mounted under /webhooks/<esp>/tracking/ only when a
-# secret is set, so an unprotected endpoint never exists. HTTP basic auth "user:password".
+# ESP webhooks (django-anymail) under /webhooks/<esp>/tracking/ answer 404 until a secret
+# is set (dispatch/webhook_urls.py), so an unprotected endpoint never exists. Basic auth "user:password".
 ANYMAIL = {
     key: value
     for key, value in {
@@ -263,7 +266,18 @@ ANYMAIL = {
     }.items()
     if value
 }
-SENDPLANE_WEBHOOKS_ENABLED = "WEBHOOK_SECRET" in ANYMAIL
+
+# --- Anomaly detection and pausing (issue 6) ----------------------------------------------
+SENDPLANE_DETECTOR = {
+    "ENABLED": env_bool("SENDPLANE_DETECTOR_ENABLED", True),
+    # A cold start (or a start after an outage) feeds at most this many past minutes.
+    "BACKFILL_MINUTES": env_int("SENDPLANE_DETECTOR_BACKFILL_MINUTES", 180, minimum=1, maximum=1440),
+}
+SENDPLANE_RESUME_RAMP_MINUTES = env_int("SENDPLANE_RESUME_RAMP_MINUTES", 30, minimum=0, maximum=7 * 24 * 60)
+# Optional: every automatic pause is POSTed here as JSON (a chat or paging webhook).
+SENDPLANE_ALERT_WEBHOOK_URL = env_str("SENDPLANE_ALERT_WEBHOOK_URL", "") or ""
+if SENDPLANE_ALERT_WEBHOOK_URL and urlsplit(SENDPLANE_ALERT_WEBHOOK_URL).scheme not in {"http", "https"}:
+    raise ImproperlyConfigured("SENDPLANE_ALERT_WEBHOOK_URL must be an http(s) URL")
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
 LOGGING = {
@@ -301,5 +315,9 @@ reject_unknown(
         "SENDPLANE_SOFT_BOUNCE_LIMIT",
         "SENDPLANE_SOFT_BOUNCE_WINDOW_HOURS",
         "SENDPLANE_BOUNCE_MAX_BYTES",
+        "SENDPLANE_DETECTOR_ENABLED",
+        "SENDPLANE_DETECTOR_BACKFILL_MINUTES",
+        "SENDPLANE_RESUME_RAMP_MINUTES",
+        "SENDPLANE_ALERT_WEBHOOK_URL",
     },
 )

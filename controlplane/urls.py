@@ -1,4 +1,4 @@
-"""Root URLs: the admin, the REST API under /api/v1/ and its OpenAPI schema."""
+"""Root URLs: the admin, the REST API under /api/v1/ and its OpenAPI schema, ESP webhooks under /webhooks/."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 api_v1 = [
     path("", include("templates_registry.urls")),
     path("", include("dispatch.urls")),
+    path("", include("deliverability.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("schema/ui/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-schema-ui"),
 ]
@@ -15,4 +16,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("u/", include("dispatch.unsubscribe_urls")),
     path("api/v1/", include(api_v1)),
+    path("webhooks/", include(("dispatch.webhook_urls", "anymail"))),
 ]

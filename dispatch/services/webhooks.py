@@ -1,0 +1,290 @@
+"""ESP tracking webhooks: anymail's normalized events onto our vocabulary, then the feedback pipeline.
+
+django-anymail validates each webhook (basic auth, signatures) and turns every
+ESP's payload into an ``AnymailTrackingEvent``; ``webhook_event_ingest`` maps
+that event onto our event types, kinds and reasons (``Verdict``), finds the
+message it is about and records it with ``event_record`` (suppression and
+counters in the same transaction). Recording is idempotent: an ESP that
+re-sends a webhook changes nothing the second time.
+
+Precedence for a bounce's reason: a decisive enhanced status code, then the
+ESP's own classification (its hard/soft class names the reason more reliably
+than our phrase tables), then the MTA's text, then a generic status code.
+Only a permanent address failure is a hard bounce, as for raw bounces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from anymail.signals import AnymailTrackingEvent
+from anymail.signals import EventType as Esp
+from anymail.signals import RejectReason
+
+from deliverability.bounces import vocabulary as v
+from deliverability.bounces.parse import reply_in, status_in
+from deliverability.models import EventType
+from deliverability.services import Feedback, event_record
+from dispatch.models import Message
+from dispatch.services.delivery import ESP_METADATA_KEY
+from dispatch.services.feedback import Ingested, ingested, message_match
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one ESP event says about its recipient, in our vocabulary."""
+
+    event_type: str
+    kind: str
+    reason: str
+    status: str = ""
+    feedback_type: str = ""
+
+
+# The anymail event types we learn from. Every other one (queued, sent, opened,
+# clicked, subscribed, failed, inbound, unknown) is accepted and recorded nowhere.
+LEARNED = {
+    Esp.DELIVERED: EventType.DELIVERED,
+    Esp.DEFERRED: EventType.DEFERRED,
+    Esp.BOUNCED: EventType.BOUNCED,
+    Esp.REJECTED: EventType.BOUNCED,  # refused by the ESP itself; reject_reason says why
+    Esp.COMPLAINED: EventType.COMPLAINED,
+    Esp.UNSUBSCRIBED: EventType.UNSUBSCRIBED,
+    Esp.AUTORESPONDED: EventType.AUTO_REPLY,
+}
+
+# Why an ESP refused to send (anymail's RejectReason): (our event type, permanent, reason).
+REJECTED = {
+    RejectReason.INVALID: (EventType.BOUNCED, True, v.Reason.USER_UNKNOWN),
+    RejectReason.BOUNCED: (EventType.BOUNCED, True, v.Reason.USER_UNKNOWN),  # on its list after an earlier bounce
+    RejectReason.TIMED_OUT: (EventType.BOUNCED, False, v.Reason.EXPIRED),
+    RejectReason.BLOCKED: (EventType.BOUNCED, False, v.Reason.POLICY),
+    RejectReason.SPAM: (EventType.COMPLAINED, True, v.Reason.FEEDBACK),  # on its list after an earlier complaint
+    RejectReason.UNSUBSCRIBED: (EventType.UNSUBSCRIBED, True, ""),
+    RejectReason.OTHER: (EventType.BOUNCED, False, v.Reason.POLICY),
+}
+
+# Each ESP's own hard/soft classification, which anymail's normalized fields do not
+# carry: where to find it in ``esp_event``, and (permanent or None, reason or "") per value.
+# A value is looked up whole, then by its first part ("Permanent/General" -> "Permanent").
+ESP_SIGNALS: dict[str, tuple[tuple[tuple[str, ...], ...], dict[str, tuple[bool | None, str]]]] = {
+    "Amazon SES": (
+        (("bounce", "bounceType"), ("bounce", "bounceSubType")),
+        {
+            "Permanent": (True, ""),
+            "Permanent/NoEmail": (True, v.Reason.USER_UNKNOWN),
+            "Permanent/Suppressed": (True, v.Reason.USER_UNKNOWN),
+            "Permanent/OnAccountSuppressionList": (True, v.Reason.USER_UNKNOWN),
+            "Transient": (False, ""),
+            "Transient/MailboxFull": (False, v.Reason.MAILBOX_FULL),
+            "Transient/MessageTooLarge": (False, v.Reason.TOO_BIG),
+            "Transient/ContentRejected": (False, v.Reason.CONTENT),
+            "Transient/AttachmentRejected": (False, v.Reason.CONTENT),
+            "Undetermined": (None, ""),
+        },
+    ),
+    "Postmark": (
+        (("Type",),),
+        {
+            "HardBounce": (True, v.Reason.USER_UNKNOWN),  # Postmark: "unknown user, mailbox not found"
+            "SoftBounce": (False, ""),
+            "Transient": (False, ""),
+            "DnsError": (False, v.Reason.NETWORK_ERROR),
+            "BadEmailAddress": (True, v.Reason.USER_UNKNOWN),
+            "Blocked": (False, v.Reason.BLOCKED),
+            "DMARCPolicy": (False, v.Reason.AUTH_FAILURE),
+            "VirusNotification": (False, v.Reason.VIRUS_DETECTED),
+        },
+    ),
+    "SendGrid": (
+        (("type",),),  # bounce events: "bounce" (permanent) or "blocked" (temporary)
+        {"bounce": (True, ""), "blocked": (False, v.Reason.BLOCKED)},
+    ),
+    "Mailgun": (
+        (("event-data", "severity"), ("event-data", "reason")),
+        {
+            "permanent": (True, ""),
+            "permanent/suppress-bounce": (True, v.Reason.USER_UNKNOWN),
+            "temporary": (False, ""),
+        },
+    ),
+    "SparkPost": (
+        (("msys", "message_event", "bounce_class"),),  # https://support.sparkpost.com/docs/deliverability/bounce-classification-codes
+        {
+            "10": (True, v.Reason.USER_UNKNOWN),  # invalid recipient
+            "20": (False, ""),
+            "21": (False, v.Reason.NETWORK_ERROR),  # DNS failure
+            "22": (False, v.Reason.MAILBOX_FULL),
+            "23": (False, v.Reason.TOO_BIG),
+            "24": (False, v.Reason.EXPIRED),
+            "25": (False, v.Reason.POLICY),  # admin failure: the ESP's own policy
+            "30": (True, ""),  # generic bounce, no RCPT
+            "40": (None, ""),
+            "50": (False, v.Reason.BLOCKED),
+            "51": (False, v.Reason.BLOCKED),  # spam block: the sender, not the address
+            "52": (False, v.Reason.SPAM_DETECTED),
+            "53": (False, v.Reason.CONTENT),
+            "54": (False, v.Reason.RELAYING_DENIED),
+            "70": (False, ""),
+        },
+    ),
+}
+
+ARF_FEEDBACK_TYPES = frozenset({"abuse", "fraud", "virus", "other", "not-spam", "auth-failure"})
+
+
+def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Ingested | None:
+    """Record one ESP event; None when we do not learn from it or it is not about a message of ours.
+
+    Raises on our own faults (the database), so the webhook answers 500 and the ESP retries.
+    """
+    verdict = event_verdict(esp_name, event)
+    if verdict is None:
+        return None
+    message, matched_by = _message_for(event)
+    if message is None:
+        logger.info("%s %s event for no message of ours (event %s): ignored", esp_name, event.event_type, event.event_id)
+        return None
+    recipient = message.recipient if matched_by != "recipient" else (event.recipient or "")
+    feedback = Feedback(
+        event_type=verdict.event_type,
+        recipient=recipient,
+        source="webhook:" + esp_slug(esp_name),
+        dedupe=event_dedupe(esp_name, event),
+        occurred_at=event.timestamp,
+        kind=verdict.kind,
+        reason=verdict.reason,
+        status=verdict.status,
+        smtp_reply=event.mta_response or "",
+        feedback_type=verdict.feedback_type,
+        sending_domain=message.sending_domain,
+        message_uuid=message.uuid,
+        matched_by=matched_by,
+        detail=_detail(esp_name, event, recipient),
+    )
+    return ingested(*event_record(feedback))
+
+
+def esp_slug(esp_name: str) -> str:
+    return esp_name.lower().replace(" ", "_")
+
+
+# --- mapping --------------------------------------------------------------------------
+
+
+def event_verdict(esp_name: str, event: AnymailTrackingEvent) -> Verdict | None:
+    """Our event type, kind and reason for one anymail event; None for events we do not learn from."""
+    event_type = LEARNED.get(event.event_type)
+    if event_type is None:
+        return None
+    permanent: bool | None = None
+    reason = ""
+    if event.event_type == Esp.REJECTED:
+        event_type, permanent, reason = REJECTED.get(event.reject_reason or RejectReason.OTHER, REJECTED[RejectReason.OTHER])
+    if event_type in (EventType.BOUNCED, EventType.DEFERRED):
+        return _bounce_verdict(esp_name, event, event_type, permanent, reason)
+    if event_type == EventType.DELIVERED:
+        return Verdict(event_type, v.Kind.DELIVERED, v.Reason.DELIVERED, status_in(event.mta_response or "") or "2.0.0")
+    if event_type == EventType.COMPLAINED:
+        feedback_type = event.description if event.description in ARF_FEEDBACK_TYPES else ""  # SES gives one
+        return Verdict(event_type, v.Kind.COMPLAINT, v.Reason.FEEDBACK, feedback_type=feedback_type)
+    if event_type == EventType.AUTO_REPLY:
+        return Verdict(event_type, v.Kind.AUTO_REPLY, v.Reason.VACATION)
+    return Verdict(event_type, "", "")  # unsubscribed
+
+
+def _bounce_verdict(esp_name: str, event: AnymailTrackingEvent, event_type: str, permanent: bool | None, reason: str) -> Verdict:
+    text, description = event.mta_response or "", event.description or ""
+    signal_permanent, signal_reason = esp_signal(esp_name, event.esp_event)
+    status = status_in(text) or status_in(description)
+    reason = (
+        v.decisive_reason_from_status(status)
+        or signal_reason
+        or reason
+        or v.reason_from_text(text)
+        or v.reason_from_status(status)
+        or v.reason_from_text(description)
+        or v.Reason.UNDEFINED
+    )
+    permanent = _permanent(event_type, signal_permanent if signal_permanent is not None else permanent, status, text)
+    if reason == v.Reason.HOST_UNKNOWN and not permanent:
+        reason = v.Reason.NETWORK_ERROR  # a DNS failure that will be retried is not a dead domain yet
+    hard = permanent and (reason in v.HARD_REASONS or reason == v.Reason.NOT_ACCEPT)
+    return Verdict(event_type, v.Kind.HARD if hard else v.Kind.SOFT, reason, status or v.pseudo_status(reason, permanent))
+
+
+def _permanent(event_type: str, esp_says: bool | None, status: str, text: str) -> bool:
+    if event_type == EventType.DEFERRED:
+        return False  # the ESP will try again, whatever the text says
+    if esp_says is not None:
+        return esp_says
+    code = status or reply_in(text)
+    return not code.startswith("4")
+
+
+def esp_signal(esp_name: str, esp_event: Any) -> tuple[bool | None, str]:
+    """(permanent or None, reason or "") from the ESP's own classification in its raw event."""
+    paths, table = ESP_SIGNALS.get(esp_name, ((), {}))
+    value = "/".join(part for part in (_dig(esp_event, path) for path in paths) if part)
+    return table.get(value) or table.get(value.split("/")[0]) or (None, "")
+
+
+def _dig(data: Any, path: tuple[str, ...]) -> str:
+    for key in path:
+        if not isinstance(data, Mapping):
+            return ""
+        data = data.get(key)
+    return str(data) if data is not None else ""
+
+
+# --- matching and idempotency ---------------------------------------------------------
+
+
+def _message_for(event: AnymailTrackingEvent) -> tuple[Message | None, str]:
+    """Our metadata first, then our Message-ID anywhere in the event, then the recipient.
+
+    An event that carries our metadata key naming no message of ours is another
+    installation's (staging sharing the ESP account): never matched by recipient.
+    """
+    metadata = event.metadata if isinstance(event.metadata, Mapping) else {}
+    ours = str(metadata.get(ESP_METADATA_KEY) or "")
+    if ours:
+        message, how = message_match(token=ours)
+        return message, ("metadata" if how == "verp" else how)
+    return message_match(message_id=f"{event.message_id or ''} {_as_text(event.esp_event)}", recipient=event.recipient or "")
+
+
+def event_dedupe(esp_name: str, event: AnymailTrackingEvent) -> str:
+    """The ESP's event id where it gives one (per recipient: SES shares one id across them), else a digest."""
+    if event.event_id:
+        return f"webhook:{esp_slug(esp_name)}:{event.event_id}:{event.recipient or ''}"
+    parts = [esp_name, event.event_type, event.message_id, event.recipient, event.timestamp, event.description]
+    digest = hashlib.sha256("\x1f".join(str(part or "") for part in parts).encode()).hexdigest()
+    return f"webhook:{esp_slug(esp_name)}:sha256:{digest}"
+
+
+def _as_text(esp_event: Any) -> str:
+    try:
+        return json.dumps(esp_event, default=str)
+    except (TypeError, ValueError):
+        return str(esp_event)
+
+
+def _detail(esp_name: str, event: AnymailTrackingEvent, recipient: str) -> dict[str, str]:
+    detail = {
+        "esp": esp_name,
+        "esp_event_type": event.event_type,
+        "esp_event_id": str(event.event_id or ""),
+        "esp_message_id": str(event.message_id or ""),
+        "description": (event.description or "")[:500],
+    }
+    if event.recipient and event.recipient.lower() != recipient.lower():
+        detail["reported_recipient"] = event.recipient
+    return {key: value for key, value in detail.items() if value}
