@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from deliverability.bounces import vocabulary as v
+from deliverability.bounces import smtp_command, vocabulary as v
 from deliverability.bounces.parse import ParsedReport, RecipientStatus, parse_message, reply_in, status_in
 
 
@@ -69,19 +69,13 @@ def _verdict(report: ParsedReport, rcpt: RecipientStatus) -> tuple[str, str, str
         return v.Kind.COMPLAINT, v.Reason.FEEDBACK, ""
     if report.fmt == "auto_reply":
         return v.Kind.AUTO_REPLY, v.Reason.VACATION, ""
-    status = rcpt.status or status_in(rcpt.diagnostic)
-    if status.endswith(".0.0") and status_in(rcpt.diagnostic):
-        status = status_in(rcpt.diagnostic)  # the remote server's own code is more specific than the relay's
+    status = _status(rcpt)
     if rcpt.action in ("delivered", "relayed", "expanded") or status.startswith("2."):
         return v.Kind.DELIVERED, v.Reason.DELIVERED, status or "2.0.0"
-    reason = v.decisive_reason_from_status(status) or v.reason_from_text(rcpt.diagnostic) or v.reason_from_status(status) or v.reason_from_text(report.summary)
+    reason = _reason(report, rcpt, status)
     if not reason and not status and not rcpt.diagnostic and report.fmt != "dsn":
         return v.Kind.UNKNOWN, v.Reason.UNDEFINED, ""
-    reason = reason or v.Reason.UNDEFINED
-    if reason == v.Reason.USER_UNKNOWN and _after_data(rcpt.diagnostic):
-        # An unknown-user answer to DATA (not RCPT) comes from a content filter
-        # pretending: the address itself was accepted, so it is not a hard failure.
-        reason = v.Reason.FILTERED
+    reason = reason or (v.Reason.ON_HOLD if rcpt.diagnostic else v.Reason.UNDEFINED)  # said something we cannot place
     permanent = _permanent(status, rcpt)
     if reason == v.Reason.HOST_UNKNOWN and not permanent:
         reason = v.Reason.NETWORK_ERROR  # a DNS failure that will be retried is not a dead domain yet
@@ -91,16 +85,68 @@ def _verdict(report: ParsedReport, rcpt: RecipientStatus) -> tuple[str, str, str
     return kind, reason, status
 
 
-_DATA_COMMAND = re.compile(r">>> DATA|end of data|after (end of )?data|in reply to (end of )?data|data command|after DATA", re.IGNORECASE)
+def _status(rcpt: RecipientStatus) -> str:
+    """The remote server's own code when its reply carries one, else the report's Status field.
+
+    The Status field is the reporting MTA's translation ("5.1.1" for any
+    refused RCPT, "5.0.0" for anything); the reply's code is the original.
+    """
+    remote = status_in(rcpt.diagnostic)
+    if remote and (not rcpt.status or rcpt.status.endswith(".0.0") or remote[0] == rcpt.status[0]):
+        return remote
+    return rcpt.status
 
 
-def _after_data(text: str) -> bool:
-    return bool(_DATA_COMMAND.search(text))
+def _reason(report: ParsedReport, rcpt: RecipientStatus, status: str) -> str:
+    if rcpt.mta_category in v.MTA_CATEGORIES:
+        return v.MTA_CATEGORIES[rcpt.mta_category]
+    if rcpt.diagnostic_type == "x-unix":
+        return v.Reason.MAILER_ERROR  # a local delivery program (procmail, a pipe) failed, whatever it printed
+    reason = (
+        v.decisive_reason_from_status(status)
+        or v.reason_from_text(rcpt.diagnostic)
+        or v.reason_from_status(status)
+        or (v.reason_from_text(report.summary) if len(report.recipients) == 1 else "")  # else it tells of the others too
+        or (v.Reason.EXPIRED if rcpt.action == "delayed" else "")  # still queued: what will end it is the retry limit
+    )
+    if v.reason_from_status(status) == v.Reason.USER_UNKNOWN and reason not in v.OUTRANK_ADDRESS_STATUS:
+        reason = v.Reason.USER_UNKNOWN  # "5.1.1 ... inactive address": the code is the precise part
+    if reason in (v.Reason.USER_UNKNOWN, v.Reason.HOST_UNKNOWN):
+        return _address_reason_at_stage(reason, rcpt, status)
+    if not reason and rcpt.command in (smtp_command.CONN, smtp_command.HELO):
+        return v.Reason.BLOCKED  # refused before any address was given: the refusal is of us
+    return reason
+
+
+def _address_reason_at_stage(reason: str, rcpt: RecipientStatus, status: str) -> str:
+    """An "unknown user/host" answer only condemns the address when it came at the address stage.
+
+    Refused at MAIL FROM, the address in question was our sender's. Refused
+    after DATA, the server had accepted the recipient and read the message: a
+    content or sender filter is speaking in an unknown-user voice. A status code
+    that names the address (X.1.1) or a refusal at RCPT settles it either way.
+    """
+    if rcpt.command == smtp_command.MAIL:
+        return v.Reason.REJECTED
+    if reason == v.Reason.HOST_UNKNOWN or v.reason_from_status(status) == v.Reason.USER_UNKNOWN:
+        return reason
+    if rcpt.command == smtp_command.RCPT or v.unknown_after_data(rcpt.diagnostic):
+        return reason
+    if rcpt.command == smtp_command.DATA or v.answers_for_a_filter(rcpt.diagnostic):
+        return v.Reason.FILTERED
+    if v.status_blames_a_filter(status):
+        return v.Reason.FILTERED
+    return reason
 
 
 def _permanent(status: str, rcpt: RecipientStatus) -> bool:
     if status:
         return status.startswith("5")
-    if rcpt.action == "delayed":
+    if rcpt.action == "delayed" or _TEMPORARY.search(rcpt.diagnostic):
         return False
     return not (rcpt.smtp_reply or reply_in(rcpt.diagnostic)).startswith("4")
+
+
+# Wording that says the failure was transient even where no 4xx code survives;
+# Exim's "retry timeout exceeded" is only ever given for errors that were temporary.
+_TEMPORARY = re.compile(r" (temporar|persistent)|will be retried|warning message only|retry timeout exceeded|all hosts have been failing", re.IGNORECASE)

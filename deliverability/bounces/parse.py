@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
 
-MAX_BYTES = 10 * 1024 * 1024  # a bounce beyond this is an attachment echo; the report is near the top
+from deliverability.bounces.smtp_command import smtp_command
+
+# Bytes of a raw message the parser reads. Every format puts its report (DSN fields,
+# ARF part, MTA prose) before the echoed original, so what lies beyond this is an
+# attachment we would only decode to throw away: the cap bounds memory and time
+# per message whatever a bounce mailbox receives (a 20 MB original costs as much as 2 MB).
+MAX_BYTES = 2 * 1024 * 1024
 
 ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+")
 STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
@@ -24,13 +30,15 @@ VERP = re.compile(r"bounces\+([0-9a-fA-F]+)@", re.IGNORECASE)
 
 # Where the echoed original message starts: below this no address is a recipient.
 _ORIGINAL_MARKERS = re.compile(
-    r"^\s*(-+ ?(this is a copy|below this line|original message|the original message|undelivered message|message text|message headers)"
-    r"|.*(original message follows|original message headers|headers of the original|this is a copy of the message"
-    r"|below this line is a copy|unsent message below|returned mail follows|rfc822 message|text of the original)"
-    r"|content-type: (message/rfc822|text/rfc822-headers))",
+    r"^[ \t]*(?:-+ ?(?:this is a copy|below this line|original message|the original message|undelivered message|message text|message headers|returned message)"
+    r"|content-type: (?:message/rfc822|text/rfc822-headers))"
+    # Phrases that mark the copy wherever they sit in their line; unanchored literals
+    # keep the scan linear (a leading ".*" made it backtrack over every line).
+    r"|original message follows|original message headers|headers? of the original|(?:this is|included is) a copy of the message"
+    r"|below this line is a copy|unsent message (?:below|follows)|returned mail follows|rfc822 message|text of the original",
     re.IGNORECASE | re.MULTILINE,
 )
-_NOT_RECIPIENTS = re.compile(r"^(mailer-daemon|postmaster|double-bounce|bounce|noreply|no-reply|abuse)@", re.IGNORECASE)
+_NOT_RECIPIENTS = re.compile(r"^(mailer-daemon|post_?master|double-bounce|bounce|noreply|no-reply|abuse)@", re.IGNORECASE)
 
 
 @dataclass
@@ -40,6 +48,9 @@ class RecipientStatus:
     status: str = ""
     smtp_reply: str = ""
     diagnostic: str = ""
+    command: str = ""  # the SMTP command refused ("RCPT", "DATA", ...), "" when unknown
+    diagnostic_type: str = ""  # the Diagnostic-Code's type: "smtp", "x-unix", ...
+    mta_category: str = ""  # the reporting MTA's own verdict, where its DSN states one (PowerMTA)
 
 
 @dataclass
@@ -56,23 +67,43 @@ class ParsedReport:
 def parse_message(raw: bytes) -> ParsedReport:
     """The report for one raw message; never raises."""
     try:
-        msg = email.message_from_bytes(raw[:MAX_BYTES], policy=compat32)
+        msg = _repair_boundary(email.message_from_bytes(raw[:MAX_BYTES], policy=compat32))
     except Exception as exc:  # noqa: BLE001 - the email package raises anything on hostile input
         return ParsedReport(error=f"unparseable message: {exc.__class__.__name__}")
+    whole = raw[:MAX_BYTES].decode("latin-1")  # never fails, keeps ASCII header text intact
     for parser in (parse_arf, parse_provider_complaint, parse_ses_notification, parse_dsn, parse_auto_reply, parse_text_bounce):
         try:
             report = parser(msg)
         except Exception:  # noqa: BLE001 - a parser bug on one format must not hide the others
             continue
         if report is not None:
-            _fill_origin(report, msg)
+            _fill_origin(report, msg, whole)
             return report
     report = ParsedReport()
-    _fill_origin(report, msg)
+    _fill_origin(report, msg, whole)
     return report
 
 
 # ---------------------------------------------------------------- helpers
+
+
+_DELIMITER = re.compile(r"^--([^\s-][^\s]{0,69})[ \t]*$", re.MULTILINE)
+
+
+def _repair_boundary(msg: Message) -> Message:
+    """Re-read a multipart whose declared boundary never occurs, with the delimiter its body does use.
+
+    Relays that rewrite one of the two (and hand-trimmed samples) leave the
+    report as one opaque string; the real delimiter is the first "--token" line.
+    """
+    if msg.is_multipart() or not _content_type(msg).startswith("multipart/"):
+        return msg
+    body = msg.get_payload()
+    match = _DELIMITER.search(body) if isinstance(body, str) else None
+    if not match:
+        return msg
+    msg.set_param("boundary", match.group(1))
+    return email.message_from_string(msg.as_string(), policy=compat32)
 
 
 def _parts(msg: Message) -> list[Message]:
@@ -134,8 +165,14 @@ def _address(value: str) -> str:
     return match.group(0).strip(".").lower() if match else ""
 
 
+# A code right after a reply code ("550-5.7.1", "550 #5.1.1") or in "(#5.1.1)" is the
+# answering server's own; a bare one earlier in the text is often a relay's summary.
+_ANCHORED_STATUS = re.compile(r"(?:\b[245]\d\d[ -]['\"]?#?|\(#)" + STATUS.pattern)
+
+
 def status_in(text: str) -> str:
-    match = STATUS.search(text or "")
+    """The most authoritative enhanced status code in the text, or ""."""
+    match = _ANCHORED_STATUS.search(text or "") or STATUS.search(text or "")
     return ".".join(match.groups()) if match else ""
 
 
@@ -145,7 +182,11 @@ def reply_in(text: str) -> str:
 
 
 def _field_blocks(text: str) -> list[dict[str, str]]:
-    """RFC 3464 field groups: blank-line separated blocks of (unfolded) header fields."""
+    """RFC 3464 field groups: blank-line separated blocks of (unfolded) header fields.
+
+    Some MTAs (AOL's relay) omit the blank line between recipients: a second
+    Final-/Original-Recipient in one block starts the next recipient's group.
+    """
     blocks: list[dict[str, str]] = []
     for chunk in re.split(r"\r?\n\s*\r?\n", text.strip()):
         fields: dict[str, str] = {}
@@ -158,7 +199,10 @@ def _field_blocks(text: str) -> list[dict[str, str]]:
             if not sep:
                 continue
             last = name.strip().lower()
-            if last in fields:
+            if last in _RECIPIENT_FIELDS and last in fields:
+                blocks.append(fields)
+                fields = {}
+            elif last in fields:
                 last = ""  # a repeated field: keep the first, ignore its continuations
                 continue
             fields[last] = value.strip()
@@ -167,12 +211,15 @@ def _field_blocks(text: str) -> list[dict[str, str]]:
     return blocks
 
 
-def _fill_origin(report: ParsedReport, msg: Message) -> None:
-    """Original Message-ID and VERP token, wherever the report echoes them."""
-    try:
-        whole = msg.as_string()
-    except Exception:  # noqa: BLE001
-        whole = ""
+_RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient"})
+
+
+def _fill_origin(report: ParsedReport, msg: Message, whole: str) -> None:
+    """Original Message-ID and VERP token, wherever the report echoes them (``whole``: the raw message as text).
+
+    The raw bytes are searched rather than a re-serialized ``msg``: folding every
+    header again costs more than the rest of the classification.
+    """
     verp = VERP.search(whole) or VERP.search(_header(msg, "To"))
     report.verp = verp.group(1).lower() if verp else ""
     own_id = _header(msg, "Message-ID")
@@ -184,21 +231,33 @@ def _fill_origin(report: ParsedReport, msg: Message) -> None:
 
 def _human_text(msg: Message) -> str:
     """The text/* parts before the echoed original, cut at the first 'copy follows' marker."""
+    text = _all_text(msg)
+    return text[: _original_starts(text)]
+
+
+def _original_starts(text: str) -> int:
+    """Where the echoed original begins: the start of the first marker's line, else the end."""
+    marker = _ORIGINAL_MARKERS.search(text)
+    return text.rfind("\n", 0, marker.start()) + 1 if marker else len(text)
+
+
+def _all_text(msg: Message) -> str:
+    """Every text/* part up to the attached original, HTML reduced to its text."""
     texts = []
     for part in _parts(msg):
         ctype = _content_type(part)
         if ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
             break
-        if ctype.startswith("text/") and not part.is_multipart():
-            body = _text(part)
-            if ctype == "text/html":
-                body = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", body, flags=re.IGNORECASE)
-                body = re.sub(r"<[^>]+>", " ", body)
-                body = re.sub(r"&lt;", "<", re.sub(r"&gt;", ">", re.sub(r"&nbsp;|&#160;", " ", body)))
-            texts.append(body)
-    text = "\n".join(texts)
-    marker = _ORIGINAL_MARKERS.search(text)
-    return text[: marker.start()] if marker else text
+        lost_structure = ctype.startswith("multipart/")  # a multipart without parts: its body is all we have
+        if (ctype.startswith("text/") or lost_structure) and not part.is_multipart():
+            texts.append(_html_to_text(_text(part)) if ctype == "text/html" else _text(part))
+    return "\n".join(texts)
+
+
+def _html_to_text(body: str) -> str:
+    body = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", body, flags=re.IGNORECASE)
+    body = re.sub(r"<[^>]+>", " ", body)
+    return re.sub(r"&lt;", "<", re.sub(r"&gt;", ">", re.sub(r"&nbsp;|&#160;", " ", body)))
 
 
 # ---------------------------------------------------------------- ARF
@@ -293,19 +352,17 @@ def parse_ses_notification(msg: Message) -> ParsedReport | None:
 
 
 def parse_dsn(msg: Message) -> ParsedReport | None:
-    status_part = next(
-        (p for p in _parts(msg) if _content_type(p) in ("message/delivery-status", "message/global-delivery-status")), None
-    )
-    if status_part is None:
+    # Digest-style reports nest one multipart/report per message: read every status part.
+    status_parts = [p for p in _parts(msg) if _content_type(p) in ("message/delivery-status", "message/global-delivery-status")]
+    text = "\n\n".join(_text(p) for p in status_parts) if status_parts else _inline_dsn(msg)
+    if not text:
         return None
-    text = _text(status_part)
     recipients: list[RecipientStatus] = []
     for block in _field_blocks(text):
         address = _address(block.get("final-recipient", "")) or _address(block.get("original-recipient", ""))
         if not address:
             continue
-        diagnostic = block.get("diagnostic-code", "")
-        diagnostic = re.sub(r"^\s*(smtp|x-[\w-]+|mail)\s*;\s*", "", diagnostic, flags=re.IGNORECASE)
+        diagnostic_type, diagnostic = _split_diagnostic(block.get("diagnostic-code", ""))
         status = status_in(block.get("status", ""))
         recipients.append(
             RecipientStatus(
@@ -314,11 +371,71 @@ def parse_dsn(msg: Message) -> ParsedReport | None:
                 status=status,
                 smtp_reply=reply_in(diagnostic),
                 diagnostic=diagnostic,
+                diagnostic_type=diagnostic_type,
+                mta_category=block.get("x-powermta-bouncecategory", "").lower(),
             )
         )
     if not recipients:
         return None  # an empty or broken status part: the text bounce parser may still find them
-    return ParsedReport(fmt="dsn", recipients=recipients, summary=_human_text(msg))
+    summary = _human_text(msg)
+    _fill_commands(recipients, summary)
+    return ParsedReport(fmt="dsn", recipients=recipients, summary=summary)
+
+
+_INLINE_DSN = re.compile(r"^Final-Recipient:.*\n(?:.*\n){0,6}?(?:Action|Status):", re.IGNORECASE | re.MULTILINE)
+
+
+def _inline_dsn(msg: Message) -> str:
+    """DSN fields written into a text part (or a body whose MIME structure was lost), else ""."""
+    for part in _parts(msg):
+        if part.is_multipart() or not _content_type(part).startswith(("text/", "multipart/")):
+            continue
+        text = _text(part)
+        match = _INLINE_DSN.search(text)
+        if match:
+            return text[match.start():]
+    return ""
+
+
+def _split_diagnostic(value: str) -> tuple[str, str]:
+    """("smtp", "550 5.1.1 ...") from "smtp; 550 5.1.1 ..."; the type tells a local delivery agent's error apart."""
+    match = re.match(r"^\s*(smtp|x-[\w-]+|mail)\s*;\s*", value, flags=re.IGNORECASE)
+    if not match:
+        return "", value
+    return match.group(1).lower(), value[match.end():]
+
+
+def _fill_commands(recipients: list[RecipientStatus], human: str) -> None:
+    """The refused SMTP command of each recipient: its own diagnostic first, else its part of the human-readable text.
+
+    DSN fields rarely name the command; the transcript above them ("<<< 550 ...
+    (in reply to end of DATA command)") does, next to the recipient it concerns.
+    """
+    addresses = [r.recipient for r in recipients]
+    for rcpt in recipients:
+        section = _section(human, rcpt.recipient, addresses)
+        rcpt.command = rcpt.command or smtp_command(rcpt.diagnostic) or smtp_command(section)
+        if not rcpt.diagnostic:
+            # A DSN without Diagnostic-Code: the prose above it says why, in the recipient's paragraph.
+            rcpt.diagnostic = " ".join((_paragraph(section, rcpt.recipient) if len(addresses) > 1 else section).split())
+
+
+def _paragraph(text: str, address: str) -> str:
+    """The blank-line delimited paragraph that mentions the address, or ""."""
+    return next((p for p in re.split(r"\n\s*\n", text) if address in p.lower()), "")
+
+
+def _section(text: str, address: str, addresses: list[str]) -> str:
+    """The lines about one recipient: from its first mention to the first mention of another recipient."""
+    if len(set(addresses)) <= 1:
+        return text
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if address in line.lower()), None)
+    if start is None:
+        return ""
+    others = [a for a in addresses if a != address]
+    end = next((i for i in range(start + 1, len(lines)) if any(a in lines[i].lower() for a in others)), len(lines))
+    return "\n".join(lines[start:end])
 
 
 # ---------------------------------------------------------------- auto-replies (RFC 3834)
@@ -349,7 +466,12 @@ _BOUNCE_HINT = re.compile(
     re.IGNORECASE,
 )
 # A line that names one recipient and nothing else (Exim, qmail, Sendmail, Courier, ...).
-_RECIPIENT_LINE = re.compile(r"^\s*(?:recipient:?\s*|to:\s*|rcpt to:\s*|address:\s*)?<?(" + ADDRESS.pattern + r")>?\s*[:,.]?\s*(\(.*\))?\s*$", re.IGNORECASE | re.MULTILINE)
+# A line that starts with one recipient: alone (Exim, Courier), quoted (GMX), "addr: reason"
+# (qmail, OpenSMTPD), "addr on <date>" (Exchange), or Sendmail's "550 <addr>... reason".
+_RECIPIENT_LINE = re.compile(
+    r"^\s*(?:recipient:?|rcpt to:|address:|(?:<<< )?[45]\d\d)?\s*[\"'<]?(" + ADDRESS.pattern + r")(?![\w.-]*\w)[\"'>]?(?:[\s:,.(\[]|$)",
+    re.IGNORECASE,
+)
 _RECIPIENT_IN_PROSE = re.compile(
     r"(?:rcpt to:?|recipient:?|to:|<|address:?|delivery to|message to|mail to|sent to|for)\s*<?(" + ADDRESS.pattern + r")>?",
     re.IGNORECASE,
@@ -358,61 +480,70 @@ _RECIPIENT_IN_PROSE = re.compile(
 
 def parse_text_bounce(msg: Message) -> ParsedReport | None:
     sender_like = _address(_header(msg, "From"))
-    subject = _header(msg, "Subject")
-    return_path = _header(msg, "Return-Path")
-    is_bounce_sender = bool(_NOT_RECIPIENTS.match(sender_like)) or return_path.strip() in ("<>", "")
-    text = _human_text(msg)
-    if not (is_bounce_sender or _BOUNCE_HINT.search(subject)):
+    # A null envelope sender marks a bounce; a missing Return-Path says nothing (it is added on delivery).
+    is_bounce_sender = bool(_NOT_RECIPIENTS.match(sender_like)) or _header(msg, "Return-Path").strip() == "<>"
+    if not (is_bounce_sender or _BOUNCE_HINT.search(_header(msg, "Subject"))):
         return None
-    own = {_address(_header(msg, "To")), sender_like}
+    text = _human_text(msg)
     lines = text.splitlines()
-    found: list[tuple[int, str]] = []
-    # Exim and Gmail name the failed recipients in a header: the most reliable source.
-    failed = [_address(a) for a in _header(msg, "X-Failed-Recipients").split(",")]
-    for address in dict.fromkeys(a for a in failed if a):
-        index = next((i for i, line in enumerate(lines) if address in line.lower()), 0)
-        found.append((index, address))
-    found.sort()
-    for index, line in enumerate(lines if not found else []):
-        match = _RECIPIENT_LINE.match(line)
-        if match:
-            address = match.group(1).lower()
-            if address not in own and not _NOT_RECIPIENTS.match(address) and address not in [a for _, a in found]:
-                found.append((index, address))
+    own = {_address(_header(msg, "To")), sender_like}
+    found = (
+        _failed_recipients_header(msg, lines)
+        or _recipient_lines(lines, own)
+        or _first_address(lines, own, _RECIPIENT_IN_PROSE)
+        or _first_address(lines, own, ADDRESS)
+        or [(0, a) for a in [_original_to(msg) or _echoed_to(msg)] if a]
+    )
     if not found:
-        for index, line in enumerate(lines):
-            for match in _RECIPIENT_IN_PROSE.finditer(line):
-                address = match.group(1).strip(".").lower()
-                if address not in own and not _NOT_RECIPIENTS.match(address) and address not in [a for _, a in found]:
-                    found.append((index, address))
-                    break
-            if found:
-                break
-    if not found:
-        for index, line in enumerate(lines):
-            for match in ADDRESS.finditer(line):
-                address = match.group(0).strip(".").lower()
-                if address not in own and not _NOT_RECIPIENTS.match(address):
-                    found.append((index, address))
-                    break
-            if found:
-                break
-    if not found:
-        original_to = _original_to(msg)
-        if not original_to:
-            return ParsedReport(fmt="text", summary=text) if is_bounce_sender else None
-        found = [(0, original_to)]
-    recipients = []
-    for position, (index, address) in enumerate(found):
-        end = found[position + 1][0] if position + 1 < len(found) else len(lines)
-        block = "\n".join(lines[index:end]).strip()
-        if len(found) == 1:
-            block = text
-        diagnostic = " ".join(block.split())
-        recipients.append(
-            RecipientStatus(recipient=address, status=status_in(diagnostic), smtp_reply=reply_in(diagnostic), diagnostic=diagnostic)
-        )
+        return ParsedReport(fmt="text", summary=text) if is_bounce_sender else None
+    addresses = [a for _, a in found]
+    recipients = [_text_recipient(address, _section(text, address, addresses) or text) for address in addresses]
+    _fill_commands(recipients, text)
     return ParsedReport(fmt="text", recipients=recipients, summary=" ".join(text.split()))
+
+
+def _failed_recipients_header(msg: Message, lines: list[str]) -> list[tuple[int, str]]:
+    """Exim and Gmail name the failed recipients in a header: the most reliable source."""
+    failed = dict.fromkeys(a for a in (_address(v) for v in _header(msg, "X-Failed-Recipients").split(",")) if a)
+    return sorted((next((i for i, line in enumerate(lines) if a in line.lower()), 0), a) for a in failed)
+
+
+def _recipient_lines(lines: list[str], own: set[str]) -> list[tuple[int, str]]:
+    """Every line that starts with a recipient, in order, once each.
+
+    Our own address counts only when nothing else does: a bounce sent back to
+    the address it failed for (aliases, tests) still names that address.
+    """
+    found: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        match = _RECIPIENT_LINE.match(line)
+        address = match.group(1).lower() if match else ""
+        if address and not _NOT_RECIPIENTS.match(address):
+            found.setdefault(address, index)
+    others = [(i, a) for a, i in found.items() if a not in own]
+    return others or [(i, a) for a, i in found.items()]
+
+
+def _first_address(lines: list[str], own: set[str], pattern: re.Pattern[str]) -> list[tuple[int, str]]:
+    for index, line in enumerate(lines):
+        for match in pattern.finditer(line):
+            address = match.group(match.lastindex or 0).strip(".").lower()
+            if address not in own and not _NOT_RECIPIENTS.match(address):
+                return [(index, address)]
+    return []
+
+
+def _text_recipient(address: str, block: str) -> RecipientStatus:
+    diagnostic = " ".join(block.split())
+    return RecipientStatus(recipient=address, status=status_in(diagnostic), smtp_reply=reply_in(diagnostic), diagnostic=diagnostic)
+
+
+def _echoed_to(msg: Message) -> str:
+    """The To: of an original quoted inline below the 'unsent message follows' marker."""
+    text = _all_text(msg)
+    start = _original_starts(text)
+    match = re.search(r"^To:(.+)$", text[start:], re.MULTILINE | re.IGNORECASE) if start < len(text) else None
+    return _address(match.group(1)) if match else ""
 
 
 def _original_to(msg: Message) -> str:

@@ -81,6 +81,7 @@ HARD_REASONS: Final = frozenset({Reason.USER_UNKNOWN, Reason.HOST_UNKNOWN, Reaso
 # Enhanced status codes (RFC 3463 plus the registry's provider-specific details)
 # whose meaning is specific enough to name the reason on their own.
 STATUS_REASONS: Final[dict[str, str]] = {
+    "X.1.0": Reason.USER_UNKNOWN,
     "X.1.1": Reason.USER_UNKNOWN,
     "X.1.10": Reason.USER_UNKNOWN,  # RFC 7505 null MX recipient
     "X.1.2": Reason.HOST_UNKNOWN,
@@ -94,6 +95,7 @@ STATUS_REASONS: Final[dict[str, str]] = {
     "X.2.3": Reason.TOO_BIG,
     "X.2.4": Reason.MAILER_ERROR,
     "X.3.1": Reason.SYSTEM_FULL,
+    "X.3.2": Reason.NOT_ACCEPT,
     "X.3.4": Reason.TOO_BIG,
     "X.4.1": Reason.NETWORK_ERROR,
     "X.4.3": Reason.SYSTEM_ERROR,
@@ -122,20 +124,22 @@ _TEXT_TABLE: Final[tuple[tuple[str, str], ...]] = (
     (Reason.AUTH_FAILURE, r"\b(spf|dkim|dmarc)\b.{0,40}\b(fail|check|policy|align|reject|authenticat)|not pass (spf|dkim|dmarc)|unauthenticated email|sender policy framework|authentication (checks|failure)"),
     (Reason.REQUIRE_PTR, r"reverse (dns|lookup)|\bptr\b|no (dns )?reverse|cannot find your hostname|client host .{0,40} (has no|without) .{0,20}(reverse|ptr)|unresolvable.{0,20}(client|sender)|does not have a valid hostname|ip name lookup failed"),
     (Reason.MAILBOX_FULL, r"mailbox (is )?full|over ?quota|quota (exceeded|full)|exceeded (the|storage|their)?.{0,20}(quota|storage)|insufficient (disk )?space|mailbox.{0,30}(exceed|size limit)|mail ?box (size )?limit|user.{0,10}is over|out of storage|storage space|disk quota|full mailbox|mailfolder is full|account is full|is full|not enough (storage|space)"),
-    (Reason.TOO_BIG, r"message (size|is too (big|large)|too (big|large))|too large|exceeds? (the )?(maximum|max)?.{0,20}size|size limit"),
+    (Reason.TOO_BIG, r"line limit exceeded|message (size|is too (big|large)|too (big|large))|too large|exceeds? (the )?(maximum|max)?.{0,20}size|size limit"),
     (Reason.VIRUS_DETECTED, r"virus|malware|infected"),
     (Reason.SPAM_DETECTED, r"\bspam\b|junk mail|blacklisted content|content (was )?rejected|message content|bulk mail|unsolicited|spamhaus.*dbl|considered as spam|message has been blocked|likely (to be )?spam"),
     (Reason.SUSPENDED, r"suspended|disabled|deactivated|inactive|account (has been |is )?(locked|closed|expired|frozen)|mailbox (is )?(disabled|inactive|unavailable due)|not active|temporarily (disabled|unavailable)|is no longer active"),
     (Reason.HAS_MOVED, r"has moved|address changed|no longer (at|with)|moved to"),
-    (Reason.HOST_UNKNOWN, r"host (or domain name )?(not found|unknown)|unknown (host|domain)|domain (not found|does not exist|name not found|is not (valid|found))|name or service not known|no (such )?(mx|mail exchanger|a record)|unrouteable (mail )?domain|unroutable|dns error|nxdomain|no route to host|illegal host/domain|host not found|unknown mail domain|domain .{0,40}does not accept mail|bad destination (mailbox|host)"),
-    (Reason.USER_UNKNOWN, r"user ?unknown|unknown (user|recipient|local|address|mailbox)|no such (user|recipient|mailbox|address|person|local|account)|(user|recipient|mailbox|address|account) .{0,30}(does not exist|doesn't exist|not exist|not found|unknown|invalid|not valid|isn't valid|nonexistent|non-existent|unavailable|does not exist)|(invalid|bad|unknown|non-?existent) (recipient|mailbox|address|user|account)|recipient (rejected|address rejected)|address rejected|not a (valid )?(user|recipient|mailbox)|mailbox not found|mailbox unavailable|user not found|no mailbox|not our customer|is not a known user|unrouteable address|doesn't have an? .{0,20}account|does not have an? .{0,20}account|not listed|no longer (available|valid|in use)|unknown or illegal alias|address (doesn't|does not) exist|addressee unknown|invalid address|no account|the email account that you tried to reach|delivery to the following recipient failed permanently|unknown to address|not found in|no valid recipients|is not a valid"),
+    (Reason.NOT_ACCEPT, r"null mx|indicated no smtp service|not accepting (any )?(network )?(messages|mail)"),
+    (Reason.NETWORK_ERROR, r"name service error.{0,80}(try again|malformed|unexpected)|temporary (dns|name server) (failure|error)"),
+    (Reason.HOST_UNKNOWN, r"unrouteable address|no such domain|domain is not reachable|host \S+ not found|\b[45]\d\d [a-z0-9-]+(\.[a-z0-9-]+)+ does not exist|host (or domain name )?(not found|unknown)|unknown (host|domain)|domain (not found|does not exist|name not found|is not (valid|found))|name or service not known|no (such )?(mx|mail exchanger|a record)|unrouteable (mail )?domain|unroutable|dns error|nxdomain|no route to host|illegal host/domain|host not found|unknown mail domain|domain .{0,40}does not accept mail|bad destination (mailbox|host)"),
+    (Reason.USER_UNKNOWN, r"recipient address rejected: access denied|invalid (final delivery )?user ?id|ディレクトリのリストにありません|recipient address rejected\.(\s|$)|user ?unknown|unknown (user|recipient|local|address|mailbox|e-?mail address)|no such (user|recipient|mailbox|address|person|local|account)|(user|recipient|mailbox|address|account) .{0,30}(does not exist|doesn't exist|not exist|not found|unknown|invalid|not valid|isn't valid|nonexistent|non-existent)|(invalid|bad|unknown|non-?existent) (recipient|mailbox|address|user|account)|not a (valid )?(user|recipient|mailbox)|mailbox (not found|unavailable|is unavailable|not present)|user not found|no mailbox|not our customer|is not a known user|doesn't have an? .{0,20}account|does not have an? .{0,20}account|not listed in .{0,30}(directory|address book)|no longer (available|valid|in use)|unknown or illegal alias|address (doesn't|does not) exist|addressee unknown|invalid address|no account|the email account that you tried to reach|unknown to address|no valid recipients|recipient name is not recognized|#5\.1\.0 address rejected"),
     (Reason.RATE_LIMITED, r"too many (connections|messages|recipients|mails|concurrent)|rate (limit|exceeded)|try (again )?later|throttl|temporarily deferred|too fast|exceeded .{0,20}(connection|rate)|(sending|receiving) rate|connection limit"),
     (Reason.BAD_REPUTATION, r"reputation|low sender score|senderscore"),
-    (Reason.BLOCKED, r"blocked|block ?list|black ?list|rbl|dnsbl|\bdenied\b|not allowed to send|access denied|refused|banned|poor reputation|listed (at|on|in)|client host .{0,60} rejected|connection (rejected|refused)|your (ip|host|server)|service unavailable"),
+    (Reason.BLOCKED, r"invalid ip for sending|spamhaus\.org/query/bl|spamcop\.net|blocked|block ?list|black ?list|rbl|dnsbl|\bdenied\b|not allowed to send|access denied|refused|banned|poor reputation|listed (at|on|in)|client host .{0,60} rejected|connection (rejected|refused)|your (ip|host|server)|service unavailable"),
     (Reason.RELAYING_DENIED, r"relay(ing)? (access )?(denied|not permitted|prohibited)|not permitted to relay|unable to relay|relay not permitted|we do not relay"),
     (Reason.SECURITY, r"tls|starttls|encryption|authentication required|must (issue|use) .{0,20}(auth|tls)"),
-    (Reason.EXPIRED, r"expired|retry time|too long|timed? ?out|time ?out|could not be delivered (within|for)|delivery time|has been delayed|delivery (is )?delayed|giving up|gave up|retry timeout|undeliverable for"),
-    (Reason.SYNTAX_ERROR, r"syntax error|command unrecognized|unrecognized command"),
+    (Reason.EXPIRED, r"all hosts have been failing|aborted after [\d.]+ hour|delivery failed \d+ attempts|will be retried for|did not accept our requests to connect|expired|retry time|too long|timed? ?out|time ?out|could not be delivered (within|for)|delivery time|has been delayed|delivery (is )?delayed|giving up|gave up|retry timeout|undeliverable for"),
+    (Reason.SYNTAX_ERROR, r"incorrectly constructed|malformed address|syntax error|command unrecognized|unrecognized command"),
     (Reason.FILTERED, r"filtered|filter|message rejected by recipient|not accepted by recipient|refused by recipient"),
     (Reason.REJECTED, r"sender (address )?(rejected|refused|denied|verify failed)|domain of sender|sender domain|mail from|envelope sender|your (address|domain)"),
     (Reason.POLICY, r"policy|not compliant|violat|prohibited"),
@@ -182,6 +186,37 @@ PSEUDO_STATUS: Final[dict[str, str]] = {
 }
 
 
+# PowerMTA files every bounce under a category in its DSN (X-PowerMTA-BounceCategory);
+# the sending MTA saw the whole SMTP dialogue, so its verdict beats our reading of the text.
+MTA_CATEGORIES: Final[dict[str, str]] = {
+    "bad-domain": Reason.HOST_UNKNOWN,
+    "bad-mailbox": Reason.USER_UNKNOWN,
+    "inactive-mailbox": Reason.SUSPENDED,
+    "message-expired": Reason.EXPIRED,
+    "no-answer-from-host": Reason.NETWORK_ERROR,
+    "policy-related": Reason.POLICY,
+    "quota-issues": Reason.MAILBOX_FULL,
+    "routing-errors": Reason.SYSTEM_ERROR,
+    "spam-related": Reason.SPAM_DETECTED,
+}
+
+# A "bad mailbox" code (X.1.1) is more precise than most wording next to it, except
+# these: servers also use X.1.1 for blocks, full mailboxes and sender refusals.
+OUTRANK_ADDRESS_STATUS: Final = frozenset({
+    Reason.BLOCKED, Reason.RELAYING_DENIED, Reason.MAILBOX_FULL, Reason.HAS_MOVED, Reason.REJECTED,
+    Reason.NOT_ACCEPT, Reason.RATE_LIMITED, Reason.MAILER_ERROR, Reason.HOST_UNKNOWN,
+})
+
+# Mailbox-status codes (X.2.0 other, X.2.1 disabled, X.2.4 list expansion) say the
+# address exists, and security/policy codes (X.7.*) that a rule refused the message:
+# an unknown-user text beside them is a filter's wording, not a missing mailbox.
+FILTER_STATUSES: Final = frozenset({"X.2.0", "X.2.1", "X.2.4"})
+
+
+def status_blames_a_filter(status: str) -> bool:
+    key = status_key(status)
+    return key in FILTER_STATUSES or key.startswith("X.7.")
+
 # Codes whose meaning beats any phrasing in the text (the text often quotes
 # "recipient" or "user" around a sender or size problem).
 DECISIVE_STATUSES: Final = frozenset({"X.1.2", "X.1.6", "X.1.7", "X.1.8", "X.2.2", "X.2.3", "X.3.4", "X.4.7", "X.7.9", "X.7.23", "X.7.24", "X.7.25", "X.7.26", "X.7.27"})
@@ -192,6 +227,11 @@ def decisive_reason_from_status(status: str) -> str:
         return ""
     key = "X." + status.split(".", 1)[1]
     return STATUS_REASONS[key] if key in DECISIVE_STATUSES else ""
+
+
+def status_key(status: str) -> str:
+    """"X.1.1" from "5.1.1": the subject and detail, which carry the meaning whatever the class."""
+    return "X." + status.split(".", 1)[1] if status and "." in status else ""
 
 
 def reason_from_status(status: str) -> str:
@@ -211,6 +251,34 @@ def reason_from_text(text: str) -> str:
     return ""
 
 
+# Japanese carriers (au/KDDI, docomo) answer "550 : User unknown", the address
+# slot left empty, after DATA when the recipient's own filter refuses the sender.
+_FILTER_VOICE: Final = re.compile(r"\b550:? : user unknown", re.IGNORECASE)
+
+
+# Providers that check recipients only after DATA, and say so in their own codes:
+# Yahoo's "dd This user doesn't have a ... account", La Poste's "LPN007_416".
+_UNKNOWN_AFTER_DATA: Final = re.compile(r"delivery error: dd this user doesn't have|invalid recipient\.? lpn\d+_416", re.IGNORECASE)
+
+
+def unknown_after_data(text: str) -> bool:
+    """Whether a post-DATA unknown-user answer is one of those providers' genuine address checks."""
+    return bool(_UNKNOWN_AFTER_DATA.search(text or ""))
+
+
+def answers_for_a_filter(text: str) -> bool:
+    """Whether an unknown-user answer is worded the way recipient-side filters word it."""
+    return bool(_FILTER_VOICE.search(text or ""))
+
+
+# Reasons that are never transient whatever the reply said: an address that does not
+# exist, a message that is too big, a sender that may not relay will fail again.
+PERMANENT_ONLY: Final = frozenset({
+    Reason.USER_UNKNOWN, Reason.HOST_UNKNOWN, Reason.HAS_MOVED, Reason.EXCEED_LIMIT, Reason.TOO_BIG,
+    Reason.MAILER_ERROR, Reason.RELAYING_DENIED, Reason.SUSPENDED, Reason.SYNTAX_ERROR,
+})
+
+
 def pseudo_status(reason: str, permanent: bool) -> str:
     detail = PSEUDO_STATUS.get(reason, "900")
-    return f"{5 if permanent else 4}.0.{detail}"
+    return f"{5 if permanent or reason in PERMANENT_ONLY else 4}.0.{detail}"
