@@ -7,44 +7,54 @@ counters are read-only here (on-call pause and resume come with issue 7).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
+from controlplane.admin_roles import ReadOnlyAdmin
 from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, ROLE_ONCALL, user_roles
+from deliverability.charts import reputation_svg
 from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+from deliverability.selectors import domain_pause_evidence, domain_reputation_history
 from deliverability.services import suppression_add, suppression_remove
 
 _SUPPRESSION_WRITERS = {ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN}
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(user_roles(request.user))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return bool(user_roles(request.user))
-
-
 @admin.register(SendingDomain)
-class SendingDomainAdmin(_ReadOnly):
-    list_display = ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_reason"]
-    list_filter = ["paused"]
+class SendingDomainAdmin(ReadOnlyAdmin):
+    list_display = ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason"]
+    list_filter = ["paused", "paused_by"]
     search_fields = ["domain"]
+    readonly_fields = ["reputation", "evidence"]
+    fieldsets = [
+        (None, {"fields": ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason", "paused_at"]}),
+        ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
+    ]
+
+    @admin.display(description="chart")
+    def reputation(self, domain: SendingDomain) -> Any:
+        end = timezone.now()
+        start = end - timedelta(hours=24)
+        points = domain_reputation_history(domain=domain, start=start, end=end, step_minutes=10)
+        return reputation_svg(points, domain_pause_evidence(domain=domain, since=start))
+
+    @admin.display(description="detector evidence")
+    def evidence(self, domain: SendingDomain) -> Any:
+        rows = domain_pause_evidence(domain=domain)[:10]
+        if not rows:
+            return "The detector never paused this domain."
+        return format_html_join(
+            "", "<p>{}: {}{}</p>", ((row.created_at.strftime("%Y-%m-%d %H:%M"), row.summary(), " (resumed)" if row.resumed_at else "") for row in rows)
+        )
 
 
 class SuppressionAddForm(forms.ModelForm):
@@ -57,9 +67,9 @@ class SuppressionAddForm(forms.ModelForm):
         fields = ["address", "sending_domain", "source"]
 
     def clean_address(self) -> str:
+        # The same check as the API's (DRF's EmailField): the service only looks for an "@".
         address = self.cleaned_data["address"].strip().lower()
-        if "@" not in address:
-            raise forms.ValidationError("Enter an email address.")
+        validate_email(address)
         return address
 
     def validate_unique(self) -> None:
@@ -67,7 +77,7 @@ class SuppressionAddForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(_ReadOnly):
+class SuppressionAdmin(ReadOnlyAdmin):
     list_display = ["shown_address", "sending_domain", "reason", "source", "cause", "created_by", "created_at"]
     list_filter = ["reason", "sending_domain"]
     search_fields = ["address"]
@@ -116,7 +126,7 @@ class SuppressionAdmin(_ReadOnly):
 
 
 @admin.register(FeedbackEvent)
-class FeedbackEventAdmin(_ReadOnly):
+class FeedbackEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "event_type", "kind", "reason", "status", "shown_recipient", "sending_domain", "source", "matched_by"]
     list_filter = ["event_type", "kind", "reason", "source", "sending_domain"]
     search_fields = ["recipient", "=message_uuid", "status"]
@@ -129,7 +139,7 @@ class FeedbackEventAdmin(_ReadOnly):
 
 
 @admin.register(DomainMinute)
-class DomainMinuteAdmin(_ReadOnly):
+class DomainMinuteAdmin(ReadOnlyAdmin):
     list_display = ["minute", "sending_domain", *DomainMinute.COUNTS]
     list_filter = ["sending_domain"]
     date_hierarchy = "minute"

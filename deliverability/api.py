@@ -1,4 +1,4 @@
-"""REST API of deliverability: the suppression list and the feedback events behind it.
+"""REST API of deliverability: the suppression list, the feedback events behind it, reputation history.
 
 Every role reads; marketers, on-call and admins add a manual suppression;
 only admins lift one (it may be a complaint or a hard bounce).
@@ -7,9 +7,11 @@ only admins lift one (it may be a complaint or a hard bounce).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
@@ -29,7 +31,8 @@ from controlplane.api import (
     get_or_404,
 )
 from deliverability.errors import DeliverabilityError
-from deliverability.models import EventType, FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+from deliverability.models import EventType, FeedbackEvent, PauseEvidence, SendingDomain, Suppression, SuppressionReason
+from deliverability.selectors import domain_pause_evidence, domain_reputation_history
 from deliverability.services import suppression_add, suppression_remove
 from deliverability.services.suppression import address_hash
 
@@ -202,3 +205,83 @@ def _uuid_param(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise DeliverabilityError("must be a message uuid", field="message") from None
+
+
+# --- Reputation history (issue 6) ---------------------------------------------------------
+
+MAX_HISTORY_HOURS = 24 * 14
+
+
+class ReputationPointSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    sent = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    bounced = serializers.IntegerField(help_text="Every bounce: hard, soft and reputation.")
+    bounced_hard = serializers.IntegerField()
+    bounced_reputation = serializers.IntegerField(help_text="Blocks, spam refusals, authentication failures.")
+    complained = serializers.IntegerField()
+    bounce_rate = serializers.FloatField(allow_null=True, help_text="bounced / sent; null when nothing was sent.")
+    complaint_rate = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        ref_name = "ReputationPoint"
+
+
+class PauseEvidenceSerializer(serializers.ModelSerializer):
+    summary = serializers.CharField()
+
+    class Meta:
+        model = PauseEvidence
+        ref_name = "PauseEvidence"
+        fields = [
+            "id", "minute", "signal", "rule", "baseline", "observed", "statistic", "threshold", "volume", "events",
+            "summary", "created_at", "resumed_at",
+        ]
+
+
+class ReputationOutputSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    paused = serializers.BooleanField()
+    paused_by = serializers.CharField()
+    paused_reason = serializers.CharField()
+    step_minutes = serializers.IntegerField()
+    points = ReputationPointSerializer(many=True)
+    pauses = PauseEvidenceSerializer(many=True, help_text="The detector's pauses in the window, with their evidence.")
+
+    class Meta:
+        ref_name = "ReputationHistory"
+
+
+class DomainReputationApi(DeliverabilityApi):
+    class QuerySerializer(StrictInputSerializer):
+        hours = serializers.IntegerField(min_value=1, max_value=MAX_HISTORY_HOURS, default=24)
+        step_minutes = serializers.IntegerField(min_value=1, max_value=1440, default=10)
+
+        class Meta:
+            ref_name = "ReputationQuery"
+
+    @extend_schema(
+        tags=["domains"],
+        operation_id="domains_reputation",
+        description="A sending domain's volume, bounce and complaint rates per step, and the detector's pauses with their evidence.",
+        parameters=[QuerySerializer],
+        responses={200: ReputationOutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, domain: str) -> Response:
+        query = self.QuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        sending_domain = get_or_404(SendingDomain.objects.all(), f"domain {domain}", domain=domain.lower())
+        end = timezone.now()
+        start = end - timedelta(hours=query.validated_data["hours"])
+        step = query.validated_data["step_minutes"]
+        points = domain_reputation_history(domain=sending_domain, start=start, end=end, step_minutes=step)
+        body = {
+            "domain": sending_domain.domain,
+            "paused": sending_domain.paused,
+            "paused_by": sending_domain.paused_by,
+            "paused_reason": sending_domain.paused_reason,
+            "step_minutes": step,
+            "points": [dict(vars(p), bounce_rate=p.bounce_rate, complaint_rate=p.complaint_rate) for p in points],
+            "pauses": domain_pause_evidence(domain=sending_domain, since=start),
+        }
+        return Response(ReputationOutputSerializer(body).data)

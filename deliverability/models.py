@@ -27,6 +27,12 @@ class SendingDomain(models.Model):
     paused = models.BooleanField(default=False)
     paused_reason = models.TextField(blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(
+        max_length=150, blank=True, help_text="'detector' for an automatic pause, else who paused it; empty when running"
+    )
+    # After a resume the rate ramps from a tenth to the full rate over ramp_minutes (DomainRamp in services).
+    ramp_started_at = models.DateTimeField(null=True, blank=True)
+    ramp_minutes = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -171,3 +177,49 @@ class DomainMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sending_domain_id} {self.minute:%Y-%m-%d %H:%M}"
+
+
+class DetectorState(models.Model):
+    """The anomaly detector's state for every domain, one row: survives restarts, read and written under a lock.
+
+    ``state`` is ``deliverability.detector.DetectorState.to_bytes()`` (numpy
+    arrays, one entry per domain in ``domain_ids`` order); ``minute`` is the
+    last minute fed to it. One row rather than one per domain: the beat task
+    loads and saves 100,000 domains in one read and one write.
+    """
+
+    name = models.CharField(max_length=32, unique=True, default="default")
+    minute = models.DateTimeField(null=True, blank=True)
+    domain_ids = models.BinaryField(default=bytes)
+    state = models.BinaryField(default=bytes)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class PauseEvidence(models.Model):
+    """Why the detector paused a domain: the numbers an on-call engineer reads at 3 a.m."""
+
+    sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="pause_evidence")
+    minute = models.DateTimeField(help_text="The minute whose data tipped the decision")
+    signal = models.CharField(max_length=16, help_text="bounce, complaint or reputation")
+    rule = models.CharField(max_length=16, help_text="cusum (a shift from the domain's own baseline) or ceiling (an absolute limit)")
+    baseline = models.FloatField(help_text="The domain's learned rate before the shift")
+    observed = models.FloatField(help_text="The rate since the shift began")
+    statistic = models.FloatField()
+    threshold = models.FloatField()
+    volume = models.PositiveIntegerField(help_text="Messages sent since the shift began")
+    events = models.PositiveIntegerField(default=0, help_text="Bounces or complaints since the shift began")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "pause evidence"
+
+    def __str__(self) -> str:
+        return f"{self.sending_domain}: {self.signal} {self.observed:.2%} vs baseline {self.baseline:.2%}"
+
+    def summary(self) -> str:
+        return (
+            f"detector: {self.signal} rate {self.observed:.2%} over {self.volume} messages "
+            f"vs baseline {self.baseline:.2%} ({self.rule} {self.statistic:.1f} > {self.threshold:.1f})"
+        )

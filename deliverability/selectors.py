@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.db.models import Q
 
-from deliverability.models import DomainMinute, SendingDomain, Suppression
+from deliverability.models import DomainMinute, PauseEvidence, SendingDomain, Suppression
 from deliverability.services.suppression import address_hash
 
 _CHUNK = 1000
@@ -76,3 +76,54 @@ def _minute_index(moment: datetime, first: np.datetime64) -> int:
 
 def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+@dataclass(frozen=True)
+class ReputationPoint:
+    start: datetime
+    sent: int
+    delivered: int
+    bounced: int
+    bounced_hard: int
+    bounced_reputation: int
+    complained: int
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return self.bounced / self.sent if self.sent else None
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return self.complained / self.sent if self.sent else None
+
+
+def domain_reputation_history(
+    *, domain: SendingDomain, start: datetime, end: datetime, step_minutes: int = 5
+) -> list[ReputationPoint]:
+    """The domain's counters summed per ``step_minutes`` over [start, end): what the admin chart and API draw."""
+    series = domain_minute_series(start=start, end=end, domain_ids=[domain.pk])
+    minutes = len(series.minutes)
+    buckets = -(-minutes // step_minutes)
+    pad = buckets * step_minutes - minutes
+
+    def per_bucket(name: str) -> np.ndarray:
+        row = np.pad(series.counts[name][0], (0, pad))
+        return row.reshape(buckets, step_minutes).sum(axis=1)
+
+    c = {name: per_bucket(name) for name in DomainMinute.COUNTS}
+    bounced = c["bounced_hard"] + c["bounced_soft"] + c["bounced_reputation"]
+    first = start.replace(second=0, microsecond=0)
+    return [
+        ReputationPoint(
+            start=first + timedelta(minutes=b * step_minutes),
+            sent=int(c["sent"][b]), delivered=int(c["delivered"][b]), bounced=int(bounced[b]),
+            bounced_hard=int(c["bounced_hard"][b]), bounced_reputation=int(c["bounced_reputation"][b]),
+            complained=int(c["complained"][b]),
+        )
+        for b in range(buckets)
+    ]
+
+
+def domain_pause_evidence(*, domain: SendingDomain, since: datetime | None = None) -> list[PauseEvidence]:
+    rows = PauseEvidence.objects.filter(sending_domain=domain)
+    return list(rows.filter(created_at__gte=since) if since else rows)

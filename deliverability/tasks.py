@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from deliverability.assessments import assessments_due, version_assess
+from deliverability.services.detection import detector_run
 
 
 @shared_task(name="deliverability.tasks.assess_version")
@@ -20,3 +22,11 @@ def assess_due() -> int:
     for version_id in due:
         version_assess(version_id=version_id)
     return len(due)
+
+
+@shared_task(name="deliverability.tasks.detect")
+def detect() -> int:
+    """Beat, every minute: the anomaly detector over every domain; returns how many it paused."""
+    if not settings.SENDPLANE_DETECTOR["ENABLED"]:
+        return 0
+    return len(detector_run().paused)

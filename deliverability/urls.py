@@ -10,4 +10,5 @@ urlpatterns = [
     path("suppressions/", api.SuppressionListCreateApi.as_view(), name="suppression-list"),
     path("suppressions/<int:suppression_id>/", api.SuppressionDetailApi.as_view(), name="suppression-detail"),
     path("events/", api.EventListApi.as_view(), name="event-list"),
+    path("domains/<str:domain>/reputation", api.DomainReputationApi.as_view(), name="domain-reputation"),
 ]

@@ -7,13 +7,13 @@ from typing import Any
 from django.contrib import admin
 from django.utils.html import format_html
 
-from deliverability.admin import _ReadOnly
+from controlplane.admin_roles import ReadOnlyAdmin
 from dispatch.models import Campaign, Message
 from dispatch.selectors import campaign_progress
 
 
 @admin.register(Campaign)
-class CampaignAdmin(_ReadOnly):
+class CampaignAdmin(ReadOnlyAdmin):
     list_display = ["name", "template", "sending_domain", "status", "progress", "created_at"]
     list_filter = ["status", "sending_domain"]
     search_fields = ["name"]
@@ -30,7 +30,7 @@ class CampaignAdmin(_ReadOnly):
 
 
 @admin.register(Message)
-class MessageAdmin(_ReadOnly):
+class MessageAdmin(ReadOnlyAdmin):
     list_display = ["recipient", "campaign", "status", "attempts", "last_code", "sent_at"]
     list_filter = ["status", "campaign"]
     search_fields = ["recipient", "uuid"]

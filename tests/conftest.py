@@ -151,3 +151,13 @@ def campaign(approved_version: VariantVersion, sending_domain: Any, marketer: Us
 
 def recipients(n: int, *, prefix: str = "user", domain: str = "example.org") -> list[dict[str, Any]]:
     return [{"address": f"{prefix}{i}@{domain}", "context": SIMPLE_VARIABLES | {"first_name": f"R{i}"}} for i in range(n)]
+
+
+def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert isinstance(body["error"], str) and body["error"]
+    assert "\n" not in body["error"] and "\r" not in body["error"]
+    if field is not None:
+        assert field in body["fields"], body
+    return body

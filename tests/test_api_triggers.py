@@ -20,7 +20,7 @@ from dispatch.models import Campaign, Message, MessageStatus, Trigger
 from dispatch.services.campaigns import campaign_create, campaign_set_status
 from dispatch.services.triggers import MAX_RECIPIENTS
 from templates_registry.models import VariantVersion
-from tests.conftest import SIMPLE_VARIABLES, recipients
+from tests.conftest import SIMPLE_VARIABLES, assert_error, recipients
 
 Api = Callable[[User | None], APIClient]
 
@@ -34,16 +34,6 @@ def post(client: APIClient, campaign: Campaign, body: Any, *, key: str | None = 
     if isinstance(body, str):
         return client.post(trigger_url(campaign), body, content_type="application/json", **headers)
     return client.post(trigger_url(campaign), body, format="json", **headers)
-
-
-def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert "\n" not in body["error"] and "\r" not in body["error"]
-    if field is not None:
-        assert field in body["fields"], body
-    return body
 
 
 def assert_nothing_inserted() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from deliverability.services import domain_set_paused
+from deliverability.services import domain_pause
 from dispatch.models import Message, MessageStatus
 from dispatch.services.sweeper import due_domains, leases_expire
 from dispatch.services.triggers import trigger_accept
@@ -37,5 +37,5 @@ def test_due_domains_skip_paused_domains_and_future_rows(campaign: Any) -> None:
     Message.objects.update(not_before=now + timedelta(seconds=30))
     assert due_domains(now=now) == []
     Message.objects.update(not_before=now)
-    domain_set_paused(domain=campaign.sending_domain, paused=True)
+    domain_pause(domain=campaign.sending_domain, reason="test")
     assert due_domains(now=now) == []

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from deliverability.services import domain_set_paused, suppression_add
+from deliverability.services import domain_pause, suppression_add
 from dispatch.models import Message, MessageStatus
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
@@ -44,7 +44,7 @@ def test_every_message_has_unsubscribe_headers_and_a_stable_message_id(campaign:
 
 def test_paused_domain_yields_no_claims(campaign: Any, smtp_sink: Any) -> None:
     trigger_accept(campaign=campaign, idempotency_key="k1", recipients=recipients(5))
-    domain_set_paused(domain=campaign.sending_domain, paused=True, reason="test")
+    domain_pause(domain=campaign.sending_domain, reason="test")
     result = batch_send(domain_id=campaign.sending_domain_id)
     assert result.claimed == 0 and smtp_sink.pairs() == []
     assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 5

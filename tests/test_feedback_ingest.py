@@ -20,43 +20,10 @@ from dispatch.models import Message, MessageStatus
 from dispatch.services.feedback import FeedbackError, bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
-from tests.conftest import CORPORA, recipients
+from tests.conftest import recipients
+from tests.feedback_helpers import ARF_ABUSE, GMAIL_USER_UNKNOWN, SES_MAILBOX_FULL, bounce_of, corpus, counters, sent_message
 
 pytestmark = pytest.mark.django_db
-BOUNCES = CORPORA / "bounces"
-GMAIL_USER_UNKNOWN = "lhost-gmail-01.eml"  # labelled userunknown, hard, 5.1.1
-GMAIL_ORIGINAL_ID = b"<D992C2C3-F175-4C4D-97E2-53A90E4E5BF5@gmail.com>"
-SES_MAILBOX_FULL = "lhost-amazonses-03.eml"  # labelled mailboxfull, soft; recipient kijitora@example.jp
-ARF_ABUSE = "arf-01.eml"  # complaint about redacted@example.net
-
-
-def corpus(name: str) -> bytes:
-    path = BOUNCES / name
-    if not path.exists():
-        pytest.skip(f"bounce corpus not found at {BOUNCES}")
-    return path.read_bytes()
-
-
-def sent_message(campaign: Any, address: str, key: str = "k") -> Message:
-    """A message of ours to ``address``, handed over (status sent) as the worker would leave it."""
-    trigger_accept(campaign=campaign, idempotency_key=key, recipients=[{"address": address, "context": recipients(1)[0]["context"]}])
-    message = Message.objects.get(recipient=address)
-    Message.objects.filter(pk=message.pk).update(status=MessageStatus.SENT, sent_at=timezone.now())
-    return Message.objects.select_related("sending_domain").get(pk=message.pk)
-
-
-def bounce_of(message: Message) -> bytes:
-    """The Gmail user-unknown bounce, quoting our Message-ID instead of its original one."""
-    raw = corpus(GMAIL_USER_UNKNOWN)
-    assert GMAIL_ORIGINAL_ID in raw
-    return raw.replace(GMAIL_ORIGINAL_ID, message.message_id().encode())
-
-
-def counters(domain_id: int) -> dict[str, int]:
-    rows = DomainMinute.objects.filter(sending_domain_id=domain_id)
-    return {name: sum(getattr(row, name) for row in rows) for name in DomainMinute.COUNTS}
-
-
 # --- tying reports to messages ----------------------------------------------------------
 
 

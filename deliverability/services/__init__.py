@@ -32,23 +32,13 @@ def domain_create(
 
 
 def domain_rate(domain: SendingDomain, *, today: date | None = None) -> float:
-    """Messages per second now: the configured rate, capped by the warm-up day's rate."""
+    """Messages per second now: the configured rate (ramping up after a resume), capped by the warm-up day's rate."""
+    rate = domain.rate_per_second * ramp_factor(domain)
     schedule = domain.warmup_schedule or []
     if not schedule or domain.warmup_started_on is None:
-        return domain.rate_per_second
+        return rate
     day = ((today or timezone.now().date()) - domain.warmup_started_on).days
-    return min(domain.rate_per_second, float(schedule[min(max(day, 0), len(schedule) - 1)]))
-
-
-def domain_set_paused(*, domain: SendingDomain, paused: bool, reason: str = "") -> SendingDomain:
-    """The switch the claim reads in its own transaction (on-call controls wrap this in issue 7)."""
-    with transaction.atomic():
-        locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
-        locked.paused = paused
-        locked.paused_reason = reason if paused else ""
-        locked.paused_at = timezone.now() if paused else None
-        locked.save(update_fields=["paused", "paused_reason", "paused_at"])
-    return locked
+    return min(rate, float(schedule[min(max(day, 0), len(schedule) - 1)]))
 
 
 def token_bucket_take(*, key: str, rate: float, burst: int, wanted: int, now: float | None = None) -> int:
@@ -96,6 +86,7 @@ def token_bucket_refund(*, key: str, burst: int, tokens: int) -> None:
 # Re-exported: callers import every deliverability write from ``deliverability.services``.
 from deliverability.services.counters import counters_add  # noqa: E402
 from deliverability.services.feedback import Feedback, event_record  # noqa: E402
+from deliverability.services.pause import PauseOutcome, ResumeRefused, domain_pause, domain_resume, ramp_factor  # noqa: E402
 from deliverability.services.suppression import (  # noqa: E402
     address_erase,
     address_hash,
@@ -105,6 +96,6 @@ from deliverability.services.suppression import (  # noqa: E402
 
 __all__ = [
     "DeliverabilityError", "Feedback", "address_erase", "address_hash", "counters_add", "domain_create", "domain_rate",
-    "domain_set_paused", "event_record", "suppression_add", "suppression_remove", "token_bucket_peek",
+    "PauseOutcome", "ResumeRefused", "domain_pause", "domain_resume", "ramp_factor", "event_record", "suppression_add", "suppression_remove", "token_bucket_peek",
     "token_bucket_refund", "token_bucket_take",
 ]

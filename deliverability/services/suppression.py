@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
 from deliverability.errors import DeliverabilityError
@@ -42,8 +44,7 @@ def suppression_add(
     if reason not in SuppressionReason.values:
         raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")
     normalized = address_normalize(address)
-    if "@" not in normalized or len(normalized) > 320:
-        raise DeliverabilityError("must be an email address", field="address")
+    _check_address(normalized)
     digest = address_hash(normalized)
     try:
         with transaction.atomic():
@@ -54,6 +55,13 @@ def suppression_add(
             return row, True
     except IntegrityError:
         return Suppression.objects.get(address_hash=digest, sending_domain=sending_domain), False
+
+
+def _check_address(address: str) -> None:
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise DeliverabilityError("must be an email address", field="address") from None
 
 
 def suppression_remove(*, suppression: Suppression) -> None:

@@ -7,12 +7,17 @@ the address is dropped without us storing who it was.
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
-from deliverability.models import SuppressionReason
+from deliverability.models import Suppression, SuppressionReason
 from deliverability.services import address_erase, suppression_add
 from deliverability.services.suppression import address_normalize
 from dispatch.models import WAITING, Message, MessageStatus, Trigger
@@ -32,7 +37,7 @@ class ErasureResult:
 
 
 def address_erase_everywhere(*, address: str, requested_by: Any = None) -> ErasureResult:
-    """Blank the address in the outbox, trigger answers, suppressions and events; all or nothing."""
+    """Blank the address in the outbox, trigger answers, suppressions, events and admin history; all or nothing."""
     normalized = address_normalize(address)
     with transaction.atomic():
         suppression_add(
@@ -40,23 +45,45 @@ def address_erase_everywhere(*, address: str, requested_by: Any = None) -> Erasu
         )
         messages = Message.objects.filter(recipient__iexact=normalized)
         # Not yet sent: never will be.
-        messages.filter(status__in=WAITING).update(status=MessageStatus.SUPPRESSED, last_reply="erased on request")
-        message_count = messages.update(recipient=ERASED, context={})
+        waiting = messages.filter(status__in=WAITING).update(
+            status=MessageStatus.SUPPRESSED, recipient=ERASED, context={}, last_reply="erased on request"
+        )
+        # The rest: a receiving server's last reply often quotes the address ("550 <a@b>: unknown").
+        message_count = waiting + messages.update(recipient=ERASED, context={}, last_reply=ERASED)
         trigger_count = _erase_in_trigger_answers(normalized)
         erased = address_erase(address=normalized)
+        _erase_in_admin_log(normalized)
     return ErasureResult(message_count, trigger_count, erased.suppressions, erased.events)
 
 
 def _erase_in_trigger_answers(address: str) -> int:
-    """Trigger answers list suppressed and rejected recipients; replayed answers must not leak the address."""
+    """Trigger answers list suppressed and rejected recipients; replayed answers must not leak the address.
+
+    A rejected recipient is echoed as the client sent it (" <Gone@example.org>"),
+    so a value naming the address goes, not only an exact match.
+    """
+    names = _naming(address)
     changed = 0
     for trigger in Trigger.objects.filter(response__icontains=address).select_for_update():
-        response = trigger.response
-        response["suppressed_recipients"] = [a for a in response.get("suppressed_recipients", []) if a.lower() != address]
+        response = copy.deepcopy(trigger.response)
+        response["suppressed_recipients"] = [a for a in response.get("suppressed_recipients", []) if not names(a)]
         for rejection in response.get("rejections", []):
-            if str(rejection.get("address", "")).strip().lower() == address:
+            if names(rejection.get("address", "")):
                 rejection["address"] = ERASED
-        trigger.response = response
-        trigger.save(update_fields=["response"])
-        changed += 1
+        if response != trigger.response:
+            Trigger.objects.filter(pk=trigger.pk).update(response=response)
+            changed += 1
     return changed
+
+
+def _naming(address: str) -> Callable[[Any], bool]:
+    """Whether a value names ``address``, alone or in brackets; "ana@example.org" does not name "na@example.org"."""
+    pattern = re.compile(rf"(?<![^\s<>\"',;:(\[]){re.escape(address)}(?![^\s<>\"',;:)\]])", re.IGNORECASE)
+    return lambda value: pattern.search(str(value)) is not None
+
+
+def _erase_in_admin_log(address: str) -> None:
+    """The admin history names a suppression added or deleted by hand as "<address> (<reason>)"."""
+    LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Suppression), object_repr__istartswith=f"{address} ("
+    ).update(object_repr="erased")

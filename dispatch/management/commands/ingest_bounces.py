@@ -83,4 +83,7 @@ def _mark_seen(path: Path) -> None:
     """Maildir spec: cur/<unique>:2,<flags in ASCII order>."""
     base, _, _ = path.name.partition(":2,")
     flags = "".join(sorted(set(_flags(path.name)) | {"S"}))
-    path.rename(path.parent.parent / "cur" / f"{base}:2,{flags}")
+    try:
+        path.rename(path.parent.parent / "cur" / f"{base}:2,{flags}")
+    except FileNotFoundError:
+        pass  # an overlapping run marked it first; its events were recorded once either way

@@ -1,0 +1,28 @@
+"""Writing the audit trail: one function, called inside the transaction of the change it records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from audit.models import AuditEntry
+
+DETECTOR = "detector"  # the actor label of automatic decisions
+
+
+def audit_record(
+    *, action: str, target: models.Model, actor: Any = None, actor_label: str = "", reason: str = "", data: dict | None = None
+) -> AuditEntry:
+    """Append one entry; ``actor`` is a user, or None with ``actor_label`` naming the system part that acted."""
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    return AuditEntry.objects.create(
+        actor=user,
+        actor_label=(user.get_username() if user else actor_label) or "system",
+        action=action,
+        target_type=target._meta.label_lower,
+        target_id=str(target.pk),
+        target_label=str(target)[:300],
+        reason=reason,
+        data=data or {},
+    )

@@ -1,0 +1,105 @@
+"""Pausing and resuming a sending domain: one locked function each, audited, idempotent.
+
+The worker's claim reads the domain row under a lock in its own transaction,
+so once ``domain_pause`` commits no new claim of that domain succeeds (issue 7
+adds waiting for in-flight batches). The on-call API and admin, and the
+anomaly detector, all pause through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import DETECTOR, audit_record
+from deliverability.errors import DeliverabilityError
+from deliverability.models import PauseEvidence, SendingDomain
+
+logger = logging.getLogger("sendplane.pause")
+
+
+class ResumeRefused(DeliverabilityError):
+    """A detector pause is lifted only with ``force``: someone must have read the evidence."""
+
+
+@dataclass(frozen=True)
+class PauseOutcome:
+    domain: SendingDomain
+    changed: bool  # False: it already was in the asked state; nothing was written
+
+
+def domain_pause(
+    *, domain: SendingDomain, reason: str, actor: object = None, evidence: PauseEvidence | None = None
+) -> PauseOutcome:
+    """Pause the domain (a person when ``actor`` is a user, the detector when ``evidence`` is given)."""
+    if not reason.strip():
+        raise DeliverabilityError("a reason is required", field="reason")
+    by = DETECTOR if evidence is not None else _actor_label(actor)
+    with transaction.atomic():
+        locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
+        if locked.paused:
+            return PauseOutcome(locked, changed=False)
+        locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = True, reason.strip(), timezone.now(), by
+        locked.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by"])
+        data = {}
+        if evidence is not None:
+            evidence.sending_domain = locked
+            evidence.save()
+            data = {"evidence": evidence.pk, "signal": evidence.signal, "observed": evidence.observed, "baseline": evidence.baseline}
+        audit_record(action="domain.pause", target=locked, actor=actor, actor_label=by, reason=locked.paused_reason, data=data)
+    logger.warning("paused %s by %s: %s", locked.domain, by, locked.paused_reason)
+    return PauseOutcome(locked, changed=True)
+
+
+def domain_resume(
+    *, domain: SendingDomain, actor: object, ramp_minutes: int | None = None, force: bool = False, reason: str = ""
+) -> PauseOutcome:
+    """Resume sending, ramping from a tenth of the rate to all of it over ``ramp_minutes``.
+
+    A detector pause needs ``force``; resuming forgets the detector's state for
+    the domain, so it learns the domain afresh instead of re-pausing on old evidence.
+    """
+    ramp = settings.SENDPLANE_RESUME_RAMP_MINUTES if ramp_minutes is None else ramp_minutes
+    if ramp < 0:
+        raise DeliverabilityError("must be 0 or more", field="ramp_minutes")
+    with transaction.atomic():
+        locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
+        if not locked.paused:
+            return PauseOutcome(locked, changed=False)
+        if locked.paused_by == DETECTOR and not force:
+            raise ResumeRefused(f"{locked.domain} was paused by the detector ({locked.paused_reason}); read the evidence, then resume with force")
+        was = {"paused_by": locked.paused_by, "paused_reason": locked.paused_reason}
+        now = timezone.now()
+        locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
+        locked.ramp_started_at, locked.ramp_minutes = now, ramp
+        locked.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes"])
+        PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
+        _detector_forget(locked.pk)
+        audit_record(
+            action="domain.resume", target=locked, actor=actor, reason=reason, data={**was, "ramp_minutes": ramp, "force": force}
+        )
+    return PauseOutcome(locked, changed=True)
+
+
+def ramp_factor(domain: SendingDomain, now: datetime | None = None) -> float:
+    """Share of the domain's rate allowed now: a tenth right after a resume, all of it after the ramp."""
+    if domain.ramp_started_at is None or domain.ramp_minutes <= 0:
+        return 1.0
+    elapsed = ((now or timezone.now()) - domain.ramp_started_at).total_seconds() / 60.0
+    return min(1.0, max(0.1, elapsed / domain.ramp_minutes))
+
+
+def _detector_forget(domain_id: int) -> None:
+    from deliverability.services.detection import detector_reset  # detection imports pause: break the cycle here
+
+    detector_reset(domain_id=domain_id)
+
+
+def _actor_label(actor: object) -> str:
+    name = getattr(actor, "get_username", None)
+    return (name() if callable(name) else "") or "system"
