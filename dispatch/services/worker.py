@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -145,14 +147,36 @@ def _hand_over(domain: SendingDomain, ready: list[Prepared], transport: Transpor
     every = settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]
     for start in range(0, len(ready), every):
         chunk = ready[start : start + every]
-        if _paused(domain):
-            return  # the rest goes back to the queue untouched
-        blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
-        for prepared in chunk:
-            if prepared.message.recipient.lower() in blocked:
-                outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
-            else:
-                outcomes[prepared.message.pk] = transport.send(prepared)
+        with _pause_guard(domain) as paused:
+            if paused:
+                return  # the rest goes back to the queue untouched
+            blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
+            for prepared in chunk:
+                if prepared.message.recipient.lower() in blocked:
+                    outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
+                else:
+                    outcomes[prepared.message.pk] = transport.send(prepared)
+
+
+@contextmanager
+def _pause_guard(domain: SendingDomain) -> Iterator[bool]:
+    """Whether the domain is paused, held while one chunk is handed over.
+
+    On PostgreSQL the domain row is read ``FOR KEY SHARE`` in a transaction
+    that lasts the chunk's SMTP exchanges: a pause (``FOR UPDATE``) waits for
+    the chunk to finish, so once a pause commits no message of the domain is
+    handed over. Claims (``FOR NO KEY UPDATE``) do not conflict with it. The
+    lock spans network calls on purpose, for at most RECHECK_EVERY messages.
+    """
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            yield _paused(domain)  # SQLite (the embedded demo): one host, the re-read is enough
+            return
+        with connection.cursor() as cursor:
+            table = connection.ops.quote_name(SendingDomain._meta.db_table)
+            cursor.execute(f"SELECT paused FROM {table} WHERE id = %s FOR KEY SHARE", [domain.pk])
+            row = cursor.fetchone()
+        yield bool(row and row[0])
 
 
 def messages_record(

@@ -1,0 +1,386 @@
+"""Change detection on each sending domain's bounce, complaint and reputation rates, all domains at once.
+
+Pure numpy, no Django: ``deliverability.services.detection`` feeds it the
+per-minute counters and persists the state; ``tests/test_detector_scenarios.py``
+and ``ops/bench/detector`` drive it directly.
+
+Per domain and signal, every minute:
+
+1. **Baseline.** A Beta posterior of the domain's own rate: a prior worth
+   three pseudo-events plus the domain's counts, forgotten with a half-life.
+   A minute is learned only once it is known to be in control (its CUSUM
+   excursion ended back at 0), so an incident, even a slow drift, is never
+   learned as normal. The CUSUM tests against the posterior mean plus
+   ``baseline_z`` standard deviations: while a domain's own data is thin (cold
+   start, a few messages an hour) its p0 stays high and it is judged leniently;
+   a domain sending thousands a minute gets a tight p0 within the hour.
+2. **CUSUM per message.** The minute's log-likelihood ratio of "rate p1" over
+   "rate p0" for k events in n messages is k ln(p1/p0) + (n - k) ln((1 - p1)/(1 - p0)),
+   divided by the design effect of the minute-to-minute noise of the true rate
+   (quasi-likelihood: bounces cluster by campaign and list segment, so a minute
+   of 2,000 messages carries less than 2,000 independent messages' evidence).
+   p1 is at least max(factor * p0, p0 + delta) and adapts to the rate seen in
+   the excursion so far (from earlier minutes only). A domain sending 2
+   messages a minute and one sending 2,000 are judged by the same per-message
+   evidence. S = max(0, S + llr); the domain is paused when S >= h and the
+   excursion (since S last was 0) holds at least ``min_events`` events.
+3. **Ceilings.** On top, an absolute rate per signal (10% bounce as Amazon SES,
+   0.3% complaint as Gmail) over an exponentially weighted window, with a
+   minimum volume, decided only when the rate's lower confidence bound is over
+   the ceiling: a domain whose normal is unacceptable is caught even though the
+   CUSUM learned it.
+
+A domain that decides is marked paused (no further decisions) until ``reset``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+SIGNALS = ("bounce", "complaint", "reputation")  # reputation: blocklist / spam-block class bounces, zeros where unknown
+_N_SIGNALS = len(SIGNALS)
+_FORMAT = 1  # bumped when the saved arrays change meaning; from_bytes refuses another
+_P_MIN, _P_MAX = 1e-7, 0.5  # p0 is kept where the logarithms are finite and p1 > p0 stays meaningful
+_P1_MAX = 0.95  # a p1 near 1 would make every delivered message a huge penalty
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every tunable, per signal where a tuple (bounce, complaint, reputation)."""
+
+    # Prior mean rate: a typical healthy domain (bounce ~2%, complaints ~0.05%, blocklist-class ~0.2%).
+    prior_rate: tuple[float, float, float] = (0.02, 0.0005, 0.002)
+    # Prior weight in pseudo-events (3 events = 150 bounce trials at 2%): a few hundred of the
+    # domain's own messages outweigh it, yet with baseline_z a cold p0 is ~2.4x the prior mean
+    # (4.9% bounce, 0.12% complaint, 0.5% reputation), which keeps a healthy domain at up to ~4%
+    # bounce quiet before it has data of its own. One pseudo-event let a small domain whose first
+    # 200 messages happened not to bounce learn 0.4% and be paused when its usual 2% came back.
+    prior_events: float = 3.0
+    # CUSUM p0 = posterior mean + z * posterior sd: lenient while uncertain, ~mean once known.
+    baseline_z: float = 2.5
+    # Forgetting of the baseline (minutes): slow against a 1-2 hour drift (which must be caught,
+    # not learned) but follows a daily cycle and a drift over days. What is learned: each minute
+    # once its excursion has ended with the CUSUM back at 0 (in control in hindsight); a minute
+    # inside an excursion waits, so an incident, even a slow one, is never learned as normal.
+    baseline_half_life_minutes: float = 720.0
+    # Shift the CUSUM is tuned to: p1 = max(factor * p0, p0 + delta). Bounces: a doubling, and at
+    # least +1 point (0.3% -> 0.6% on a clean domain is not worth a pause). Complaints and
+    # blocklist bounces: a tripling, at least +0.2 / +1 point (incidents there are large jumps).
+    shift_factor: tuple[float, float, float] = (2.0, 3.0, 3.0)
+    shift_delta: tuple[float, float, float] = (0.01, 0.002, 0.01)
+    # The shift then adapts to the excursion: p1 = max(floor, (events + k0) / (trials + k0 / floor)).
+    # A list import at 30% is then judged against ~30%, not 2 p0, and decides after ~7 bounces
+    # instead of ~17; k0 = 2 pseudo-events keeps one early bounce from setting p1 to 100%.
+    shift_prior_events: float = 2.0
+    # Decision threshold h on the log-likelihood ratio: with an exact p0, e^-h bounds the chance
+    # that one excursion of a healthy domain reaches h (Ville). 12 keeps thousands of healthy
+    # generated domain-days quiet, where 10 paused a few, and still decides after ~7-20 bad events.
+    threshold: float = 12.0
+    # Minute-to-minute relative noise of a domain's true rate (campaigns and list segments differ):
+    # the minute's llr is divided by the design effect 1 + (n - 1) p0 sigma^2 / (1 - p0) of that
+    # noise, so a big domain's single odd minute weighs what it is worth (at most ~(r ln f - f + 1)
+    # / sigma^2 for a rate r times p0), while a small domain's messages count fully.
+    rate_noise: float = 0.3
+    # Never decide on fewer bad events than this in the excursion (or ceiling window): one or
+    # two bounces on a tiny domain are never an incident.
+    min_events: tuple[int, int, int] = (5, 3, 5)
+    # Absolute ceilings: Amazon SES reviews at 10% bounces, Gmail's bulk-sender limit is 0.3%
+    # complaints; 5% of all mail refused for reputation means a large provider blocks the domain.
+    ceiling: tuple[float, float, float] = (0.10, 0.003, 0.05)
+    # Minimum (weighted) messages in the ceiling window: SES-like, no rate on a handful.
+    ceiling_min_volume: tuple[float, float, float] = (100.0, 1000.0, 100.0)
+    # A ceiling decides when the Wilson lower bound (z) of the window's rate is over it.
+    ceiling_z: float = 3.0
+    # The ceiling window: exponentially weighted, half-life in minutes (~43 minutes of data).
+    window_half_life_minutes: float = 30.0
+
+    def column(self, name: str) -> np.ndarray:
+        """A per-signal setting as a (signals, 1) array that broadcasts over domains."""
+        return np.asarray(getattr(self, name), dtype=np.float64).reshape(_N_SIGNALS, 1)
+
+
+DEFAULT = DetectorConfig()
+
+# name -> (per signal?, dtype). Every array has the domain as its last axis.
+_ARRAYS: dict[str, tuple[bool, Any]] = {
+    "minutes_seen": (False, np.int64),  # minutes since the domain started cold
+    "paused": (False, np.bool_),  # decided; no further decisions until reset
+    "cusum": (True, np.float64),
+    "base_events": (True, np.float64),  # the baseline's data (forgotten); the prior lives in the config
+    "base_trials": (True, np.float64),
+    "exc_events": (True, np.float64),  # since the CUSUM last was 0: the evidence
+    "exc_trials": (True, np.float64),
+    "exc_minutes": (True, np.int64),
+    "win_events": (True, np.float64),  # exponentially weighted window for the ceilings
+    "win_trials": (False, np.float64),
+}
+
+
+class DetectorState:
+    """Everything the detector remembers: arrays of shape (n,) or (len(SIGNALS), n)."""
+
+    minutes_seen: np.ndarray
+    paused: np.ndarray
+    cusum: np.ndarray
+    base_events: np.ndarray
+    base_trials: np.ndarray
+    exc_events: np.ndarray
+    exc_trials: np.ndarray
+    exc_minutes: np.ndarray
+    win_events: np.ndarray
+    win_trials: np.ndarray
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        for name in _ARRAYS:
+            setattr(self, name, arrays[name])
+
+    @classmethod
+    def empty(cls, n: int, config: DetectorConfig = DEFAULT) -> DetectorState:
+        """n domains, all cold (the prior lives in ``config``, so the state holds only data)."""
+        return cls({name: np.zeros(_shape(per, n), dtype) for name, (per, dtype) in _ARRAYS.items()})
+
+    def __len__(self) -> int:
+        return len(self.minutes_seen)
+
+    def grow(self, n: int) -> None:
+        """Append cold domains up to n in all."""
+        extra = n - len(self)
+        if extra < 0:
+            raise ValueError(f"cannot grow {len(self)} domains to {n}")
+        for name, (per, dtype) in _ARRAYS.items():
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(_shape(per, extra), dtype)], axis=-1))
+
+    def reset(self, index: np.ndarray) -> None:
+        """These domains start cold again (a person resumed them): no data, no excursion, not paused."""
+        for name in _ARRAYS:
+            getattr(self, name)[..., index] = 0
+
+    def copy_from(self, other: DetectorState, *, source: np.ndarray, target: np.ndarray) -> None:
+        """Take the entries ``source`` of ``other`` as this state's entries ``target``."""
+        for name in _ARRAYS:
+            getattr(self, name)[..., target] = getattr(other, name)[..., source]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, format=np.int64(_FORMAT), **{name: getattr(self, name) for name in _ARRAYS})
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DetectorState:
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+            if int(saved["format"]) != _FORMAT:
+                raise ValueError(f"detector state format {int(saved['format'])}, expected {_FORMAT}")
+            return cls({name: saved[name].astype(dtype, copy=False) for name, (_, dtype) in _ARRAYS.items()})
+
+
+def _shape(per_signal: bool, n: int) -> tuple[int, ...]:
+    return (_N_SIGNALS, n) if per_signal else (n,)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The domains to pause this minute, one entry each, with the numbers behind the decision."""
+
+    index: np.ndarray  # domain indices
+    signal: np.ndarray  # index into SIGNALS
+    baseline: np.ndarray  # p0 tested against: the learned rate (posterior mean + z sd)
+    observed: np.ndarray  # events / volume: the rate during the excursion (ceiling: in the window)
+    statistic: np.ndarray  # the CUSUM S (ceiling: the rate's lower confidence bound)
+    threshold: np.ndarray  # h (ceiling: the ceiling rate)
+    volume: np.ndarray  # messages in the excursion (ceiling: weighted messages in the window)
+    events: np.ndarray  # bad events in the excursion (ceiling: weighted, in the window)
+    minutes: np.ndarray  # minutes the excursion lasted (ceiling: the window's mean span)
+    rule: np.ndarray  # "cusum" or "ceiling"
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def evidence(self, k: int) -> dict[str, Any]:
+        """Entry k as plain JSON-able values (without the domain index)."""
+        values: dict[str, Any] = {f.name: getattr(self, f.name)[k].item() for f in fields(self) if f.name != "index"}
+        values["signal"] = SIGNALS[values["signal"]]
+        return values
+
+
+def detector_step(
+    state: DetectorState,
+    sent: np.ndarray,
+    bounced: np.ndarray,
+    complained: np.ndarray,
+    reputation: np.ndarray | None = None,
+    config: DetectorConfig = DEFAULT,
+) -> Decisions:
+    """Feed one minute of counts for every domain (arrays of shape (n,)); update ``state`` in place.
+
+    ``bounced`` includes the reputation-class bounces; ``reputation`` may be None (unknown).
+    """
+    trials, events = _inputs(len(state), sent, bounced, complained, reputation)
+    p0 = baseline_rate(state, config)
+    llr = _log_likelihood_ratio(events, trials, p0, _alternative(state, p0, config), config)
+    np.maximum(state.cusum + llr, 0.0, out=state.cusum)
+    _learn(state, events, trials, p0, config)
+    _track_excursion(state, events, trials)
+    _slide_window(state, events, trials, config)
+    state.minutes_seen += 1
+    return _decide(state, p0, config)
+
+
+def baseline_rate(state: DetectorState, config: DetectorConfig = DEFAULT) -> np.ndarray:
+    """p0 per signal and domain (shape (signals, n)): posterior mean + z posterior sd."""
+    prior_rate = config.column("prior_rate")
+    prior_trials = config.prior_events / prior_rate
+    weight = prior_trials + state.base_trials
+    mean = (config.prior_events + state.base_events) / weight
+    sd = np.sqrt(mean * (1.0 - mean) / (weight + 1.0))
+    return np.clip(mean + config.baseline_z * sd, _P_MIN, _P_MAX)
+
+
+def _inputs(
+    n: int, sent: np.ndarray, bounced: np.ndarray, complained: np.ndarray, reputation: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    events = np.empty((_N_SIGNALS, n), dtype=np.float64)
+    events[0], events[1] = bounced, complained
+    events[2] = 0.0 if reputation is None else reputation
+    # Events are counted when they arrive, sends when they leave: a minute can hold more bounces
+    # than sends. Count at least one trial per event, so (n - k) never goes negative.
+    trials = np.maximum(np.asarray(sent, dtype=np.float64), events)
+    return trials, events
+
+
+def _alternative(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """p1: at least max(factor p0, p0 + delta), raised to the excursion's rate so far (shrunk towards
+    that floor by ``shift_prior_events``). Estimated from earlier minutes only, so the likelihood ratio
+    stays a martingale under p0 and the false-alarm bound of a fixed p1 holds (Lorden & Pollak)."""
+    floor = np.maximum(config.column("shift_factor") * p0, p0 + config.column("shift_delta"))
+    k0 = config.shift_prior_events
+    estimate = (state.exc_events + k0) / (state.exc_trials + k0 / floor)
+    return np.minimum(np.maximum(floor, estimate), _P1_MAX)
+
+
+def _log_likelihood_ratio(
+    events: np.ndarray, trials: np.ndarray, p0: np.ndarray, p1: np.ndarray, config: DetectorConfig
+) -> np.ndarray:
+    llr = events * np.log(p1 / p0) + (trials - events) * np.log((1.0 - p1) / (1.0 - p0))
+    return llr / _design_effect(trials, p0, config)
+
+
+def _track_excursion(state: DetectorState, events: np.ndarray, trials: np.ndarray) -> None:
+    running = state.cusum > 0.0
+    for name, value in (("exc_events", events), ("exc_trials", trials), ("exc_minutes", 1)):
+        array = getattr(state, name)
+        array += value
+        array[~running] = 0
+
+
+def _learn(state: DetectorState, events: np.ndarray, trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -> None:
+    """Forget a little; then learn this minute, and the excursion it closes, where the CUSUM is back at 0.
+
+    Counts enter as effective counts (divided by the design effect of an average minute), so a
+    baseline learned from a few big minutes stays as uncertain as a few minutes of data are.
+    Call before ``_track_excursion`` (the excursion still holds the data up to last minute).
+    """
+    keep = 0.5 ** (1.0 / config.baseline_half_life_minutes)
+    settled = state.cusum == 0.0
+    new_events = events + state.exc_events
+    new_trials = trials + state.exc_trials
+    weight = np.where(settled, 1.0 / _design_effect(new_trials / (state.exc_minutes + 1.0), p0, config), 0.0)
+    state.base_events *= keep
+    state.base_events += weight * new_events
+    state.base_trials *= keep
+    state.base_trials += weight * new_trials
+
+
+def _design_effect(trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """Variance of a minute's event count over the binomial's, when the true rate itself varies."""
+    return 1.0 + np.maximum(trials - 1.0, 0.0) * p0 * config.rate_noise**2 / (1.0 - p0)
+
+
+def _slide_window(state: DetectorState, events: np.ndarray, trials: np.ndarray, config: DetectorConfig) -> None:
+    keep = 0.5 ** (1.0 / config.window_half_life_minutes)
+    state.win_events *= keep
+    state.win_events += events
+    state.win_trials *= keep
+    state.win_trials += trials[0]  # every signal's trials are the minute's sends
+
+
+def _ceiling_bound(state: DetectorState, config: DetectorConfig) -> np.ndarray:
+    """Wilson lower bound of each window rate (shape (signals, n)); 0 where the window is empty."""
+    n = np.maximum(state.win_trials, 1e-9)
+    rate = np.minimum(state.win_events / n, 1.0)
+    z2 = config.ceiling_z**2
+    spread = config.ceiling_z * np.sqrt(rate * (1.0 - rate) / n + z2 / (4.0 * n * n))
+    return np.maximum((rate + z2 / (2.0 * n) - spread) / (1.0 + z2 / n), 0.0)
+
+
+def _decide(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> Decisions:
+    min_events = config.column("min_events")
+    cusum_fires = (state.cusum >= config.threshold) & (state.exc_events >= min_events)
+    bound = _ceiling_bound(state, config)
+    ceiling = config.column("ceiling")
+    ceiling_fires = (
+        (state.win_trials >= config.column("ceiling_min_volume")) & (bound >= ceiling) & (state.win_events >= min_events)
+    )
+    index = np.flatnonzero((cusum_fires | ceiling_fires).any(axis=0) & ~state.paused)
+    if not len(index):
+        return _NONE
+    state.paused[index] = True
+    by_cusum = cusum_fires[:, index].any(axis=0)
+    # The strongest evidence names the signal: the CUSUM furthest over h, else the ceiling furthest over.
+    strongest_cusum = np.where(cusum_fires[:, index], state.cusum[:, index], -np.inf).argmax(axis=0)
+    strongest_ceiling = np.where(ceiling_fires[:, index], bound[:, index] / ceiling, -np.inf).argmax(axis=0)
+    signal = np.where(by_cusum, strongest_cusum, strongest_ceiling)
+    at = (signal, index)
+    win_span = 1.0 / (1.0 - 0.5 ** (1.0 / config.window_half_life_minutes))
+    volume = np.where(by_cusum, state.exc_trials[at], state.win_trials[index])
+    events = np.where(by_cusum, state.exc_events[at], state.win_events[at])
+    return Decisions(
+        index=index,
+        signal=signal,
+        baseline=p0[at],
+        observed=events / np.maximum(volume, 1e-12),
+        statistic=np.where(by_cusum, state.cusum[at], bound[at]),
+        threshold=np.where(by_cusum, config.threshold, ceiling[signal, 0]),
+        volume=volume,
+        events=events,
+        minutes=np.where(by_cusum, state.exc_minutes[at], round(win_span)),
+        rule=np.where(by_cusum, "cusum", "ceiling"),
+    )
+
+
+def _no_decisions() -> Decisions:
+    none = np.empty(0)
+    ints = np.empty(0, dtype=np.int64)
+    return Decisions(ints, ints, none, none, none, none, none, none, ints, np.empty(0, dtype="<U7"))
+
+
+_NONE = _no_decisions()
+
+
+def replay(
+    sent: np.ndarray,
+    bounced: np.ndarray,
+    complained: np.ndarray,
+    reputation: np.ndarray | None = None,
+    config: DetectorConfig = DEFAULT,
+) -> list[tuple[int, int, str, dict[str, Any]]]:
+    """Counts of shape (domains, minutes), fed minute by minute from a cold state.
+
+    Returns (domain index, first minute it pauses, signal, evidence) per paused
+    domain, in decision order. Minute m's decision sees only minutes 0..m.
+    """
+    columns = [np.ascontiguousarray(np.asarray(a).T) for a in (sent, bounced, complained)]
+    rep = None if reputation is None else np.ascontiguousarray(np.asarray(reputation).T)
+    state = DetectorState.empty(columns[0].shape[1], config)
+    paused: list[tuple[int, int, str, dict[str, Any]]] = []
+    for minute in range(columns[0].shape[0]):
+        decisions = detector_step(
+            state, columns[0][minute], columns[1][minute], columns[2][minute], None if rep is None else rep[minute], config
+        )
+        for k, domain in enumerate(decisions.index.tolist()):
+            evidence = decisions.evidence(k)
+            paused.append((domain, minute, evidence["signal"], evidence))
+    return paused
