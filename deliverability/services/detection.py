@@ -122,7 +122,7 @@ def _pause(domain_ids: np.ndarray, series: MinuteSeries, m: int, decisions: dete
             statistic=float(decisions.statistic[k]),
             threshold=float(decisions.threshold[k]),
             volume=int(decisions.volume[k]),
-            events=int(round(float(decisions.observed[k]) * int(decisions.volume[k]))),
+            events=int(round(float(decisions.events[k]))),
         )
         outcome = domain_pause(domain=domain, reason=evidence.summary(), evidence=evidence)
         if outcome.changed:  # a person may have paused it already; then the evidence is not stored
