@@ -8,7 +8,7 @@ automatic pause.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -28,8 +28,9 @@ def reputation_svg(points: Sequence[ReputationPoint], pauses: Sequence[PauseEvid
         _line("bounce rate", [p.bounce_rate for p in points], step, top=STRIP + GAP, colour="#b00", floor=0.05),
         _line("complaint rate", [p.complaint_rate for p in points], step, top=2 * (STRIP + GAP), colour="#c60", floor=0.003),
     ]
-    first, last = points[0].start, points[-1].start
-    marks = [_pause_mark(p.minute, first, last, step, len(points)) for p in pauses if first <= p.minute <= last]
+    first = points[0].start
+    end = points[-1].start + (points[-1].start - points[-2].start if len(points) > 1 else timedelta(minutes=1))
+    marks = [_pause_mark(p.minute, first, end) for p in pauses if first <= p.minute < end]
     height = 3 * (STRIP + GAP)
     body = "".join(strips + marks)
     return mark_safe(  # noqa: S308 - every text fragment above went through escape()
@@ -64,9 +65,8 @@ def _line(label: str, rates: list[float | None], step: float, *, top: float, col
     return _frame(label, top, f"max {peak:.2%}") + line
 
 
-def _pause_mark(minute: datetime, first: datetime, last: datetime, step: float, count: int) -> str:
-    span = (last - first).total_seconds() or 1.0
-    x = LEFT + (minute - first).total_seconds() / span * step * (count - 1) + step / 2
+def _pause_mark(minute: datetime, first: datetime, end: datetime) -> str:
+    x = LEFT + (WIDTH - LEFT) * (minute - first).total_seconds() / (end - first).total_seconds()
     height = 3 * (STRIP + GAP) - GAP
     return (
         f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#d00" stroke-dasharray="4 3"/>'

@@ -158,6 +158,8 @@ class DomainMinute(models.Model):
 
     sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="minutes")
     minute = models.DateTimeField(help_text="Start of the minute, UTC")
+    # Final delivery attempts: accepted (250) or refused for good (5xx) by the receiving server;
+    # a 4xx that will be retried is not counted until its last try.
     sent = models.PositiveIntegerField(default=0)
     delivered = models.PositiveIntegerField(default=0)
     deferred = models.PositiveIntegerField(default=0)

@@ -164,7 +164,7 @@ def test_reputation_blocks_never_suppress_the_recipient_and_count_apart(campaign
 # --- the worker learns from its own SMTP sessions ----------------------------------------------
 
 
-def test_a_5xx_at_rcpt_is_a_hard_bounce_event_and_the_sent_are_counted(campaign: Any, smtp_sink: Any) -> None:
+def test_a_5xx_at_rcpt_is_a_hard_bounce_event_and_every_final_attempt_is_counted(campaign: Any, smtp_sink: Any) -> None:
     people = recipients(3) + [{"address": "reject@example.org", "context": recipients(1)[0]["context"]}]
     trigger_accept(campaign=campaign, idempotency_key="k1", recipients=people)
     while batch_send(domain_id=campaign.sending_domain_id).more:
@@ -172,7 +172,9 @@ def test_a_5xx_at_rcpt_is_a_hard_bounce_event_and_the_sent_are_counted(campaign:
     event = FeedbackEvent.objects.get()
     assert (event.source, event.event_type, event.recipient, event.smtp_reply[:3]) == ("smtp", "bounced", "reject@example.org", "550")
     assert event.message_uuid == Message.objects.get(recipient="reject@example.org").uuid
-    assert counters(campaign.sending_domain_id)["sent"] == 3
+    # Three accepted and one refused for good: four final attempts, the detector's denominator.
+    assert counters(campaign.sending_domain_id)["sent"] == 4
+    assert counters(campaign.sending_domain_id)["bounced_hard"] == 1
 
 
 def test_a_4xx_at_rcpt_is_a_deferral_that_suppresses_nobody(campaign: Any, smtp_sink: Any) -> None:

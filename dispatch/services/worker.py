@@ -195,19 +195,23 @@ def messages_record(
     released_ids = {m.pk for m in released}
     others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
     with transaction.atomic():
+        attempted = 0  # the detector's denominator: final answers from the receiving server, yes or no
         if sent:
-            handed_over = _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
-            counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=handed_over)
+            attempted += _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
         if released:
             messages_release(released, not_before=release_at or now)
         for message in others:
-            _apply(message, outcomes[message.pk], now, settings.SENDPLANE_DISPATCH)
+            outcome = outcomes[message.pk]
+            _apply(message, outcome, now, settings.SENDPLANE_DISPATCH)
             updated = _ours([message.pk]).update(
                 status=message.status, not_before=message.not_before, lease_expires_at=None,
                 last_code=message.last_code, last_reply=message.last_reply,
             )
             if updated:  # the receiver's refusal is feedback like any bounce: classified, suppressing, counted
-                reply_learn(message=message, code=outcomes[message.pk].code, reply=outcomes[message.pk].reply)
+                reply_learn(message=message, code=outcome.code, reply=outcome.reply)
+                attempted += message.status == MessageStatus.FAILED and outcome.code is not None
+        if attempted:
+            counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=attempted)
     for message in messages:
         result.add(MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status)
 

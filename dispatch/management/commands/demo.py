@@ -4,6 +4,11 @@ Loads the example templates, approves them, and sends a campaign of thousands
 of recipients through the real path: trigger (one transaction) -> SQLite ->
 filesystem broker -> Celery worker processes -> a local SMTP sink, smoothed to
 the sending domain's rate, with a progress bar and a summary at the end.
+
+Then a second domain sends to a bad imported list: the sink refuses its
+unknown users (550 5.1.1), the workers record them as hard bounces, and the
+anomaly detector, run here on the beat's one-minute schedule, pauses that
+domain and says why.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +27,12 @@ from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from deliverability.assessments import version_assess
-from deliverability.models import SendingDomain
-from deliverability.services import domain_create
+from deliverability.models import PauseEvidence, SendingDomain
+from deliverability.services import domain_create, domain_resume
+from deliverability.services.detection import detector_run
 from dispatch.models import TERMINAL, Campaign
 from dispatch.selectors import campaign_progress
 from dispatch.services.campaigns import campaign_create
@@ -36,13 +44,21 @@ from templates_registry.rendering import RenderError
 from templates_registry.services import RegistryError
 
 DEMO_DOMAIN = "demo.sendplane.test"
+IMPORT_DOMAIN = "imports.sendplane.test"
+GONE = "gone"  # local parts the demo's receiving server does not know
 
 
 class _CountingSink:
-    """The demo's SMTP server: counts arrivals per second, keeps nothing."""
+    """The demo's SMTP server: counts arrivals per second, keeps nothing, refuses unknown users."""
 
     def __init__(self) -> None:
         self.arrivals: list[float] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:  # noqa: N802
+        if address.startswith(GONE):
+            return "550 5.1.1 The email account that you tried to reach does not exist"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.arrivals.extend(time.time() for _ in envelope.rcpt_tos)
@@ -57,17 +73,21 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=150.0, help="the demo domain's messages per second")
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--smtp-port", type=int, default=2525)
+        parser.add_argument("--no-incident", action="store_true", help="skip the bad-list act (the detector pausing a domain)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         versions = self._templates()
         sink, controller = self._start_sink(options["smtp_port"])
         workers = self._start_workers(options["workers"], options["smtp_port"])
         try:
-            campaign = self._campaign(versions[0].variant.template, options["rate"])
+            template = versions[0].variant.template
+            campaign = self._campaign(template, DEMO_DOMAIN, options["rate"])
             started = time.time()
-            self._trigger(campaign, options["recipients"])
+            self._trigger(campaign, options["recipients"], bad_share=0)
             self._watch(campaign, started)
             self._summary(campaign, sink.arrivals, started, campaign.sending_domain)
+            if not options["no_incident"]:
+                self._incident(template)
         finally:
             for worker in workers:
                 worker.send_signal(signal.SIGTERM)
@@ -111,29 +131,59 @@ class Command(BaseCommand):
         self.stdout.write(f"Started {count} Celery worker processes (log: {log.name}).")
         return workers
 
-    def _campaign(self, template: Any, rate: float) -> Campaign:
-        domain = SendingDomain.objects.filter(domain=DEMO_DOMAIN).first()
+    def _campaign(self, template: Any, name: str, rate: float) -> Campaign:
+        domain = SendingDomain.objects.filter(domain=name).first()
         if domain is None:
-            domain = domain_create(domain=DEMO_DOMAIN, default_sender=f"news@{DEMO_DOMAIN}", rate_per_second=rate, burst=max(1, int(rate / 5)))
-        else:
-            SendingDomain.objects.filter(pk=domain.pk).update(rate_per_second=rate, burst=max(1, int(rate / 5)), paused=False)
+            domain = domain_create(domain=name, default_sender=f"news@{name}", rate_per_second=rate, burst=max(1, int(rate / 5)))
+        else:  # a demo run again: start the domain fresh (a person resuming it, with no ramp)
+            if domain.paused:
+                domain_resume(domain=domain, actor=None, ramp_minutes=0, force=True, reason="demo run again")
+            SendingDomain.objects.filter(pk=domain.pk).update(rate_per_second=rate, burst=max(1, int(rate / 5)))
             domain.refresh_from_db()
         campaign = campaign_create(name=f"Demo {time.strftime('%H:%M:%S')}", template=template, sending_domain=domain)
-        self.stdout.write(f"Campaign {campaign.pk} from {DEMO_DOMAIN} at {domain.rate_per_second:g} msg/s (burst {domain.burst}).")
+        self.stdout.write(f"Campaign {campaign.pk} from {name} at {domain.rate_per_second:g} msg/s (burst {domain.burst}).")
         return campaign
 
-    def _trigger(self, campaign: Campaign, count: int) -> None:
+    def _trigger(self, campaign: Campaign, count: int, *, bad_share: float) -> None:
+        """Recipients, of whom ``bad_share`` are addresses the receiving server does not know."""
+        every = round(1 / bad_share) if bad_share else 0
         people = [
-            {"address": f"reader{i}@{'gmail.com' if i % 3 == 0 else 'example.org'}", "context": _context(i)}
+            {"address": _address(i, gone=bool(every) and i % every == 0, run=campaign.pk), "context": _context(i)}
             for i in range(count)
         ]
         response, _ = trigger_accept(campaign=campaign, idempotency_key=f"demo-{campaign.pk}", recipients=people)
         self.stdout.write(f"Trigger accepted {response['accepted']}, suppressed {response['suppressed']}, rejected {response['rejected']}.")
 
-    def _watch(self, campaign: Campaign, started: float) -> None:
-        """The sweeper's beat, run here, and a progress bar until every message is settled."""
+    def _incident(self, template: Any) -> None:
+        """A bad list import on a second domain, until the detector pauses it."""
+        self.stdout.write(self.style.WARNING(
+            f"\nNow a bad list: {IMPORT_DOMAIN} sends to an imported list where one address in three does not exist."
+        ))
+        self.stdout.write("The anomaly detector runs every minute (as the beat would) and should pause it within a minute or two.")
+        campaign = self._campaign(template, IMPORT_DOMAIN, 25.0)
+        self._trigger(campaign, 4000, bad_share=1 / 3)
+        started = time.time()
+        evidence = self._watch(campaign, started, detect=True)
+        progress = campaign_progress(campaign=campaign)
+        if evidence is None:
+            self.stdout.write(self.style.ERROR("The campaign finished before the detector acted."))
+            return
+        self.stdout.write(self.style.SUCCESS(f"{IMPORT_DOMAIN} was paused after {time.time() - started:.0f} s and {progress['sent'] + progress['failed']} messages:"))
+        self.stdout.write(f"  {evidence.summary()}")
+        self.stdout.write(f"  {progress['queued']} messages wait, unsent; {progress['failed']} unknown users were suppressed.")
+        self.stdout.write("  See the evidence and the chart in the admin (Sending domains); resuming a detector pause needs force.")
+
+    def _watch(self, campaign: Campaign, started: float, *, detect: bool = False) -> PauseEvidence | None:
+        """The beat, run here: the sweeper every tick, the detector once a minute; a progress bar until done or paused."""
+        last_detect = timezone.now().replace(second=0, microsecond=0)
         while True:
             sweep()
+            if detect and timezone.now() >= last_detect + timedelta(minutes=1):
+                last_detect = timezone.now().replace(second=0, microsecond=0)
+                paused = detector_run().paused
+                if paused:
+                    self.stdout.write("")
+                    return paused[0]
             progress = campaign_progress(campaign=campaign)
             done = sum(progress[s] for s in TERMINAL)
             self._bar(progress, done, time.time() - started)
@@ -141,6 +191,7 @@ class Command(BaseCommand):
                 break
             time.sleep(0.5)  # the demo's own beat interval, not a delivery mechanism
         self.stdout.write("")
+        return None
 
     def _bar(self, progress: dict[str, int], done: int, elapsed: float) -> None:
         total = max(1, progress["total"])
@@ -169,6 +220,11 @@ def _demo_marketer() -> User:
     user, _ = User.objects.get_or_create(username="demo-marketer")
     user.groups.add(Group.objects.get_or_create(name="marketer")[0])
     return user
+
+
+def _address(i: int, *, gone: bool, run: int) -> str:
+    # Unknown users are suppressed once they bounce: each run imports new ones.
+    return f"{GONE}{i}.{run}@example.net" if gone else f"reader{i}@{'gmail.com' if i % 3 == 0 else 'example.org'}"
 
 
 def _context(i: int) -> dict[str, Any]:
