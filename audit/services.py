@@ -12,17 +12,31 @@ DETECTOR = "detector"  # the actor label of automatic decisions
 
 
 def audit_record(
-    *, action: str, target: models.Model, actor: Any = None, actor_label: str = "", reason: str = "", data: dict | None = None
+    *,
+    action: str,
+    target: models.Model,
+    actor: Any = None,
+    actor_label: str = "",
+    reason: str = "",
+    data: dict | None = None,
+    target_label: str | None = None,
 ) -> AuditEntry:
-    """Append one entry; ``actor`` is a user, or None with ``actor_label`` naming the system part that acted."""
+    """Append one entry; ``actor`` is a user, or None (or a label) with ``actor_label`` naming the system part that acted.
+
+    A command with no user passes its label as ``actor`` ("command:resolve_unknown").
+    ``target_label`` replaces ``str(target)`` where that names a person: entries
+    are never changed, so a GDPR erase could not blank it later.
+    """
     user = actor if getattr(actor, "is_authenticated", False) else None
+    if isinstance(actor, str):
+        actor_label = actor
     return AuditEntry.objects.create(
         actor=user,
-        actor_label=(user.get_username() if user else actor_label) or "system",
+        actor_label=(user.get_username() if user else actor_label)[:150] or "system",
         action=action,
         target_type=target._meta.label_lower,
         target_id=str(target.pk),
-        target_label=str(target)[:300],
+        target_label=(str(target) if target_label is None else target_label)[:300],
         reason=reason,
         data=data or {},
     )

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -45,3 +47,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["fields"] = detail
     response.data = body
     return response
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404``: a URL no route matches (``/api/v1/campaigns/abc/``) is the API's JSON 404 under /api/."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)

@@ -8,6 +8,7 @@ Every variable is documented in ops/configuration.md.
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -77,8 +78,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
+    "access",
     "audit",
     "templates_registry",
     "deliverability",
@@ -132,9 +133,12 @@ STATIC_ROOT = DATA_DIR / "static"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SENDPLANE_MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1024)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "access.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the admin's session, for the schema UI
     ],
+    # Rates are SENDPLANE_API_THROTTLE below, read per request (access/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["access.throttling.UserRateThrottle", "access.throttling.AnonRateThrottle"],
+    "NUM_PROXIES": 0,  # anonymous clients are counted by REMOTE_ADDR; unset, DRF trusts any X-Forwarded-For
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["controlplane.api.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -142,6 +146,32 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+
+
+def _env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, "<requests>/<second|minute|hour|day>"; DRF itself would read only the first letter."""
+    value = env_str(name, default) or default
+    count, _, period = value.partition("/")
+    if not (count.isdigit() and int(count) > 0 and period in _RATE_PERIODS):
+        raise ImproperlyConfigured(f"{name} must look like 1200/minute (per second, minute, hour or day), got {value!r}")
+    return value
+
+
+SENDPLANE_API_THROTTLE = {
+    "user": _env_rate("SENDPLANE_API_THROTTLE_USER", "1200/minute"),  # per authenticated user, all tokens together
+    "anon": _env_rate("SENDPLANE_API_THROTTLE_ANON", "60/minute"),  # per client address, unauthenticated
+}
+# Throttle counters live in the default cache: LocMemCache is per process (each gunicorn
+# worker counts alone); SENDPLANE_CACHE_URL=redis://... shares them (needs the redis package).
+_cache_url = env_str("SENDPLANE_CACHE_URL")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+if _cache_url is not None:
+    if (_cache_scheme := urlsplit(_cache_url).scheme) not in {"redis", "rediss"}:
+        raise ImproperlyConfigured(f"SENDPLANE_CACHE_URL must be a redis:// or rediss:// URL, got scheme {_cache_scheme!r}")
+    if importlib.util.find_spec("redis") is None:
+        raise ImproperlyConfigured("SENDPLANE_CACHE_URL needs the redis package (pip install redis), which is not installed")
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sendplane API",
     "DESCRIPTION": "Templates, campaigns, triggers and deliverability controls.",
@@ -319,5 +349,8 @@ reject_unknown(
         "SENDPLANE_DETECTOR_BACKFILL_MINUTES",
         "SENDPLANE_RESUME_RAMP_MINUTES",
         "SENDPLANE_ALERT_WEBHOOK_URL",
+        "SENDPLANE_API_THROTTLE_USER",
+        "SENDPLANE_API_THROTTLE_ANON",
+        "SENDPLANE_CACHE_URL",
     },
 )

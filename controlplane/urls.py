@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("templates_registry.urls")),
     path("", include("dispatch.urls")),
     path("", include("deliverability.urls")),
+    path("", include("audit.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("schema/ui/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-schema-ui"),
 ]

@@ -19,19 +19,47 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from controlplane.admin_roles import ReadOnlyAdmin
+from controlplane.admin_roles import ControlActions, DomainResumeForm, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
 from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, ROLE_ONCALL, user_roles
 from deliverability.charts import reputation_svg
-from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, SendingSwitch, Suppression, SuppressionReason
 from deliverability.selectors import domain_pause_evidence, domain_reputation_history
-from deliverability.services import suppression_add, suppression_remove
+from deliverability.services import (
+    domain_pause,
+    domain_resume,
+    sending_pause_all,
+    sending_resume_all,
+    sending_switch,
+    suppression_add,
+    suppression_remove,
+)
 
 _SUPPRESSION_WRITERS = {ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN}
 
 
 @admin.register(SendingDomain)
-class SendingDomainAdmin(ReadOnlyAdmin):
+class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
     list_display = ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason"]
+    actions = ["pause", "resume"]
+
+    @admin.action(description="Pause the selected domains", permissions=["control"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[SendingDomain]) -> Any:
+        def apply(domain: SendingDomain, data: dict[str, Any]) -> str:
+            outcome = domain_pause(domain=domain, reason=data["reason"], actor=request.user)
+            return f"{domain} paused." if outcome.changed else f"{domain} was already paused."
+
+        return control_action(self, request, queryset, title="Pause the selected domains", form_class=PauseForm, apply=apply)
+
+    @admin.action(description="Resume the selected domains", permissions=["control"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[SendingDomain]) -> Any:
+        def apply(domain: SendingDomain, data: dict[str, Any]) -> str:
+            outcome = domain_resume(
+                domain=domain, actor=request.user, ramp_minutes=data["ramp_minutes"], force=data["force"], reason=data["reason"]
+            )
+            return f"{domain} resumed, ramping over {outcome.domain.ramp_minutes} min." if outcome.changed else f"{domain} was not paused."
+
+        return control_action(self, request, queryset, title="Resume the selected domains", form_class=DomainResumeForm, apply=apply)
+
     list_filter = ["paused", "paused_by"]
     search_fields = ["domain"]
     readonly_fields = ["reputation", "evidence"]
@@ -115,13 +143,13 @@ class SuppressionAdmin(ReadOnlyAdmin):
         obj.pk, obj.reason, obj.created_at = row.pk, row.reason, row.created_at
 
     def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
-        suppression_remove(suppression=obj)
+        suppression_remove(suppression=obj, removed_by=request.user)
 
     @admin.action(description="Lift the selected suppressions (admins only)")
     def lift(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
         rows = list(queryset)
         for row in rows:
-            suppression_remove(suppression=row)
+            suppression_remove(suppression=row, removed_by=request.user)
         self.message_user(request, f"{len(rows)} suppression(s) lifted.")
 
 
@@ -144,3 +172,29 @@ class DomainMinuteAdmin(ReadOnlyAdmin):
     list_filter = ["sending_domain"]
     date_hierarchy = "minute"
     list_select_related = ["sending_domain"]
+
+
+@admin.register(SendingSwitch)
+class SendingSwitchAdmin(ControlActions, ReadOnlyAdmin):
+    """The global kill switch: one row; its actions stop or restart every domain."""
+
+    list_display = ["__str__", "paused_reason", "paused_by", "paused_at"]
+    actions = ["pause_all", "resume_all"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SendingSwitch]:
+        sending_switch()  # the row exists before anyone needs to press it
+        return super().get_queryset(request)
+
+    @admin.action(description="Pause ALL sending", permissions=["control"])
+    def pause_all(self, request: HttpRequest, queryset: QuerySet[SendingSwitch]) -> Any:
+        def apply(_: SendingSwitch, data: dict[str, Any]) -> str:
+            return "All sending paused." if sending_pause_all(reason=data["reason"], actor=request.user)[1] else "All sending was already paused."
+
+        return control_action(self, request, queryset[:1], title="Pause ALL sending", form_class=PauseForm, apply=apply)
+
+    @admin.action(description="Resume all sending", permissions=["control"])
+    def resume_all(self, request: HttpRequest, queryset: QuerySet[SendingSwitch]) -> Any:
+        def apply(_: SendingSwitch, data: dict[str, Any]) -> str:
+            return "All sending resumed." if sending_resume_all(actor=request.user, reason=data["reason"])[1] else "Sending was not paused."
+
+        return control_action(self, request, queryset[:1], title="Resume all sending", form_class=ResumeForm, apply=apply)

@@ -75,9 +75,11 @@ class EventSummarySerializer(serializers.ModelSerializer):
 
 
 class SuppressionOutputSerializer(serializers.ModelSerializer):
-    domain = serializers.CharField(source="sending_domain.domain", default=None, help_text="Empty: every domain.")
+    domain = serializers.CharField(
+        source="sending_domain.domain", default=None, allow_null=True, help_text="Null: every domain."
+    )
     event = EventSummarySerializer(allow_null=True, help_text="The event that caused it, if any.")
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
 
     class Meta:
         model = Suppression
@@ -86,7 +88,7 @@ class SuppressionOutputSerializer(serializers.ModelSerializer):
 
 
 class EventOutputSerializer(EventSummarySerializer):
-    domain = serializers.CharField(source="sending_domain.domain", default=None)
+    domain = serializers.CharField(source="sending_domain.domain", default=None, allow_null=True)
 
     class Meta(EventSummarySerializer.Meta):
         ref_name = "FeedbackEvent"
@@ -100,6 +102,8 @@ def _page(view: APIView, request: Request, queryset: QuerySet[Any], serializer: 
 
 
 class SuppressionListCreateApi(DeliverabilityApi):
+    pagination_class = LimitOffsetPagination  # what _page answers with; the schema describes it from here
+
     class InputSerializer(StrictInputSerializer):
         address = serializers.EmailField(max_length=320)
         domain = serializers.SlugRelatedField(
@@ -164,7 +168,7 @@ class SuppressionDetailApi(DeliverabilityApi):
         responses={204: None, **_errors(401, 403, 404)},
     )
     def delete(self, request: Request, suppression_id: int) -> Response:
-        suppression_remove(suppression=_suppression(suppression_id))
+        suppression_remove(suppression=_suppression(suppression_id), removed_by=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -174,6 +178,8 @@ def _suppression(suppression_id: int) -> Suppression:
 
 
 class EventListApi(DeliverabilityApi):
+    pagination_class = LimitOffsetPagination
+
     @extend_schema(
         tags=[TAG],
         operation_id="events_list",

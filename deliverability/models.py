@@ -225,3 +225,23 @@ class PauseEvidence(models.Model):
             f"detector: {self.signal} rate {self.observed:.2%} over {self.volume} messages "
             f"vs baseline {self.baseline:.2%} ({self.rule} {self.statistic:.1f} > {self.threshold:.1f})"
         )
+
+
+class SendingSwitch(models.Model):
+    """The global kill switch, one row: when paused, no domain sends, whatever its own state.
+
+    Read under the same locks as a domain's ``paused`` (the claim and the
+    hand-over), so "pause everything" has the same guarantee as a domain pause.
+    """
+
+    name = models.CharField(max_length=16, unique=True, default="global")
+    paused = models.BooleanField(default=False)
+    paused_reason = models.TextField(blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = "global sending switch"
+
+    def __str__(self) -> str:
+        return f"all sending {'PAUSED' if self.paused else 'running'}"

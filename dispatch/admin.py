@@ -5,18 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
-from controlplane.admin_roles import ReadOnlyAdmin
+from controlplane.admin_roles import ControlActions, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
 from dispatch.models import Campaign, Message
 from dispatch.selectors import campaign_progress
+from dispatch.services.controls import campaign_pause, campaign_resume
 
 
 @admin.register(Campaign)
-class CampaignAdmin(ReadOnlyAdmin):
+class CampaignAdmin(ControlActions, ReadOnlyAdmin):
     list_display = ["name", "template", "sending_domain", "status", "progress", "created_at"]
     list_filter = ["status", "sending_domain"]
     search_fields = ["name"]
+    actions = ["pause", "resume"]
+
+    @admin.action(description="Pause the selected campaigns", permissions=["control"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> Any:
+        def apply(campaign: Campaign, data: dict[str, Any]) -> str:
+            result = campaign_pause(campaign=campaign, reason=data["reason"], actor=request.user)
+            return f"{campaign} paused ({result.in_flight} in flight, none handed over after this)." if result.changed else f"{campaign} was already paused."
+
+        return control_action(self, request, queryset, title="Pause the selected campaigns", form_class=PauseForm, apply=apply)
+
+    @admin.action(description="Resume the selected campaigns", permissions=["control"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> Any:
+        def apply(campaign: Campaign, data: dict[str, Any]) -> str:
+            result = campaign_resume(campaign=campaign, actor=request.user, reason=data["reason"])
+            return f"{campaign} resumed." if result.changed else f"{campaign} was not paused."
+
+        return control_action(self, request, queryset, title="Resume the selected campaigns", form_class=ResumeForm, apply=apply)
 
     @admin.display(description="progress")
     def progress(self, campaign: Campaign) -> Any:

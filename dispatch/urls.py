@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dispatch import api, feedback_api
+from dispatch import api, controls_api, feedback_api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListCreateApi.as_view(), name="campaign-list"),
     path("campaigns/<int:campaign_id>/", api.CampaignDetailApi.as_view(), name="campaign-detail"),
     path("campaigns/<int:campaign_id>/triggers", api.TriggerCreateApi.as_view(), name="campaign-trigger"),
+    path("campaigns/<int:campaign_id>/pause", controls_api.CampaignPauseApi.as_view(), name="campaign-pause"),
+    path("campaigns/<int:campaign_id>/resume", controls_api.CampaignResumeApi.as_view(), name="campaign-resume"),
+    path("domains/", controls_api.DomainListApi.as_view(), name="domain-list"),
+    path("domains/<str:domain>/", controls_api.DomainDetailApi.as_view(), name="domain-detail"),
+    path("domains/<str:domain>/evidence", controls_api.DomainEvidenceApi.as_view(), name="domain-evidence"),
+    path("domains/<str:domain>/pause", controls_api.DomainPauseApi.as_view(), name="domain-pause"),
+    path("domains/<str:domain>/resume", controls_api.DomainResumeApi.as_view(), name="domain-resume"),
+    path("sending", controls_api.SendingStateApi.as_view(), name="sending-state"),
+    path("pause-all", controls_api.PauseAllApi.as_view(), name="pause-all"),
+    path("resume-all", controls_api.ResumeAllApi.as_view(), name="resume-all"),
     path("bounces/", feedback_api.BounceUploadApi.as_view(), name="bounce-upload"),
     path("erasures/", feedback_api.ErasureApi.as_view(), name="erasure-create"),
 ]

@@ -153,7 +153,8 @@ class TemplateForm(ServiceModelForm):
     def write(self) -> Template:
         data = self.cleaned_data
         return services.template_create(
-            slug=data["slug"], name=data["name"], description=data["description"], spam_threshold=data["spam_threshold"]
+            slug=data["slug"], name=data["name"], description=data["description"], spam_threshold=data["spam_threshold"],
+            created_by=self.user,
         )
 
 
@@ -165,8 +166,8 @@ class VariantForm(ServiceModelForm):
     def write(self) -> Variant:
         data = self.cleaned_data
         if self.instance.pk is not None:  # a change: only the weight is editable
-            return services.variant_set_weight(variant=self.instance, weight=data["weight"])
-        return services.variant_create(template=data["template"], slug=data["slug"], weight=data["weight"])
+            return services.variant_set_weight(variant=self.instance, weight=data["weight"], actor=self.user)
+        return services.variant_create(template=data["template"], slug=data["slug"], weight=data["weight"], created_by=self.user)
 
 
 class VersionContentForm(ServiceModelForm):

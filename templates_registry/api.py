@@ -134,7 +134,7 @@ class TemplateListCreateApi(RegistryApi):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        template = services.template_create(**serializer.validated_data)
+        template = services.template_create(created_by=request.user, **serializer.validated_data)
         template = selectors.template_list().get(pk=template.pk)  # with its variant count
         return Response(TemplateOutputSerializer(template).data, status=status.HTTP_201_CREATED)
 
@@ -196,7 +196,7 @@ class VariantListCreateApi(RegistryApi):
         template = _template(slug)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        variant = services.variant_create(template=template, **serializer.validated_data)
+        variant = services.variant_create(template=template, created_by=request.user, **serializer.validated_data)
         variant = selectors.variant_list(template=template).select_related("template").get(pk=variant.pk)
         return Response(VariantOutputSerializer(variant).data, status=status.HTTP_201_CREATED)
 

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from audit.services import audit_record
 from controlplane.json_values import json_problem
 from templates_registry.models import (
     AssessmentState,
@@ -44,7 +45,9 @@ def content_hash(content: VersionContent) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def template_create(*, slug: str, name: str, description: str = "", spam_threshold: Any = None) -> Template:
+def template_create(
+    *, slug: str, name: str, description: str = "", spam_threshold: Any = None, created_by: Any = None
+) -> Template:
     _check_slug(slug, "slug")
     if not name.strip():
         raise RegistryError("must not be empty", field="name")
@@ -54,28 +57,41 @@ def template_create(*, slug: str, name: str, description: str = "", spam_thresho
     try:
         with transaction.atomic():
             template.save()
+            data = {"slug": template.slug, "spam_threshold": float(template.spam_threshold)}
+            audit_record(action="template.create", target=template, actor=created_by, data=data)
     except IntegrityError:
         raise RegistryError(f"a template {slug!r} already exists", field="slug") from None
     return template
 
 
-def variant_create(*, template: Template, slug: str, weight: int = 1) -> Variant:
+def variant_create(*, template: Template, slug: str, weight: int = 1, created_by: Any = None) -> Variant:
     _check_slug(slug, "slug")
-    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 10_000:
-        raise RegistryError("must be a whole number from 0 to 10000", field="weight")
+    _check_weight(weight)
     try:
         with transaction.atomic():
-            return Variant.objects.create(template=template, slug=slug, weight=weight)
+            variant = Variant.objects.create(template=template, slug=slug, weight=weight)
+            audit_record(action="variant.create", target=variant, actor=created_by, data={"template": template.pk, "weight": weight})
+            return variant
     except IntegrityError:
         raise RegistryError(f"template {template.slug!r} already has a variant {slug!r}", field="slug") from None
 
 
-def variant_set_weight(*, variant: Variant, weight: int) -> Variant:
-    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 10_000:
-        raise RegistryError("must be a whole number from 0 to 10000", field="weight")
-    Variant.objects.filter(pk=variant.pk).update(weight=weight)
+def variant_set_weight(*, variant: Variant, weight: int, actor: Any = None) -> Variant:
+    """Change how often the A/B rotation picks ``variant``; setting the weight it has changes nothing."""
+    _check_weight(weight)
+    with transaction.atomic():
+        locked = Variant.objects.select_for_update().select_related("template").get(pk=variant.pk)
+        if locked.weight != weight:
+            audit_record(action="variant.set_weight", target=locked, actor=actor, data={"before": locked.weight, "after": weight})
+            locked.weight = weight
+            locked.save(update_fields=["weight"])
     variant.weight = weight
     return variant
+
+
+def _check_weight(weight: Any) -> None:
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 10_000:
+        raise RegistryError("must be a whole number from 0 to 10000", field="weight")
 
 
 def version_create(
@@ -170,13 +186,22 @@ def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVers
     if reason:
         raise RegistryError(f"cannot approve {version}: {reason}", field="status")
     with transaction.atomic():
-        locked = VariantVersion.objects.select_for_update().get(pk=version.pk)
+        locked = VariantVersion.objects.select_for_update().select_related("variant__template").get(pk=version.pk)
         if locked.status != VersionStatus.APPROVED:
+            was = locked.status
             locked.status = VersionStatus.APPROVED
             locked.status_changed_at = locked.approved_at = timezone.now()
             locked.approved_by = approved_by if getattr(approved_by, "is_authenticated", False) else None
             locked.save(update_fields=["status", "status_changed_at", "approved_by", "approved_at"])
+            audit_record(action="version.approve", target=locked, actor=approved_by, data=_approval_data(locked, was))
     return locked
+
+
+def _approval_data(version: VariantVersion, was: str) -> dict[str, Any]:
+    """What the gate passed: the score against the template's threshold (the gate read them just before)."""
+    score = VersionAssessment.objects.filter(version=version).values_list("score", flat=True).first()
+    threshold = float(version.variant.template.spam_threshold)
+    return {"number": version.number, "was": was, "spam_score": score, "threshold": threshold, "content_hash": version.content_hash}
 
 
 def assessment_record(
@@ -194,9 +219,19 @@ def assessment_record(
         else:
             _not_scored(assessment, reason, now)
         assessment.save()
-        if report is not None and version.status == VersionStatus.DRAFT:
-            VariantVersion.objects.filter(pk=version.pk).update(status=VersionStatus.SCORED, status_changed_at=now)
+        if report is not None:
+            _mark_scored(version, assessment, now)
     return assessment
+
+
+SANDBOX = "spam-sandbox"  # the actor label of the sandbox's automatic status change
+
+
+def _mark_scored(version: VariantVersion, assessment: VersionAssessment, now: Any) -> None:
+    """draft -> scored, once: a rescore of a version already past draft changes no status and writes no entry."""
+    if VariantVersion.objects.filter(pk=version.pk, status=VersionStatus.DRAFT).update(status=VersionStatus.SCORED, status_changed_at=now):
+        data = {"number": version.number, "spam_score": assessment.score, "from_cache": assessment.from_cache}
+        audit_record(action="version.score", target=version, actor_label=SANDBOX, data=data)
 
 
 def _scored(assessment: VersionAssessment, report: dict, now: Any, from_cache: bool) -> None:
@@ -229,7 +264,7 @@ def _insert_version(
         # The variant row lock serializes numbering: two generators pushing at once get n and n+1.
         Variant.objects.select_for_update().get(pk=variant.pk)
         last = VariantVersion.objects.filter(variant=variant).aggregate(n=Max("number"))["n"] or 0
-        return VariantVersion.objects.create(
+        version = VariantVersion.objects.create(
             variant=variant,
             number=last + 1,
             mjml_body=content.mjml_body,
@@ -243,6 +278,21 @@ def _insert_version(
             created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
             **provenance,
         )
+        _audit_version_create(version, created_by)
+        return version
+
+
+def _audit_version_create(version: VariantVersion, created_by: Any) -> None:
+    """Provenance without the prompt itself (its hash names it); a generator pushing without a user is the actor."""
+    data = {
+        "number": version.number,
+        "content_hash": version.content_hash,
+        "origin": version.origin,
+        "parent": version.parent.number if version.parent else None,
+    }
+    data |= {name: getattr(version, name) for name in ("generator", "model_name", "prompt_hash") if getattr(version, name)}
+    label = f"generator:{version.generator}" if version.generator else ""
+    audit_record(action="version.create", target=version, actor=created_by, actor_label=label, data=data)
 
 
 def _provenance(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from django.test import Client
 from rest_framework.test import APIClient
 
+from access.services import token_create
 from templates_registry import services
 from templates_registry.models import Template, Variant, VariantVersion
 from templates_registry.rendering import compile_cache
@@ -70,8 +70,8 @@ def api_as() -> Callable[[User | None], APIClient]:
     def make(user: User | None) -> APIClient:
         client = APIClient()
         if user is not None:
-            token, _ = Token.objects.get_or_create(user=user)
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            _, plaintext = token_create(user=user, name="tests", created_by=None)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {plaintext}")
         return client
 
     return make

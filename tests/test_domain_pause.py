@@ -14,6 +14,8 @@ from deliverability.models import PauseEvidence, SendingDomain
 from deliverability.services import ResumeRefused, domain_pause, domain_rate, domain_resume, ramp_factor
 
 pytestmark = pytest.mark.django_db
+# Fixtures write their own entries (domain.create, token.create); these tests look at pauses and resumes.
+PAUSES = AuditEntry.objects.filter(action__in=["domain.pause", "domain.resume"])
 
 
 def evidence() -> PauseEvidence:
@@ -27,7 +29,7 @@ def test_a_pause_by_a_person_is_recorded_with_who_and_why(sending_domain: Any, o
     outcome = domain_pause(domain=sending_domain, reason="blocklisted at Spamhaus", actor=oncall)
     domain = SendingDomain.objects.get(pk=sending_domain.pk)
     assert outcome.changed and (domain.paused, domain.paused_by, domain.paused_reason) == (True, oncall.username, "blocklisted at Spamhaus")
-    entry = AuditEntry.objects.get()
+    entry = PAUSES.get()
     assert (entry.action, entry.actor, entry.actor_label, entry.reason) == ("domain.pause", oncall, oncall.username, "blocklisted at Spamhaus")
     assert (entry.target_type, entry.target_id) == ("deliverability.sendingdomain", str(sending_domain.pk))
 
@@ -36,13 +38,13 @@ def test_pausing_twice_changes_nothing_the_second_time(sending_domain: Any, onca
     domain_pause(domain=sending_domain, reason="first", actor=oncall)
     again = domain_pause(domain=sending_domain, reason="second", actor=oncall)
     assert not again.changed and again.domain.paused_reason == "first"
-    assert AuditEntry.objects.count() == 1
+    assert PAUSES.count() == 1
 
 
 def test_a_pause_without_a_reason_is_refused_and_changes_nothing(sending_domain: Any, oncall: Any) -> None:
     with pytest.raises(DeliverabilityError, match="reason: a reason is required"):
         domain_pause(domain=sending_domain, reason="  ", actor=oncall)
-    assert not SendingDomain.objects.get(pk=sending_domain.pk).paused and not AuditEntry.objects.exists()
+    assert not SendingDomain.objects.get(pk=sending_domain.pk).paused and not PAUSES.exists()
 
 
 def test_a_detector_pause_stores_its_evidence_and_resume_needs_force(sending_domain: Any, oncall: Any) -> None:
@@ -50,7 +52,7 @@ def test_a_detector_pause_stores_its_evidence_and_resume_needs_force(sending_dom
     domain_pause(domain=sending_domain, reason=proof.summary(), evidence=proof)
     domain = SendingDomain.objects.get(pk=sending_domain.pk)
     assert domain.paused_by == "detector" and "bounce rate 20.00% over 300 messages vs baseline 1.00%" in domain.paused_reason
-    assert AuditEntry.objects.get().data["evidence"] == proof.pk
+    assert PAUSES.get().data["evidence"] == proof.pk
     with pytest.raises(ResumeRefused, match="paused by the detector"):
         domain_resume(domain=domain, actor=oncall)
     assert SendingDomain.objects.get(pk=domain.pk).paused
@@ -63,7 +65,7 @@ def test_a_detector_pause_stores_its_evidence_and_resume_needs_force(sending_dom
 
 def test_resuming_a_running_domain_changes_nothing(sending_domain: Any, oncall: Any) -> None:
     assert not domain_resume(domain=sending_domain, actor=oncall).changed
-    assert not AuditEntry.objects.exists()
+    assert not PAUSES.exists()
 
 
 def test_resume_ramps_the_rate_from_a_tenth_to_all_of_it(sending_domain: Any, oncall: Any) -> None:

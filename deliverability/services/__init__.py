@@ -4,31 +4,83 @@ events and per-minute counters in their own modules, re-exported below."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from deliverability.errors import DeliverabilityError
 from deliverability.models import SendingDomain, TokenBucket
 
 
 def domain_create(
-    *, domain: str, default_sender: str, rate_per_second: float = 10.0, burst: int = 20, **options: object
+    *, domain: str, default_sender: str, rate_per_second: float = 10.0, burst: int = 20, actor: object = None, **options: Any
 ) -> SendingDomain:
-    if rate_per_second <= 0:
-        raise DeliverabilityError("must be positive", field="rate_per_second")
-    if burst < 1:
-        raise DeliverabilityError("must be at least 1", field="burst")
-    if default_sender.rpartition("@")[2].lower() != domain.lower():
-        raise DeliverabilityError(f"must be an address at {domain}", field="default_sender")
+    values = {"default_sender": default_sender, "rate_per_second": rate_per_second, "burst": burst, **options}
+    _check_domain_settings(domain, values)
     try:
         with transaction.atomic():
-            return SendingDomain.objects.create(
-                domain=domain.lower(), default_sender=default_sender, rate_per_second=rate_per_second, burst=burst, **options
-            )
+            row = SendingDomain.objects.create(domain=domain.lower(), **values)
+            audit_record(action="domain.create", target=row, actor=actor, data=_as_json(values))
+            return row
     except IntegrityError:
         raise DeliverabilityError(f"{domain} already exists", field="domain") from None
+
+
+def domain_update(*, domain: SendingDomain, actor: object, reason: str = "", **changes: Any) -> SendingDomain:
+    """Change a domain's settings (pace, warm-up, DKIM, sender), audited with the changed fields before and after.
+
+    Validated like ``domain_create``; values it already has change nothing and write no entry.
+    """
+    with transaction.atomic():
+        # NO KEY UPDATE: a settings change need not wait for chunks being handed over (pause.hand_overs_wait).
+        locked = SendingDomain.objects.select_for_update(**_no_key()).get(pk=domain.pk)
+        _check_domain_settings(locked.domain, changes)
+        after = {name: value for name, value in changes.items() if getattr(locked, name) != value}
+        if after:
+            before = {name: getattr(locked, name) for name in after}
+            for name, value in after.items():
+                setattr(locked, name, value)
+            locked.save(update_fields=list(after))
+            data = {"before": _as_json(before), "after": _as_json(after)}
+            audit_record(action="domain.update", target=locked, actor=actor, reason=reason, data=data)
+    return locked
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _text(limit: int) -> Callable[[Any, str], str | None]:
+    return lambda value, _: None if isinstance(value, str) and len(value) <= limit else f"must be text of at most {limit} characters"
+
+
+# One check per setting: (value, domain name) -> the problem, or None.
+_DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
+    "default_sender": lambda v, d: None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() else f"must be an address at {d}",
+    "rate_per_second": lambda v, _: None if _positive(v) else "must be positive",
+    "burst": lambda v, _: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "must be at least 1",
+    "dkim_selector": _text(63),
+    "dkim_key_path": _text(500),
+    "warmup_schedule": lambda v, _: None if isinstance(v, list) and all(map(_positive, v)) else "must be a list of positive rates",
+    "warmup_started_on": lambda v, _: None if v is None or isinstance(v, date) else "must be a date or null",
+    "provider_rates": lambda v, _: None if isinstance(v, dict) and all(map(_positive, v.values())) else "must map provider groups to positive rates",
+}
+
+
+def _check_domain_settings(domain: str, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        check = _DOMAIN_SETTINGS.get(name)
+        problem = check(value, domain) if check else "is not a setting of a sending domain"
+        if problem:
+            raise DeliverabilityError(problem, field=name)
+
+
+def _as_json(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value.isoformat() if isinstance(value, date) else value for name, value in values.items()}
 
 
 def domain_rate(domain: SendingDomain, *, today: date | None = None) -> float:
@@ -86,7 +138,17 @@ def token_bucket_refund(*, key: str, burst: int, tokens: int) -> None:
 # Re-exported: callers import every deliverability write from ``deliverability.services``.
 from deliverability.services.counters import counters_add  # noqa: E402
 from deliverability.services.feedback import Feedback, event_record  # noqa: E402
-from deliverability.services.pause import PauseOutcome, ResumeRefused, domain_pause, domain_resume, ramp_factor  # noqa: E402
+from deliverability.services.pause import _no_key  # noqa: E402
+from deliverability.services.pause import (  # noqa: E402
+    PauseOutcome,
+    ResumeRefused,
+    domain_pause,
+    domain_resume,
+    ramp_factor,
+    sending_pause_all,
+    sending_resume_all,
+    sending_switch,
+)
 from deliverability.services.suppression import (  # noqa: E402
     address_erase,
     address_hash,
@@ -95,7 +157,8 @@ from deliverability.services.suppression import (  # noqa: E402
 )
 
 __all__ = [
-    "DeliverabilityError", "Feedback", "address_erase", "address_hash", "counters_add", "domain_create", "domain_rate",
-    "PauseOutcome", "ResumeRefused", "domain_pause", "domain_resume", "ramp_factor", "event_record", "suppression_add", "suppression_remove", "token_bucket_peek",
+    "DeliverabilityError", "Feedback", "address_erase", "address_hash", "counters_add", "domain_create", "domain_rate", "domain_update",
+    "PauseOutcome", "ResumeRefused", "domain_pause", "domain_resume", "ramp_factor", "sending_pause_all",
+    "sending_resume_all", "sending_switch", "event_record", "suppression_add", "suppression_remove", "token_bucket_peek",
     "token_bucket_refund", "token_bucket_take",
 ]

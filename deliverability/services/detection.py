@@ -23,7 +23,7 @@ from deliverability.models import DetectorState, PauseEvidence, SendingDomain
 from deliverability.notify import pause_notify
 from deliverability.selectors import MinuteSeries, domain_minute_series
 from deliverability.services.counters import minute_of
-from deliverability.services.pause import domain_pause
+from deliverability.services.pause import domain_pause, hand_overs_wait
 
 _STATE = "default"
 _IDS = np.int64
@@ -53,6 +53,8 @@ def detector_run(*, now: datetime | None = None) -> RunResult:
         row.save(update_fields=["state", "domain_ids", "minute", "updated_at"])
         for item in evidence:
             transaction.on_commit(lambda item=item: pause_notify(item))
+    for item in evidence:  # the pauses are visible now: wait out the chunks that were mid-hand-over
+        hand_overs_wait(SendingDomain, item.sending_domain_id)
     return RunResult(len(series.minutes), len(domain_ids), evidence)
 
 

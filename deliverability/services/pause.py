@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from audit.services import DETECTOR, audit_record
 from deliverability.errors import DeliverabilityError
-from deliverability.models import PauseEvidence, SendingDomain
+from deliverability.models import PauseEvidence, SendingDomain, SendingSwitch
 
 logger = logging.getLogger("sendplane.pause")
+GLOBAL = "global"
 
 
 class ResumeRefused(DeliverabilityError):
@@ -41,8 +42,9 @@ def domain_pause(
         raise DeliverabilityError("a reason is required", field="reason")
     by = DETECTOR if evidence is not None else _actor_label(actor)
     with transaction.atomic():
-        locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
+        locked = SendingDomain.objects.select_for_update(**_no_key()).get(pk=domain.pk)
         if locked.paused:
+            hand_overs_wait(SendingDomain, locked.pk)
             return PauseOutcome(locked, changed=False)
         locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = True, reason.strip(), timezone.now(), by
         locked.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by"])
@@ -53,7 +55,28 @@ def domain_pause(
             data = {"evidence": evidence.pk, "signal": evidence.signal, "observed": evidence.observed, "baseline": evidence.baseline}
         audit_record(action="domain.pause", target=locked, actor=actor, actor_label=by, reason=locked.paused_reason, data=data)
     logger.warning("paused %s by %s: %s", locked.domain, by, locked.paused_reason)
+    hand_overs_wait(SendingDomain, locked.pk)
     return PauseOutcome(locked, changed=True)
+
+
+def hand_overs_wait(model: type[models.Model], pk: int) -> None:
+    """Return once no worker is handing over a chunk under this row's pause flag.
+
+    The pause itself is written under ``FOR NO KEY UPDATE``, which does not
+    conflict with the workers' ``FOR KEY SHARE``, so it commits at once and
+    every chunk that starts afterwards sees it; this ``FOR UPDATE`` then waits
+    only for the chunks already in progress (a pause written first cannot be
+    starved by chunks that keep starting). Inside an outer transaction the
+    flag is not visible to workers yet: the caller waits after its commit.
+    """
+    if transaction.get_connection().in_atomic_block:
+        return
+    with transaction.atomic():
+        list(model.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
+
+
+def _no_key() -> dict[str, bool]:
+    return {"no_key": True} if connection.features.has_select_for_no_key_update else {}
 
 
 def domain_resume(
@@ -103,3 +126,42 @@ def _detector_forget(domain_id: int) -> None:
 def _actor_label(actor: object) -> str:
     name = getattr(actor, "get_username", None)
     return (name() if callable(name) else "") or "system"
+
+
+# --- the global kill switch -------------------------------------------------------------
+
+
+def sending_switch() -> SendingSwitch:
+    return SendingSwitch.objects.get_or_create(name=GLOBAL)[0]
+
+
+def sending_pause_all(*, reason: str, actor: object) -> tuple[SendingSwitch, bool]:
+    """Stop every domain at once. Returns (switch, changed); a second call changes nothing."""
+    if not reason.strip():
+        raise DeliverabilityError("a reason is required", field="reason")
+    sending_switch()
+    with transaction.atomic():
+        switch = SendingSwitch.objects.select_for_update(**_no_key()).get(name=GLOBAL)
+        changed = not switch.paused
+        if changed:
+            switch.paused, switch.paused_reason, switch.paused_at, switch.paused_by = True, reason.strip(), timezone.now(), _actor_label(actor)
+            switch.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by"])
+            audit_record(action="sending.pause_all", target=switch, actor=actor, reason=switch.paused_reason)
+    if changed:
+        logger.warning("all sending paused by %s: %s", switch.paused_by, switch.paused_reason)
+    hand_overs_wait(SendingSwitch, switch.pk)
+    return switch, changed
+
+
+def sending_resume_all(*, actor: object, reason: str = "") -> tuple[SendingSwitch, bool]:
+    """Lift the global switch; domains paused on their own stay paused."""
+    sending_switch()
+    with transaction.atomic():
+        switch = SendingSwitch.objects.select_for_update().get(name=GLOBAL)
+        if not switch.paused:
+            return switch, False
+        was = {"paused_by": switch.paused_by, "paused_reason": switch.paused_reason}
+        switch.paused, switch.paused_reason, switch.paused_at, switch.paused_by = False, "", None, ""
+        switch.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by"])
+        audit_record(action="sending.resume_all", target=switch, actor=actor, reason=reason, data=was)
+    return switch, True

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
+from audit.services import audit_record
 from deliverability.errors import DeliverabilityError
 from deliverability.models import FeedbackEvent, SendingDomain, Suppression, SuppressionReason
 
@@ -40,7 +41,10 @@ def suppression_add(
     created_by: object = None,
     event: FeedbackEvent | None = None,
 ) -> tuple[Suppression, bool]:
-    """Suppress ``address`` (for one domain, or everywhere); idempotent. Returns (row, created)."""
+    """Suppress ``address`` (for one domain, or everywhere); idempotent. Returns (row, created).
+
+    A new row is audited: by ``created_by``, else by the feedback source of ``event``.
+    """
     if reason not in SuppressionReason.values:
         raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")
     normalized = address_normalize(address)
@@ -52,6 +56,8 @@ def suppression_add(
                 address=normalized, address_hash=digest, sending_domain=sending_domain, reason=reason,
                 source=source[:200], created_by=created_by, event=event,
             )
+            by = f"feedback:{event.source}" if event is not None else ""
+            _audit("suppression.add", row, actor=created_by, actor_label=by, reason=row.source, event=event.pk if event else None)
             return row, True
     except IntegrityError:
         return Suppression.objects.get(address_hash=digest, sending_domain=sending_domain), False
@@ -64,9 +70,27 @@ def _check_address(address: str) -> None:
         raise DeliverabilityError("must be an email address", field="address") from None
 
 
-def suppression_remove(*, suppression: Suppression) -> None:
-    """Lift a suppression (a person decided it was wrong); the events that caused it stay."""
-    Suppression.objects.filter(pk=suppression.pk).delete()
+def hash_label(digest: str) -> str:
+    """How the audit trail names an address: by hash, never in clear (entries outlive a GDPR erase)."""
+    return f"sha256:{digest[:12]}"
+
+
+def _audit(action: str, row: Suppression, *, actor: object, actor_label: str = "", reason: str = "", **data: object) -> None:
+    domain = row.sending_domain.domain if row.sending_domain else None
+    audit_record(
+        action=action, target=row, actor=actor, actor_label=actor_label, reason=reason,
+        data={"reason": row.reason, "domain": domain, **data},
+        target_label=f"{hash_label(row.address_hash)} ({row.reason}, {domain or 'all domains'})",
+    )
+
+
+def suppression_remove(*, suppression: Suppression, removed_by: object = None, reason: str = "") -> bool:
+    """Lift a suppression (a person decided it was wrong); the events that caused it stay. False: it was gone."""
+    with transaction.atomic():
+        deleted, _ = Suppression.objects.filter(pk=suppression.pk).delete()
+        if deleted:
+            _audit("suppression.remove", suppression, actor=removed_by, reason=reason, created_at=suppression.created_at.isoformat())
+    return bool(deleted)
 
 
 @dataclass(frozen=True)
@@ -78,13 +102,15 @@ class Erasure:
 def address_erase(*, address: str) -> Erasure:
     """GDPR erase in deliverability: blank the address everywhere we keep it; suppressions stay (by hash).
 
-    The caller (dispatch) erases the outbox rows in the same transaction.
+    The caller (dispatch) erases the outbox rows in the same transaction and
+    writes the one ``address.erase`` audit entry with every count. Rows already
+    erased are not counted again: a repeated erase changes nothing.
     """
     normalized = address_normalize(address)
     if "@" not in normalized:
         raise DeliverabilityError("must be an email address", field="address")
     digest = address_hash(normalized)
     with transaction.atomic():
-        suppressions = Suppression.objects.filter(address_hash=digest).update(address="")
-        events = FeedbackEvent.objects.filter(recipient_hash=digest).update(recipient="", smtp_reply="", detail={})
+        suppressions = Suppression.objects.filter(address_hash=digest).exclude(address="").update(address="")
+        events = FeedbackEvent.objects.filter(recipient_hash=digest).exclude(recipient="").update(recipient="", smtp_reply="", detail={})
     return Erasure(suppressions=suppressions, events=events)

@@ -17,9 +17,10 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
+from audit.services import audit_record
 from deliverability.models import Suppression, SuppressionReason
 from deliverability.services import address_erase, suppression_add
-from deliverability.services.suppression import address_normalize
+from deliverability.services.suppression import address_hash, address_normalize, hash_label
 from dispatch.models import WAITING, Message, MessageStatus, Trigger
 
 ERASED = ""  # what an erased recipient reads as
@@ -37,10 +38,13 @@ class ErasureResult:
 
 
 def address_erase_everywhere(*, address: str, requested_by: Any = None) -> ErasureResult:
-    """Blank the address in the outbox, trigger answers, suppressions, events and admin history; all or nothing."""
+    """Blank the address in the outbox, trigger answers, suppressions, events and admin history; all or nothing.
+
+    One audit entry, naming the address only by its hash; a repeated erase changes nothing and writes none.
+    """
     normalized = address_normalize(address)
     with transaction.atomic():
-        suppression_add(
+        kept, _ = suppression_add(
             address=normalized, reason=SuppressionReason.MANUAL, source="GDPR erasure", created_by=requested_by
         )
         messages = Message.objects.filter(recipient__iexact=normalized)
@@ -53,7 +57,11 @@ def address_erase_everywhere(*, address: str, requested_by: Any = None) -> Erasu
         trigger_count = _erase_in_trigger_answers(normalized)
         erased = address_erase(address=normalized)
         _erase_in_admin_log(normalized)
-    return ErasureResult(message_count, trigger_count, erased.suppressions, erased.events)
+        result = ErasureResult(message_count, trigger_count, erased.suppressions, erased.events)
+        if any(result.as_dict().values()):
+            label = hash_label(address_hash(normalized))
+            audit_record(action="address.erase", target=kept, actor=requested_by, target_label=label, data=result.as_dict())
+    return result
 
 
 def _erase_in_trigger_answers(address: str) -> int:

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from email_validator import EmailNotValidError, validate_email
 
+from audit.services import audit_record
 from controlplane.json_values import json_problem
 from deliverability.providers import provider_of
 from deliverability.selectors import suppressed_among
@@ -205,9 +206,17 @@ def _insert(
         response = {"trigger": trigger.pk, **response}
         Trigger.objects.filter(pk=trigger.pk).update(response=response)
         Message.objects.bulk_create(_messages(campaign, trigger, rows, now), batch_size=1000)
-        Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
+        started = Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
+        _audit_accept(campaign, trigger, response, bool(started), created_by)
         publish_send_batches([campaign.sending_domain_id])
     return response
+
+
+def _audit_accept(campaign: Campaign, trigger: Trigger, response: dict[str, Any], started: bool, created_by: Any) -> None:
+    """Counts only: the recipients are in the outbox (and go with an erase), never in the trail."""
+    data = {name: response[name] for name in ("trigger", "accepted", "suppressed", "rejected")}
+    data |= {"idempotency_key": trigger.idempotency_key, "started": started}
+    audit_record(action="trigger.accept", target=campaign, actor=created_by, data=data)
 
 
 def _messages(campaign: Campaign, trigger: Trigger, rows: list[tuple[str, dict[str, Any], Arm]], now: datetime) -> list[Message]:

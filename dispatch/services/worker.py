@@ -29,10 +29,10 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from deliverability.models import SendingDomain
+from deliverability.models import SendingDomain, SendingSwitch
 from deliverability.selectors import suppressed_among
 from deliverability.services import counters_add, domain_rate, token_bucket_peek, token_bucket_take
-from dispatch.models import WAITING, CampaignStatus, Message, MessageStatus
+from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import Outcome, Prepared, Transport, open_transport
 from dispatch.services.feedback import reply_learn
@@ -65,16 +65,17 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
 
 
 def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = None) -> list[Message]:
-    """Mark up to ``limit`` due rows ``sending`` under a lease; none when the domain is paused.
+    """Mark up to ``limit`` due rows ``sending`` under a lease; none when the domain or all sending is paused.
 
-    The domain row is read with a lock in the same transaction, so a pause
-    either commits first (and this claim sees it) or waits for this claim.
+    The domain row and the global switch are read with a lock in the same
+    transaction, so a pause either commits first (and this claim sees it) or
+    waits for this claim. Only rows of running campaigns are claimed.
     """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.SENDPLANE_DISPATCH["LEASE_SECONDS"])
     with transaction.atomic():
         state = SendingDomain.objects.select_for_update(**_no_key()).only("paused").get(pk=domain.pk)
-        if state.paused:
+        if state.paused or _paused_all(lock=True):
             return []
         due = (
             Message.objects.select_for_update(of=("self",), **_skip_locked())
@@ -147,11 +148,13 @@ def _hand_over(domain: SendingDomain, ready: list[Prepared], transport: Transpor
     every = settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]
     for start in range(0, len(ready), every):
         chunk = ready[start : start + every]
-        with _pause_guard(domain) as paused:
-            if paused:
-                return  # the rest goes back to the queue untouched
+        with _pause_guard(domain, {p.message.campaign_id for p in chunk}) as running:
+            if running is None:
+                return  # the domain or everything is paused: the rest goes back to the queue untouched
             blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
             for prepared in chunk:
+                if prepared.message.campaign_id not in running:
+                    continue  # its campaign was paused: back to the queue untouched
                 if prepared.message.recipient.lower() in blocked:
                     outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
                 else:
@@ -159,24 +162,57 @@ def _hand_over(domain: SendingDomain, ready: list[Prepared], transport: Transpor
 
 
 @contextmanager
-def _pause_guard(domain: SendingDomain) -> Iterator[bool]:
-    """Whether the domain is paused, held while one chunk is handed over.
+def _pause_guard(domain: SendingDomain, campaign_ids: set[int]) -> Iterator[set[int] | None]:
+    """The campaigns still running, or None when the domain or everything is paused, held for one chunk.
 
-    On PostgreSQL the domain row is read ``FOR KEY SHARE`` in a transaction
-    that lasts the chunk's SMTP exchanges: a pause (``FOR UPDATE``) waits for
-    the chunk to finish, so once a pause commits no message of the domain is
-    handed over. Claims (``FOR NO KEY UPDATE``) do not conflict with it. The
-    lock spans network calls on purpose, for at most RECHECK_EVERY messages.
+    On PostgreSQL the domain row, the global switch and the chunk's campaign
+    rows are read ``FOR KEY SHARE`` in a transaction that lasts the chunk's
+    SMTP exchanges: a pause (``FOR UPDATE`` on one of them) waits for the chunk
+    to finish, so once a pause commits no message of its scope is handed over.
+    Claims (``FOR NO KEY UPDATE``) do not conflict with it. The lock spans
+    network calls on purpose, for at most RECHECK_EVERY messages.
     """
     with transaction.atomic():
-        if connection.vendor != "postgresql":
-            yield _paused(domain)  # SQLite (the embedded demo): one host, the re-read is enough
+        if connection.vendor != "postgresql":  # SQLite (the embedded demo): one host, the re-read is enough
+            stopped = _paused(domain) or _paused_all(lock=False)
+            yield None if stopped else _running(campaign_ids, lock=False)
             return
         with connection.cursor() as cursor:
             table = connection.ops.quote_name(SendingDomain._meta.db_table)
             cursor.execute(f"SELECT paused FROM {table} WHERE id = %s FOR KEY SHARE", [domain.pk])
             row = cursor.fetchone()
-        yield bool(row and row[0])
+        stopped = bool(row and row[0]) or _paused_all(lock=True)
+        yield None if stopped else _running(campaign_ids, lock=True)
+
+
+def _paused_all(*, lock: bool) -> bool:
+    """The global switch (deliverability.SendingSwitch), read under a lock where the caller holds one.
+
+    The row must exist to be locked: a migration creates it, and it is created
+    here if it went missing, so "pause everything" always has a row to wait on.
+    """
+    if not lock or connection.vendor != "postgresql":
+        return SendingSwitch.objects.filter(paused=True).exists()
+    sql = f"SELECT paused FROM {connection.ops.quote_name(SendingSwitch._meta.db_table)} WHERE name = 'global' FOR KEY SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+        if row is None:
+            SendingSwitch.objects.get_or_create(name="global")
+            cursor.execute(sql)
+            row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _running(campaign_ids: set[int], *, lock: bool) -> set[int]:
+    if not lock:
+        return set(Campaign.objects.filter(id__in=campaign_ids, status=CampaignStatus.RUNNING).values_list("id", flat=True))
+    with connection.cursor() as cursor:
+        table = connection.ops.quote_name(Campaign._meta.db_table)
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) AND status = %s FOR KEY SHARE", [sorted(campaign_ids), CampaignStatus.RUNNING]
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def messages_record(

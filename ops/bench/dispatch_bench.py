@@ -449,13 +449,13 @@ def sendplane_objects(s: Setup) -> Any:
     os.environ["DJANGO_SETTINGS_MODULE"] = "controlplane.settings"
     django.setup()
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
+    from access.services import token_create
     from templates_registry import services as registry
 
     user = User.objects.create_user(username="bench-marketer")
     user.groups.add(Group.objects.get_or_create(name="marketer")[0])
-    s.token = Token.objects.create(user=user).key
+    _, s.token = token_create(user=user, name="bench", created_by=None)
     template = registry.template_create(slug=TEMPLATE_SLUG, name="Bench newsletter")
     variant = registry.variant_create(template=template, slug="a", weight=1)
     version = registry.version_create(

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from deliverability.assessments import version_assess
 from deliverability.models import PauseEvidence, SendingDomain
-from deliverability.services import domain_create, domain_resume
+from deliverability.services import domain_create, domain_resume, domain_update
 from deliverability.services.detection import detector_run
 from dispatch.models import TERMINAL, Campaign
 from dispatch.selectors import campaign_progress
@@ -134,12 +134,13 @@ class Command(BaseCommand):
     def _campaign(self, template: Any, name: str, rate: float) -> Campaign:
         domain = SendingDomain.objects.filter(domain=name).first()
         if domain is None:
-            domain = domain_create(domain=name, default_sender=f"news@{name}", rate_per_second=rate, burst=max(1, int(rate / 5)))
+            domain = domain_create(
+                domain=name, default_sender=f"news@{name}", rate_per_second=rate, burst=max(1, int(rate / 5)), actor="command:demo"
+            )
         else:  # a demo run again: start the domain fresh (a person resuming it, with no ramp)
             if domain.paused:
                 domain_resume(domain=domain, actor=None, ramp_minutes=0, force=True, reason="demo run again")
-            SendingDomain.objects.filter(pk=domain.pk).update(rate_per_second=rate, burst=max(1, int(rate / 5)))
-            domain.refresh_from_db()
+            domain = domain_update(domain=domain, actor="command:demo", rate_per_second=rate, burst=max(1, int(rate / 5)))
         campaign = campaign_create(name=f"Demo {time.strftime('%H:%M:%S')}", template=template, sending_domain=domain)
         self.stdout.write(f"Campaign {campaign.pk} from {name} at {domain.rate_per_second:g} msg/s (burst {domain.burst}).")
         return campaign

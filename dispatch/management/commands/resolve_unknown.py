@@ -30,7 +30,9 @@ class Command(BaseCommand):
         if not (options["sent"] or options["requeue"]):
             self._list(campaign)
             return
-        changed = messages_resolve_unknown(campaign=campaign, outcome="sent" if options["sent"] else "requeue", uuids=options["uuids"])
+        changed = messages_resolve_unknown(
+            campaign=campaign, outcome="sent" if options["sent"] else "requeue", uuids=options["uuids"], actor="command:resolve_unknown"
+        )
         self.stdout.write(f"{changed} unknown message(s) of campaign {campaign.pk} marked {'sent' if options['sent'] else 'queued again'}.")
 
     def _list(self, campaign: Campaign) -> None:

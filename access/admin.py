@@ -1,0 +1,61 @@
+"""API tokens in the admin: admins issue and revoke; every other role sees only its own tokens.
+
+A new token's plaintext is shown once, in the message after "Save"; the row
+keeps only its hash. Tokens are never edited or deleted (revoked rows stay as
+the record of what existed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from access.models import ApiToken
+from access.services import token_create, token_revoke
+from controlplane.admin_roles import ReadOnlyAdmin
+from controlplane.api import ROLE_ADMIN, user_roles
+
+_ADD_FIELDS = ["user", "name"]
+_VIEW_FIELDS = ["user", "name", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+
+
+def _is_admin(request: HttpRequest) -> bool:
+    return ROLE_ADMIN in user_roles(request.user)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "revoked_at", "created_by"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "user__username"]
+    list_select_related = ["user", "created_by"]
+    actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        tokens = super().get_queryset(request)
+        return tokens if _is_admin(request) else tokens.filter(user=request.user)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return _ADD_FIELDS if obj is None else _VIEW_FIELDS
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return _is_admin(request)
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return _is_admin(request)
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        token, plaintext = token_create(user=obj.user, name=obj.name, created_by=request.user)
+        for field in ApiToken._meta.concrete_fields:  # the admin goes on with (logs, redirects to) the created row
+            setattr(obj, field.attname, getattr(token, field.attname))
+        self.message_user(
+            request, f"Token for {obj.user}: {plaintext} (copy it now: it is not shown again).", messages.WARNING
+        )
+
+    @admin.action(description="Revoke the selected tokens (admins only)", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        revoked = sum(token_revoke(token=token, revoked_by=request.user) for token in queryset)
+        self.message_user(request, f"{revoked} token(s) revoked.")
