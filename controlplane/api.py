@@ -8,7 +8,9 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.json_values import json_problem
@@ -32,11 +34,16 @@ class StrictInputSerializer(serializers.Serializer):
 
 
 def user_roles(user: Any) -> set[str]:
+    """The user's roles, read once per user object (the admin asks for every model on every page)."""
     if not user or not user.is_authenticated:
         return set()
     if user.is_superuser:
         return set(ALL_ROLES)
-    return set(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))
+    cached = getattr(user, "_sendplane_roles", None)
+    if cached is None:
+        cached = frozenset(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))
+        user._sendplane_roles = cached
+    return set(cached)
 
 
 class RolePermission(permissions.BasePermission):
@@ -72,6 +79,20 @@ class BoundedJSONParser(JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+
+
+class Pagination(LimitOffsetPagination):
+    """limit/offset with a ceiling: DRF passes any ``limit`` on to SQL, and one past bigint was a 500."""
+
+    max_limit = 1000
+
+
+def paginated_response(
+    view: Any, request: Request, queryset: QuerySet[Any], output: type[serializers.Serializer]
+) -> Response:
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(output(page, many=True).data)
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import secrets
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,6 +88,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "controlplane.correlation.CorrelationMiddleware",  # first: every later line of the request carries its id
+    "controlplane.metrics.RequestMetricsMiddleware",  # counts every answer, by route name (never the raw path)
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -309,12 +312,27 @@ SENDPLANE_ALERT_WEBHOOK_URL = env_str("SENDPLANE_ALERT_WEBHOOK_URL", "") or ""
 if SENDPLANE_ALERT_WEBHOOK_URL and urlsplit(SENDPLANE_ALERT_WEBHOOK_URL).scheme not in {"http", "https"}:
     raise ImproperlyConfigured("SENDPLANE_ALERT_WEBHOOK_URL must be an http(s) URL")
 
-LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
+# --- Metrics and health (issue 8) ---------------------------------------------------------
+# /metrics needs "Authorization: Bearer <token>" when set; unset, it answers loopback clients only.
+SENDPLANE_METRICS_TOKEN = env_secret("SENDPLANE_METRICS_TOKEN", "") or ""
+if SENDPLANE_METRICS_TOKEN and len(SENDPLANE_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("SENDPLANE_METRICS_TOKEN must be at least 16 characters")
+# Read by prometheus-client itself: every process writes its metrics there and /metrics sums them.
+_multiproc_dir = env_str("PROMETHEUS_MULTIPROC_DIR")
+if _multiproc_dir is not None and not Path(_multiproc_dir).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR: {_multiproc_dir} is not a directory (create it, empty, at deployment start)")
+
+# A management command (classify_bounce, ingest_bounces, ...) prints its own output and keeps
+# stderr for one-line errors: service logs there start at WARNING unless LOG_LEVEL says otherwise.
+_RUNNING_COMMAND = Path(sys.argv[0]).name == "manage.py" and len(sys.argv) > 1 and sys.argv[1] != "runserver"
+LOG_LEVEL = env_choice("LOG_LEVEL", "WARNING" if _RUNNING_COMMAND else "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
+# json: one object per line with the correlation id (production); plain: for a person (ops/demo sets it).
+SENDPLANE_LOG_FORMAT = env_choice("SENDPLANE_LOG_FORMAT", "json", {"json", "plain"})
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"json": {"()": "controlplane.logging.JsonFormatter"}, "plain": {"()": "controlplane.logging.PlainFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": SENDPLANE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # aiosmtpd (the demo's and tests' SMTP sink) logs every SMTP command at INFO.
     "loggers": {"mail.log": {"level": "WARNING"}},
@@ -352,5 +370,8 @@ reject_unknown(
         "SENDPLANE_API_THROTTLE_USER",
         "SENDPLANE_API_THROTTLE_ANON",
         "SENDPLANE_CACHE_URL",
+        "SENDPLANE_METRICS_TOKEN",
+        "SENDPLANE_METRICS_TOKEN_FILE",
+        "SENDPLANE_LOG_FORMAT",
     },
 )

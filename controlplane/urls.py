@@ -1,8 +1,11 @@
-"""Root URLs: the admin, the REST API under /api/v1/ and its OpenAPI schema, ESP webhooks under /webhooks/."""
+"""Root URLs: the admin, the REST API under /api/v1/ and its OpenAPI schema, ESP webhooks under /webhooks/,
+health probes and Prometheus metrics (controlplane/health.py)."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from controlplane import health
 
 api_v1 = [
     path("", include("templates_registry.urls")),
@@ -18,4 +21,7 @@ urlpatterns = [
     path("u/", include("dispatch.unsubscribe_urls")),
     path("api/v1/", include(api_v1)),
     path("webhooks/", include(("dispatch.webhook_urls", "anymail"))),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
 ]

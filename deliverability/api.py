@@ -7,6 +7,7 @@ only admins lift one (it may be a complaint or a hard bounce).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,6 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,11 +24,13 @@ from controlplane.api import (
     ROLE_ADMIN,
     ROLE_MARKETER,
     ROLE_ONCALL,
+    Pagination,
     RolePermission,
     StrictInputSerializer,
     bad_input_response,
     error_responses,
     get_or_404,
+    paginated_response,
 )
 from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, FeedbackEvent, PauseEvidence, SendingDomain, Suppression, SuppressionReason
@@ -95,14 +97,11 @@ class EventOutputSerializer(EventSummarySerializer):
         fields = [*EventSummarySerializer.Meta.fields, "recipient", "domain", "smtp_reply", "feedback_type", "matched_by", "received_at"]
 
 
-def _page(view: APIView, request: Request, queryset: QuerySet[Any], serializer: type[serializers.Serializer]) -> Response:
-    paginator = LimitOffsetPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True).data)
+_SUPPRESSIONS = Suppression.objects.select_related("sending_domain", "event", "created_by")
 
 
 class SuppressionListCreateApi(DeliverabilityApi):
-    pagination_class = LimitOffsetPagination  # what _page answers with; the schema describes it from here
+    pagination_class = Pagination  # what paginated_response answers with; the schema describes it from here
 
     class InputSerializer(StrictInputSerializer):
         address = serializers.EmailField(max_length=320)
@@ -127,14 +126,8 @@ class SuppressionListCreateApi(DeliverabilityApi):
         responses={200: SuppressionOutputSerializer(many=True), **_errors(401, 403)},
     )
     def get(self, request: Request) -> Response:
-        rows = Suppression.objects.select_related("sending_domain", "event", "created_by")
-        if request.query_params.get("address"):
-            rows = rows.filter(address_hash=address_hash(request.query_params["address"]))
-        if request.query_params.get("domain"):
-            rows = rows.filter(sending_domain__domain=request.query_params["domain"].lower())
-        if request.query_params.get("reason"):
-            rows = rows.filter(reason=request.query_params["reason"])
-        return _page(self, request, rows.order_by("-created_at", "-id"), SuppressionOutputSerializer)
+        rows = _filtered(_SUPPRESSIONS, request, _SUPPRESSION_FILTERS)
+        return paginated_response(self, request, rows.order_by("-created_at", "-id"), SuppressionOutputSerializer)
 
     @extend_schema(
         tags=[TAG],
@@ -173,12 +166,11 @@ class SuppressionDetailApi(DeliverabilityApi):
 
 
 def _suppression(suppression_id: int) -> Suppression:
-    rows = Suppression.objects.select_related("sending_domain", "event", "created_by")
-    return get_or_404(rows, f"suppression {suppression_id}", pk=suppression_id)
+    return get_or_404(_SUPPRESSIONS, f"suppression {suppression_id}", pk=suppression_id)
 
 
 class EventListApi(DeliverabilityApi):
-    pagination_class = LimitOffsetPagination
+    pagination_class = Pagination
 
     @extend_schema(
         tags=[TAG],
@@ -193,17 +185,8 @@ class EventListApi(DeliverabilityApi):
         responses={200: EventOutputSerializer(many=True), **_errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        rows = FeedbackEvent.objects.select_related("sending_domain")
-        params = request.query_params
-        if params.get("recipient"):
-            rows = rows.filter(recipient_hash=address_hash(params["recipient"]))
-        if params.get("domain"):
-            rows = rows.filter(sending_domain__domain=params["domain"].lower())
-        if params.get("event_type"):
-            rows = rows.filter(event_type=params["event_type"])
-        if params.get("message"):
-            rows = rows.filter(message_uuid=_uuid_param(params["message"]))
-        return _page(self, request, rows, EventOutputSerializer)
+        rows = _filtered(FeedbackEvent.objects.select_related("sending_domain"), request, _EVENT_FILTERS)
+        return paginated_response(self, request, rows, EventOutputSerializer)
 
 
 def _uuid_param(value: str) -> uuid.UUID:
@@ -211,6 +194,34 @@ def _uuid_param(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise DeliverabilityError("must be a message uuid", field="message") from None
+
+
+# Query parameter -> the lookup it filters by, for the suppression and event lists.
+_Lookups = dict[str, Callable[[str], dict[str, Any]]]
+_DOMAIN: _Lookups = {"domain": lambda value: {"sending_domain__domain": value.lower()}}
+_SUPPRESSION_FILTERS: _Lookups = {
+    "address": lambda value: {"address_hash": address_hash(value)},
+    **_DOMAIN,
+    "reason": lambda value: {"reason": value},
+}
+_EVENT_FILTERS: _Lookups = {
+    "recipient": lambda value: {"recipient_hash": address_hash(value)},
+    **_DOMAIN,
+    "event_type": lambda value: {"event_type": value},
+    "message": lambda value: {"message_uuid": _uuid_param(value)},
+}
+
+
+def _filtered(rows: QuerySet[Any], request: Request, lookups: _Lookups) -> QuerySet[Any]:
+    """Rows filtered by the parameters given; a NUL never reaches PostgreSQL, which refuses it in text (a 500)."""
+    for name, lookup in lookups.items():
+        value = request.query_params.get(name)
+        if not value:
+            continue
+        if "\x00" in value:
+            raise DeliverabilityError("must not contain NUL characters", field=name)
+        rows = rows.filter(**lookup(value))
+    return rows
 
 
 # --- Reputation history (issue 6) ---------------------------------------------------------

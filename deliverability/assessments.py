@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
+from controlplane import metrics
 from deliverability.dkim_signing import dkim_sign
 from deliverability.models import SendingDomain
 from deliverability.spam import SpamdUnavailable, spam_score
@@ -40,6 +41,7 @@ def version_assess(*, version_id: int, sending_domain: SendingDomain | None = No
         report = spam_score(sandbox_message(version, rendered, sending_domain)).as_dict()
     except SpamdUnavailable as exc:
         return assessment_record(version=version, checks=checks, report=None, reason=str(exc))
+    metrics.spam_scored(report)
     return assessment_record(version=version, checks=checks, report=report)
 
 

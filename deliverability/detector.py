@@ -36,6 +36,7 @@ A domain that decides is marked paused (no further decisions) until ``reset``.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -366,11 +367,13 @@ def replay(
     complained: np.ndarray,
     reputation: np.ndarray | None = None,
     config: DetectorConfig = DEFAULT,
+    on_minute: Callable[[int], None] | None = None,
 ) -> list[tuple[int, int, str, dict[str, Any]]]:
     """Counts of shape (domains, minutes), fed minute by minute from a cold state.
 
     Returns (domain index, first minute it pauses, signal, evidence) per paused
     domain, in decision order. Minute m's decision sees only minutes 0..m.
+    ``on_minute(m)`` is called after each minute (a progress bar).
     """
     columns = [np.ascontiguousarray(np.asarray(a).T) for a in (sent, bounced, complained)]
     rep = None if reputation is None else np.ascontiguousarray(np.asarray(reputation).T)
@@ -383,4 +386,6 @@ def replay(
         for k, domain in enumerate(decisions.index.tolist()):
             evidence = decisions.evidence(k)
             paused.append((domain, minute, evidence["signal"], evidence))
+        if on_minute is not None:
+            on_minute(minute + 1)
     return paused

@@ -12,19 +12,18 @@ import urllib.error
 import urllib.request
 
 from django.conf import settings
-from prometheus_client import Counter
 
+from controlplane import metrics
 from deliverability.models import PauseEvidence
 
 logger = logging.getLogger("sendplane.detector")
-PAUSES = Counter("sendplane_detector_pauses", "Sending domains paused by the anomaly detector", ["signal", "rule"])
 WEBHOOK_TIMEOUT_SECONDS = 5
 
 
 def pause_notify(evidence: PauseEvidence) -> None:
     domain = evidence.sending_domain.domain
     logger.warning("anomaly detector paused %s: %s", domain, evidence.summary())
-    PAUSES.labels(signal=evidence.signal, rule=evidence.rule).inc()
+    metrics.DETECTOR_PAUSES.labels(signal=evidence.signal, rule=evidence.rule).inc()
     if settings.SENDPLANE_ALERT_WEBHOOK_URL:
         _post(settings.SENDPLANE_ALERT_WEBHOOK_URL, _payload(evidence))
 

@@ -102,25 +102,28 @@ def domain_reputation_history(
 ) -> list[ReputationPoint]:
     """The domain's counters summed per ``step_minutes`` over [start, end): what the admin chart and API draw."""
     series = domain_minute_series(start=start, end=end, domain_ids=[domain.pk])
+    return reputation_points(series, step_minutes=step_minutes)[0]
+
+
+def reputation_points(series: MinuteSeries, *, step_minutes: int) -> list[list[ReputationPoint]]:
+    """Every domain of the series summed per step, with one vectorized reshape (the cockpit draws them all)."""
     minutes = len(series.minutes)
     buckets = -(-minutes // step_minutes)
-    pad = buckets * step_minutes - minutes
-
-    def per_bucket(name: str) -> np.ndarray:
-        row = np.pad(series.counts[name][0], (0, pad))
-        return row.reshape(buckets, step_minutes).sum(axis=1)
-
-    c = {name: per_bucket(name) for name in DomainMinute.COUNTS}
+    pad = ((0, 0), (0, buckets * step_minutes - minutes))
+    c = {name: np.pad(a, pad).reshape(len(a), buckets, step_minutes).sum(axis=2) for name, a in series.counts.items()}
     bounced = c["bounced_hard"] + c["bounced_soft"] + c["bounced_reputation"]
-    first = start.replace(second=0, microsecond=0)
+    first = series.minutes[0].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC) if minutes else None
     return [
-        ReputationPoint(
-            start=first + timedelta(minutes=b * step_minutes),
-            sent=int(c["sent"][b]), delivered=int(c["delivered"][b]), bounced=int(bounced[b]),
-            bounced_hard=int(c["bounced_hard"][b]), bounced_reputation=int(c["bounced_reputation"][b]),
-            complained=int(c["complained"][b]),
-        )
-        for b in range(buckets)
+        [
+            ReputationPoint(
+                start=first + timedelta(minutes=b * step_minutes),
+                sent=int(c["sent"][d, b]), delivered=int(c["delivered"][d, b]), bounced=int(bounced[d, b]),
+                bounced_hard=int(c["bounced_hard"][d, b]), bounced_reputation=int(c["bounced_reputation"][d, b]),
+                complained=int(c["complained"][d, b]),
+            )
+            for b in range(buckets)
+        ]
+        for d in range(len(series.domain_ids))
     ]
 
 

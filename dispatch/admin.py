@@ -7,9 +7,11 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import path
 from django.utils.html import format_html
 
 from controlplane.admin_roles import ControlActions, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
+from dispatch.cockpit import cockpit_view
 from dispatch.models import Campaign, Message
 from dispatch.selectors import campaign_progress
 from dispatch.services.controls import campaign_pause, campaign_resume
@@ -55,3 +57,16 @@ class MessageAdmin(ReadOnlyAdmin):
     list_filter = ["status", "campaign"]
     search_fields = ["recipient", "uuid"]
     list_select_related = ["campaign"]
+
+
+# --- the cockpit (dispatch/cockpit.py): /admin/cockpit/, linked from the admin index --------------
+
+def _with_cockpit(site_urls: Any) -> Any:
+    def get_urls() -> list[Any]:
+        return [path("cockpit/", admin.site.admin_view(cockpit_view), name="cockpit"), *site_urls()]
+
+    return get_urls
+
+
+admin.site.get_urls = _with_cockpit(admin.site.get_urls)  # type: ignore[method-assign]
+admin.site.index_template = "admin/cockpit/index.html"

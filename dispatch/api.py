@@ -16,7 +16,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +23,7 @@ from rest_framework.views import APIView
 from controlplane.api import (
     ALL_ROLES,
     JsonObjectField,
+    Pagination,
     ROLE_ADMIN,
     ROLE_MARKETER,
     RolePermission,
@@ -139,7 +139,7 @@ class CampaignOutputSerializer(serializers.Serializer):
 
 
 class CampaignListCreateApi(DispatchApi):
-    pagination_class = LimitOffsetPagination
+    pagination_class = Pagination
 
     class InputSerializer(StrictInputSerializer):
         """A new campaign; fields other than these are refused."""
@@ -162,7 +162,7 @@ class CampaignListCreateApi(DispatchApi):
         responses={200: CampaignOutputSerializer(many=True), **_errors(401, 403)},
     )
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(_CAMPAIGNS.all(), request, view=self)
         campaigns = [_with_progress(campaign) for campaign in page or []]
         return paginator.get_paginated_response(CampaignOutputSerializer(campaigns, many=True).data)

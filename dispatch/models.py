@@ -44,6 +44,8 @@ class Trigger(models.Model):
     response = models.JSONField()
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The request's X-Request-ID (or a new id): the worker's and feedback's log lines about its messages carry it.
+    correlation_id = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         constraints = [

@@ -10,12 +10,8 @@ render everything before they write.
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +19,7 @@ from rest_framework.views import APIView
 from controlplane.api import (
     ALL_ROLES,
     JsonObjectField,
+    Pagination,
     ROLE_ADMIN,
     ROLE_MARKETER,
     RolePermission,
@@ -30,6 +27,7 @@ from controlplane.api import (
     bad_input_response,
     error_responses,
     get_or_404,
+    paginated_response,
 )
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Origin, Template, Variant, VariantVersion, VersionAssessment
@@ -77,14 +75,6 @@ def _variant(slug: str, variant_slug: str) -> Variant:
     )
 
 
-def _paginated(
-    view: APIView, request: Request, queryset: QuerySet[Any], output: type[serializers.Serializer]
-) -> Response:
-    paginator = LimitOffsetPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(output(page, many=True).data)
-
-
 # --- Templates ------------------------------------------------------------------------
 
 
@@ -104,7 +94,7 @@ class TemplateOutputSerializer(serializers.Serializer):
 
 
 class TemplateListCreateApi(RegistryApi):
-    pagination_class = LimitOffsetPagination
+    pagination_class = Pagination
 
     class InputSerializer(StrictInputSerializer):
         slug = serializers.CharField(help_text="Lowercase letters, digits, - or _ (at most 100).")
@@ -122,7 +112,7 @@ class TemplateListCreateApi(RegistryApi):
         responses={200: TemplateOutputSerializer(many=True), **_errors(401, 403)},
     )
     def get(self, request: Request) -> Response:
-        return _paginated(self, request, selectors.template_list(), TemplateOutputSerializer)
+        return paginated_response(self, request, selectors.template_list(), TemplateOutputSerializer)
 
     @extend_schema(
         tags=[TAG],
@@ -166,7 +156,7 @@ class VariantOutputSerializer(serializers.Serializer):
 
 
 class VariantListCreateApi(RegistryApi):
-    pagination_class = LimitOffsetPagination
+    pagination_class = Pagination
 
     class InputSerializer(StrictInputSerializer):
         slug = serializers.CharField(help_text="Lowercase letters, digits, - or _ (at most 100).")
@@ -183,7 +173,7 @@ class VariantListCreateApi(RegistryApi):
     )
     def get(self, request: Request, slug: str) -> Response:
         variants = selectors.variant_list(template=_template(slug)).select_related("template")
-        return _paginated(self, request, variants, VariantOutputSerializer)
+        return paginated_response(self, request, variants, VariantOutputSerializer)
 
     @extend_schema(
         tags=[TAG],
@@ -258,7 +248,7 @@ class VersionOutputSerializer(VersionSummaryOutputSerializer):
 
 
 class VersionListCreateApi(RegistryApi):
-    pagination_class = LimitOffsetPagination
+    pagination_class = Pagination
 
     class InputSerializer(StrictInputSerializer):
         # Sources are stored exactly as sent: they make up the content hash.
@@ -307,7 +297,7 @@ class VersionListCreateApi(RegistryApi):
         versions = selectors.version_list(variant=_variant(slug, variant_slug)).select_related(
             "variant__template", "created_by", "approved_by"
         )
-        return _paginated(self, request, versions, VersionSummaryOutputSerializer)
+        return paginated_response(self, request, versions, VersionSummaryOutputSerializer)
 
     @extend_schema(
         tags=[TAG],

@@ -209,8 +209,13 @@ class WorkerFleet:
             worker.stop()
 
 
-def worker_env(*, database_url: str, broker_url: str, secret_key: str, email_port: int, **dispatch: str) -> dict[str, str]:
-    """The whole environment a worker needs; ``dispatch`` sets SENDPLANE_DISPATCH_<KEY> values."""
+def worker_env(
+    *, database_url: str, broker_url: str, secret_key: str, email_port: int, log_format: str = "plain", **dispatch: str
+) -> dict[str, str]:
+    """The whole environment a worker needs; ``dispatch`` sets SENDPLANE_DISPATCH_<KEY> values.
+
+    Logs are plain by default: most tests read Celery's own task lines from the worker's log.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENDPLANE_", "EMAIL_", "CELERY_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="controlplane.settings",
@@ -223,6 +228,7 @@ def worker_env(*, database_url: str, broker_url: str, secret_key: str, email_por
         EMAIL_USE_TLS="false",
         EMAIL_USE_SSL="false",
         LOG_LEVEL="INFO",
+        SENDPLANE_LOG_FORMAT=log_format,
         PYTHONUNBUFFERED="1",
     )
     env.pop("SECRET_KEY_FILE", None)

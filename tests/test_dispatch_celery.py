@@ -72,12 +72,13 @@ def fleet(transactional_db: Any, broker: str, tmp_path: Path) -> Iterator[Callab
         pytest.skip("worker processes need a database server (ops/test uses PostgreSQL)")
     fleets: list[WorkerFleet] = []
 
-    def make(email_port: int, **dispatch: Any) -> WorkerFleet:
+    def make(email_port: int, log_format: str = "plain", **dispatch: Any) -> WorkerFleet:
         env = worker_env(
             database_url=database_url(connection.settings_dict),
             broker_url=broker,
             secret_key=settings.SECRET_KEY,
             email_port=email_port,
+            log_format=log_format,
             **dispatch,
         )
         fleets.append(WorkerFleet(env, tmp_path))

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane import metrics
 from deliverability import detector
 from deliverability.models import DetectorState, PauseEvidence, SendingDomain
 from deliverability.notify import pause_notify
@@ -36,6 +37,7 @@ class RunResult:
     paused: list[PauseEvidence]
 
 
+@metrics.timed_detector_run
 def detector_run(*, now: datetime | None = None) -> RunResult:
     """Feed every complete minute not yet seen; pause what the detector decides. Safe to run concurrently."""
     end = minute_of(now or timezone.now())  # the current minute is still filling
@@ -53,6 +55,7 @@ def detector_run(*, now: datetime | None = None) -> RunResult:
         row.save(update_fields=["state", "domain_ids", "minute", "updated_at"])
         for item in evidence:
             transaction.on_commit(lambda item=item: pause_notify(item))
+    metrics.detector_observed(state)
     for item in evidence:  # the pauses are visible now: wait out the chunks that were mid-hand-over
         hand_overs_wait(SendingDomain, item.sending_domain_id)
     return RunResult(len(series.minutes), len(domain_ids), evidence)

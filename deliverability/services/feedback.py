@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from controlplane import metrics
 from deliverability.bounces import vocabulary as v
 from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, FeedbackEvent, SendingDomain, SuppressionReason
@@ -75,6 +76,7 @@ def event_record(feedback: Feedback) -> tuple[FeedbackEvent, bool]:
         if existing is None:
             raise
         return existing, False
+    metrics.feedback_recorded(event)
     return event, True
 
 

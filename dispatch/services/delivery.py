@@ -14,6 +14,7 @@ from typing import Any
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
+from controlplane import metrics
 from deliverability.dkim_signing import dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
@@ -136,6 +137,7 @@ class SmtpTransport(Transport):
             raw = dkim_sign(raw, domain=domain.domain, selector=domain.dkim_selector, key_path=domain.dkim_key_path)
         return Prepared(message, raw)
 
+    @metrics.timed_send("smtp")
     def send(self, prepared: Prepared) -> Outcome:
         if self.backend.connection is None:
             self.open()
@@ -217,6 +219,7 @@ class BackendTransport(Transport):
         email.metadata = {ESP_METADATA_KEY: message.uuid.hex}  # type: ignore[attr-defined]
         return Prepared(message, email)
 
+    @metrics.timed_send("backend")
     def send(self, prepared: Prepared) -> Outcome:
         try:
             self.backend.send_messages([prepared.payload])

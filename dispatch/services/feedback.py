@@ -9,6 +9,7 @@ deliverability's (``event_record``), which this module feeds.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from deliverability.bounces.vocabulary import Kind
 from deliverability.models import EventType, FeedbackEvent
 from deliverability.selectors import address_suppressed
 from deliverability.services import Feedback, event_record
-from dispatch.models import Message, MessageStatus
+from dispatch.models import Message, MessageStatus, Trigger
 
+logger = logging.getLogger("sendplane.feedback")
 
 class FeedbackError(ValueError):
     """Input we refuse before recording anything: one line naming the problem."""
@@ -140,12 +142,30 @@ def _record(verdict: Classification, dedupe: str, source: str) -> Ingested:
         matched_by=matched_by,
         detail={"reported_recipient": verdict.recipient} if verdict.recipient != recipient else {},
     )
-    return ingested(*event_record(feedback))
+    return ingested(*event_record(feedback), message=message)
 
 
-def ingested(event: FeedbackEvent, created: bool) -> Ingested:
+def ingested(event: FeedbackEvent, created: bool, *, message: Message | None = None) -> Ingested:
+    """The result of one recorded event, logged with the correlation id of the trigger that sent ``message``."""
     suppressed = bool(event.recipient) and address_suppressed(address=event.recipient, sending_domain=event.sending_domain)
-    return Ingested(event=event, created=created, suppressed=suppressed)
+    result = Ingested(event=event, created=created, suppressed=suppressed)
+    _log_event(result, message)
+    return result
+
+
+def _log_event(result: Ingested, message: Message | None) -> None:
+    """One line an event, without the address; a duplicate (nothing changed) only at DEBUG."""
+    level = logging.INFO if result.created else logging.DEBUG
+    if not logger.isEnabledFor(level):
+        return
+    event = result.event
+    fields = {"event": event.event_type, "kind": event.kind, "reason": event.reason, "code": event.status, "source": event.source}
+    fields |= {"matched_by": event.matched_by, "suppressed": result.suppressed, "duplicate": not result.created}
+    if message is not None:
+        correlation = Trigger.objects.filter(pk=message.trigger_id).values_list("correlation_id", flat=True).first()
+        fields |= {"correlation_id": correlation or "", "message_uuid": message.uuid.hex, "trigger": message.trigger_id}
+        fields |= {"campaign": message.campaign_id, "domain": message.sending_domain.domain}
+    logger.log(level, "feedback %s", event.event_type, extra=fields)
 
 
 # --- our own SMTP session's answers ---------------------------------------------------
@@ -175,4 +195,4 @@ def reply_learn(*, message: Message, code: int | None, reply: str) -> Ingested |
         message_uuid=message.uuid,
         matched_by="smtp",
     )
-    return ingested(*event_record(feedback))
+    return ingested(*event_record(feedback), message=message)

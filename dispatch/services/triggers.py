@@ -13,6 +13,7 @@ from django.utils import timezone
 from email_validator import EmailNotValidError, validate_email
 
 from audit.services import audit_record
+from controlplane.correlation import correlation_id, correlation_new
 from controlplane.json_values import json_problem
 from deliverability.providers import provider_of
 from deliverability.selectors import suppressed_among
@@ -202,13 +203,14 @@ def _insert(
             request_hash=fingerprint,
             response={},
             created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+            correlation_id=correlation_id() or correlation_new(),  # the request's, else one for this trigger's lines
         )
         response = {"trigger": trigger.pk, **response}
         Trigger.objects.filter(pk=trigger.pk).update(response=response)
         Message.objects.bulk_create(_messages(campaign, trigger, rows, now), batch_size=1000)
         started = Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
         _audit_accept(campaign, trigger, response, bool(started), created_by)
-        publish_send_batches([campaign.sending_domain_id])
+        publish_send_batches([campaign.sending_domain_id], correlation_id=trigger.correlation_id)
     return response
 
 

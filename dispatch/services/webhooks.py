@@ -169,7 +169,7 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
         matched_by=matched_by,
         detail=_detail(esp_name, event, recipient),
     )
-    return ingested(*event_record(feedback))
+    return ingested(*event_record(feedback), message=message)
 
 
 def esp_slug(esp_name: str) -> str:

@@ -17,6 +17,7 @@ broker ETA.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,13 +30,18 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from deliverability.models import SendingDomain, SendingSwitch
+from controlplane import metrics
+from deliverability.models import SendingDomain, SendingSwitch, Suppression
 from deliverability.selectors import suppressed_among
 from deliverability.services import counters_add, domain_rate, token_bucket_peek, token_bucket_take
-from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus
+from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import Outcome, Prepared, Transport, open_transport
 from dispatch.services.feedback import reply_learn
+
+logger = logging.getLogger("sendplane.worker")
+# Per-message lines at these statuses are WARNING (with the address: operators act on them); the rest DEBUG.
+_WARNED = frozenset({MessageStatus.FAILED, MessageStatus.DEFERRED, MessageStatus.UNKNOWN})
 
 
 @dataclass
@@ -43,6 +49,7 @@ class BatchResult:
     claimed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     more: bool = False  # every granted token found a row: more may be due, ask for another batch
+    correlation_ids: set[str] = field(default_factory=set)  # of the triggers whose messages were handed over
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -61,6 +68,8 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
     granted = _deliver(domain, bucket, sendable, transport or open_transport(), result) if sendable else len(claimed)
     # Rows were there for every peeked token and tokens still flowed: keep the chain going.
     result.more = bool(claimed) and len(claimed) == wanted and granted > 0
+    metrics.batch_recorded(domain=domain.domain, counts=result.counts)
+    _log_batch(domain, result)
     return result
 
 
@@ -137,6 +146,7 @@ def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], tr
         granted = token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=len(ready))
         if granted < len(ready):
             release_at += timedelta(seconds=(len(ready) - granted) / bucket.rate)
+            metrics.tokens_denied(domain=domain.domain, count=len(ready) - granted, pushback_seconds=(len(ready) - granted) / bucket.rate)
         _hand_over(domain, ready[:granted], transport, outcomes)
     finally:
         transport.close()
@@ -169,6 +179,8 @@ def _pause_guard(domain: SendingDomain, campaign_ids: set[int]) -> Iterator[set[
     rows are read ``FOR KEY SHARE`` in a transaction that lasts the chunk's
     SMTP exchanges: a pause (``FOR UPDATE`` on one of them) waits for the chunk
     to finish, so once a pause commits no message of its scope is handed over.
+    The suppression table is held ``SHARE`` the same way, so a suppression
+    written meanwhile commits only after the chunk.
     Claims (``FOR NO KEY UPDATE``) do not conflict with it. The lock spans
     network calls on purpose, for at most RECHECK_EVERY messages.
     """
@@ -181,6 +193,9 @@ def _pause_guard(domain: SendingDomain, campaign_ids: set[int]) -> Iterator[set[
             table = connection.ops.quote_name(SendingDomain._meta.db_table)
             cursor.execute(f"SELECT paused FROM {table} WHERE id = %s FOR KEY SHARE", [domain.pk])
             row = cursor.fetchone()
+            # SHARE conflicts with the ROW EXCLUSIVE every suppression write takes, so a suppression
+            # commits either before this chunk reads them (and is seen) or after the chunk ends.
+            cursor.execute(f"LOCK TABLE {connection.ops.quote_name(Suppression._meta.db_table)} IN SHARE MODE")
         stopped = bool(row and row[0]) or _paused_all(lock=True)
         yield None if stopped else _running(campaign_ids, lock=True)
 
@@ -248,8 +263,12 @@ def messages_record(
                 attempted += message.status == MessageStatus.FAILED and outcome.code is not None
         if attempted:
             counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=attempted)
+    correlations = _correlations(messages)
     for message in messages:
-        result.add(MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status)
+        status = MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status
+        result.add(status)
+        _log_message(message, status, correlations.get(message.trigger_id, ""))
+    result.correlation_ids.update(filter(None, correlations.values()))
 
 
 def messages_release(messages: list[Message], *, not_before: datetime) -> None:
@@ -276,6 +295,37 @@ def _apply(message: Message, outcome: Outcome, now: datetime, cfg: dict) -> None
 
 def _paused(domain: SendingDomain) -> bool:
     return SendingDomain.objects.filter(pk=domain.pk, paused=True).exists()
+
+
+# --- log lines: one INFO a batch (counts only), one DEBUG or WARNING a message ----------------
+
+
+def _correlations(messages: list[Message]) -> dict[int, str]:
+    """Each trigger's correlation id, in one query a batch (a batch spans triggers)."""
+    return dict(Trigger.objects.filter(id__in={m.trigger_id for m in messages}).values_list("id", "correlation_id"))
+
+
+def _log_message(message: Message, status: str, correlation: str) -> None:
+    level = logging.WARNING if status in _WARNED else logging.DEBUG
+    if not logger.isEnabledFor(level):
+        return  # the hot path: no fields built for lines nobody reads
+    fields = {
+        "correlation_id": correlation,
+        "message_uuid": message.uuid.hex,
+        "trigger": message.trigger_id,
+        "campaign": message.campaign_id,
+        "domain": message.sending_domain.domain,
+        "status": status,
+    }
+    if level == logging.WARNING:
+        fields |= {"recipient": message.recipient, "code": message.last_code, "reply": message.last_reply[:200], "attempts": message.attempts}
+    logger.log(level, "message %s", status, extra=fields)
+
+
+def _log_batch(domain: SendingDomain, result: BatchResult) -> None:
+    fields = {"domain": domain.domain, "claimed": result.claimed, "counts": result.counts, "more": result.more}
+    fields["correlation_ids"] = sorted(result.correlation_ids)  # grep one trigger's id: its batches show up
+    logger.log(logging.INFO if result.claimed else logging.DEBUG, "batch done", extra=fields)
 
 
 # --- the domain's bucket -----------------------------------------------------------------

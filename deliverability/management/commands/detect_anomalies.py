@@ -5,7 +5,8 @@ optional), minute an integer from 0; rows in any order, missing minutes are
 zero. Prints one JSON line per domain the detector would pause: ``domain``,
 ``minute`` (the first minute it pauses, using only data up to that minute),
 ``signal``, ``evidence``. The replay starts cold. Bad input: one line on
-stderr naming the row, exit 1, nothing printed.
+stderr naming the row, exit 1, nothing printed. On a terminal, stderr shows a
+progress bar over the minutes; stdout stays JSON lines only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from django.core.management.base import BaseCommand, CommandParser
 
+from controlplane.progress import ProgressBar
 from deliverability import detector
 
 REQUIRED = ("minute", "domain", "sent", "bounced", "complained")
@@ -43,7 +45,10 @@ class Command(BaseCommand):
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.stderr.write(" ".join(f"{options['counts']}: {reason}".split()))
             sys.exit(1)
-        for index, minute, signal, evidence in detector.replay(*arrays):
+        bar = ProgressBar(self.stderr, arrays[0].shape[1], label="minutes")
+        paused = detector.replay(*arrays, on_minute=bar.update)
+        bar.clear()
+        for index, minute, signal, evidence in paused:
             line = {"domain": domains[index], "minute": minute, "signal": signal, "evidence": _plain(evidence)}
             self.stdout.write(json.dumps(line))
 

@@ -29,6 +29,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from controlplane.progress import bar_line
 from deliverability.assessments import version_assess
 from deliverability.models import PauseEvidence, SendingDomain
 from deliverability.services import domain_create, domain_resume, domain_update
@@ -195,11 +196,9 @@ class Command(BaseCommand):
         return None
 
     def _bar(self, progress: dict[str, int], done: int, elapsed: float) -> None:
-        total = max(1, progress["total"])
-        filled = int(40 * done / total)
         rate = progress["sent"] / elapsed if elapsed > 0 else 0.0
-        line = f"\r[{'#' * filled}{'.' * (40 - filled)}] {done}/{total} sent {progress['sent']} ({rate:5.0f}/s) queued {progress['queued']} failed {progress['failed']}"
-        self.stdout.write(line, ending="")
+        detail = f"sent {progress['sent']} ({rate:5.0f}/s) queued {progress['queued']} failed {progress['failed']}"
+        self.stdout.write("\r" + bar_line(done, max(1, progress["total"]), detail=detail), ending="")
         self.stdout.flush()
 
     def _summary(self, campaign: Campaign, arrivals: list[float], started: float, domain: SendingDomain) -> None:

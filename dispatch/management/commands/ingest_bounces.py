@@ -6,6 +6,7 @@ every message not yet seen (in ``new/``, or in ``cur/`` without the S flag) is
 ingested and then marked seen, so a cron job can run it every minute; a
 message read twice records nothing new anyway. A file that cannot be read or
 is refused is one line on stderr; the others still go in; the exit status is 1.
+On a terminal, stderr also shows a progress bar; the summary always prints.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from controlplane.progress import ProgressBar
 from dispatch.services.feedback import FeedbackError, bounce_ingest
 
 
@@ -31,11 +33,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if bool(options["files"]) == bool(options["maildir"]):
             raise CommandError("give either FILE... or --maildir DIR")
-        sources = _maildir_unseen(Path(options["maildir"])) if options["maildir"] else _files(options["files"])
+        sources = list(_maildir_unseen(Path(options["maildir"])) if options["maildir"] else _files(options["files"]))
         totals: Counter[str] = Counter()
-        for label, path in sources:
+        self._bar = ProgressBar(self.stderr, len(sources), label="ingest")
+        for done, (label, path) in enumerate(sources, start=1):
             if self._ingest(label, path, totals) and options["maildir"]:
                 _mark_seen(path)
+            self._bar.update(done, f"{totals['events']} new, {totals['failed']} refused")
+        self._bar.clear()
         self.stdout.write(
             f"{totals['messages']} message(s): {totals['events']} new event(s), {totals['duplicates']} already recorded, "
             f"{totals['suppressed']} recipient(s) suppressed, {totals['failed']} refused."
@@ -49,6 +54,7 @@ class Command(BaseCommand):
         except (OSError, FeedbackError) as exc:
             totals["failed"] += 1
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._bar.clear()
             self.stderr.write(" ".join(f"{label}: {reason}".split()))
             return False
         totals["messages"] += 1
@@ -56,6 +62,7 @@ class Command(BaseCommand):
         totals["duplicates"] += sum(not r.created for r in results)
         totals["suppressed"] += sum(r.suppressed for r in results)
         kinds = ", ".join(f"{r.event.recipient or '-'} {r.event.kind}/{r.event.reason}" for r in results)
+        self._bar.clear()
         self.stdout.write(f"{label}: {kinds}")
         return True
 

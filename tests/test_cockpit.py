@@ -1,0 +1,156 @@
+"""The admin cockpit: every role reads it, an outsider is refused, and its cost does not grow with the fleet."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from deliverability.models import DomainMinute, PauseEvidence
+from deliverability.services import domain_create, domain_pause, sending_pause_all
+from dispatch.models import Campaign, Message, MessageStatus
+from dispatch.services.campaigns import campaign_create
+from dispatch.services.triggers import trigger_accept
+from tests.conftest import recipients
+
+pytestmark = pytest.mark.django_db
+COCKPIT = "/admin/cockpit/"
+
+
+def traffic(domain: Any, *, sent: int = 120, bounced: int = 3) -> None:
+    """The last 30 minutes of counters, the current minute included (what the send rate reads)."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    DomainMinute.objects.bulk_create(
+        DomainMinute(sending_domain=domain, minute=now - timedelta(minutes=m), sent=sent, bounced_soft=bounced) for m in range(30)
+    )
+
+
+def detector_pause(domain: Any) -> PauseEvidence:
+    evidence = PauseEvidence(
+        minute=timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=5), signal="bounce", rule="cusum",
+        baseline=0.02, observed=0.31, statistic=27.5, threshold=12.0, volume=400, events=124,
+    )
+    domain_pause(domain=domain, reason=evidence.summary(), evidence=evidence)
+    return evidence
+
+
+@pytest.fixture
+def running(campaign: Campaign) -> Campaign:
+    """Four recipients accepted (the campaign runs), one already sent and one failed."""
+    trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(4))
+    campaign.refresh_from_db()
+    first, second = Message.objects.filter(campaign=campaign).order_by("id")[:2]
+    Message.objects.filter(pk=first.pk).update(status=MessageStatus.SENT)
+    Message.objects.filter(pk=second.pk).update(status=MessageStatus.FAILED)
+    traffic(campaign.sending_domain)
+    return campaign
+
+
+@pytest.mark.parametrize("actor", ["marketer", "oncall", "admin_role"])
+def test_every_role_sees_progress_chart_decisions_health_and_switch(running: Campaign, staff_client: Any, actor: str, request: Any) -> None:
+    evidence = detector_pause(running.sending_domain)
+    page = staff_client(request.getfixturevalue(actor)).get(COCKPIT)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert running.status == "running"
+    campaigns = section(html, "campaigns")
+    assert "Welcome wave" in campaigns and '<svg class="progress"' in campaigns
+    assert "<title>sent 1</title>" in campaigns and "<title>failed 1</title>" in campaigns and "<title>queued 2</title>" in campaigns
+    assert "2/4 done" in campaigns
+    domains = section(html, "domains")
+    assert "mail.example.com" in domains and "<polyline" in domains and "paused by detector" in domains
+    assert domains.count('class="threshold"') == 2 and "ceiling 10.0%" in domains and "ceiling 0.3%" in domains
+    assert ">paused</text>" in domains  # the pause mark on the chart
+    decisions = section(html, "decisions")
+    assert "bounce rate 31.00% over 400 messages" in decisions and "124 event(s)" in decisions and evidence.rule in decisions
+    health = section(html, "health")
+    assert re.search(r"<td>spamd</td><td class=\"state-up\">up</td>", health), health
+    assert re.search(r"<td>broker</td><td class=\"state-up\">up</td>", health), health
+    assert "All sending running." in section(html, "switch")
+
+
+def section(html: str, name: str) -> str:
+    match = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    assert match, f"no {name} panel"
+    return match.group(1)
+
+
+def test_send_rate_is_the_last_complete_minute_and_the_current_one_over_their_seconds(sending_domain: Any) -> None:
+    from deliverability.selectors import domain_minute_series
+    from dispatch.cockpit import _rates
+
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(hours=1)  # fixed: no minute boundary to race
+    DomainMinute.objects.bulk_create(
+        DomainMinute(sending_domain=sending_domain, minute=minute - timedelta(minutes=m), sent=sent) for m, sent in ((0, 30), (1, 150), (2, 999))
+    )
+    series = domain_minute_series(start=minute - timedelta(hours=1), end=minute + timedelta(minutes=1), domain_ids=[sending_domain.pk])
+    assert _rates(series, minute + timedelta(seconds=30)) == {sending_domain.pk: pytest.approx(180 / 90)}
+
+
+def test_the_page_shows_the_domains_rate(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    # 120 sent in each of the last minutes: 240 over 60 to 120 seconds (120 if the minute turned since).
+    html = staff_client(oncall).get(COCKPIT).content.decode()
+    rate = float(re.search(r"([\d.]+)/s</td>", section(html, "campaigns")).group(1))  # type: ignore[union-attr]
+    assert 1.0 <= rate <= 4.0
+
+
+def test_dependencies_down_and_the_global_pause_are_shown(running: Campaign, staff_client: Any, oncall: Any, settings: Any) -> None:
+    settings.SPAMD_PORT = 9  # discard: nothing listens on loopback
+    settings.CELERY_BROKER_URL = "amqp://guest:hunter2@127.0.0.1:9//"
+    sending_pause_all(reason="provider incident, ticket OPS-9", actor=oncall)
+    html = staff_client(oncall).get(COCKPIT).content.decode()
+    health = section(html, "health")
+    assert '<td>spamd</td><td class="state-down">down</td>' in health and "127.0.0.1:9" in health
+    assert '<td>broker</td><td class="state-down">down</td>' in health and "hunter2" not in html
+    assert "All sending PAUSED" in section(html, "switch") and "provider incident, ticket OPS-9" in html
+
+
+def test_outsider_is_refused_and_anonymous_sent_to_login(staff_client: Any, outsider: Any, client: Any) -> None:
+    assert staff_client(outsider).get(COCKPIT).status_code == 403
+    anonymous = client.get(COCKPIT)
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+
+
+def test_the_admin_index_links_to_the_cockpit(staff_client: Any, marketer: Any) -> None:
+    page = staff_client(marketer).get("/admin/")
+    assert page.status_code == 200 and f'href="{COCKPIT}"'.encode() in page.content
+
+
+def test_empty_fleet_renders(staff_client: Any, oncall: Any) -> None:
+    html = staff_client(oncall).get(COCKPIT).content.decode()
+    assert "No campaign is running or paused." in html and "No sending domain yet." in html and "The detector has paused nothing." in html
+
+
+def grow(campaign: Campaign, count: int) -> None:
+    """More domains, each with a running campaign, traffic and a detector pause."""
+    start = Campaign.objects.count()
+    for i in range(start, start + count):
+        domain = domain_create(domain=f"m{i}.example.com", default_sender=f"news@m{i}.example.com", rate_per_second=100, burst=100)
+        other = campaign_create(name=f"wave {i}", template=campaign.template, sending_domain=domain)
+        trigger_accept(campaign=other, idempotency_key="k", recipients=recipients(3, prefix=f"c{i}-"))
+        traffic(domain)
+        detector_pause(domain)
+
+
+def test_query_count_does_not_grow_with_campaigns_and_domains(running: Campaign, staff_client: Any, oncall: Any, django_assert_max_num_queries: Any) -> None:
+    client = staff_client(oncall)
+    grow(running, 1)
+    counts = []
+    for extra in (0, 4):  # 2 campaigns and domains, then 6
+        grow(running, extra)
+        with CaptureQueriesContext(connection) as queries:
+            html = client.get(COCKPIT).content.decode()
+        counts.append(len(queries))
+        assert section(html, "domains").count("<polyline") >= 2 * (2 + extra)
+        assert section(html, "campaigns").count('<svg class="progress"') == 2 + extra
+    assert counts[0] == counts[1], counts
+    # 7 for the panels; the rest is the session, the user and the admin's navigation (each_context), all fixed.
+    with django_assert_max_num_queries(40):
+        client.get(COCKPIT)
+
+
