@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.models import AuditEntry
 from audit.selectors import audit_entries
-from controlplane.api import ALL_ROLES, RolePermission, error_responses
+from controlplane.api import ALL_ROLES, Pagination, RolePermission, error_responses, paginated_response
 
 TAG = "audit"
 _DESCRIBED = {
@@ -24,7 +22,9 @@ _DESCRIBED = {
 
 
 class AuditEntryOutputSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None, help_text="The user, while the account exists.")
+    actor = serializers.CharField(
+        source="actor.username", default=None, allow_null=True, help_text="The user, while the account exists; null for system actors."
+    )
     actor_label = serializers.CharField(help_text="Who acted: a username, or the system part (detector, feedback:<source>).")
     data = serializers.JSONField(help_text="Ids, counts and before/after values of the change.")
 
@@ -37,7 +37,7 @@ class AuditEntryOutputSerializer(serializers.ModelSerializer):
 class AuditEntryListApi(APIView):
     permission_classes = (RolePermission,)
     read_roles = ALL_ROLES
-    pagination_class = LimitOffsetPagination
+    pagination_class = Pagination  # what paginated_response answers with; the schema describes it from here
 
     class QuerySerializer(serializers.Serializer):
         # Not strict: limit and offset share the query string.
@@ -61,6 +61,4 @@ class AuditEntryListApi(APIView):
     def get(self, request: Request) -> Response:
         query = self.QuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
-        paginator = LimitOffsetPagination()
-        page: Any = paginator.paginate_queryset(audit_entries(**query.validated_data), request, view=self)
-        return paginator.get_paginated_response(AuditEntryOutputSerializer(page, many=True).data)
+        return paginated_response(self, request, audit_entries(**query.validated_data), AuditEntryOutputSerializer)

@@ -8,7 +8,6 @@ Every variable is documented in ops/configuration.md.
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import sys
 from pathlib import Path
@@ -37,7 +36,13 @@ _database_url = env_str("DATABASE_URL", _default_db) or _default_db
 _db_scheme = urlsplit(_database_url).scheme
 if _db_scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
     raise ImproperlyConfigured(f"DATABASE_URL must be a sqlite:// or postgres:// URL, got scheme {_db_scheme!r}")
-DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))}
+# Health checks: a connection kept across a database restart is tested before reuse, so the
+# first request or task after the restart does not fail on a dead socket (ops/faults found it).
+DATABASES = {
+    "default": dj_database_url.parse(
+        _database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
+    )
+}
 EMBEDDED = _db_scheme == "sqlite"
 if EMBEDDED:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -166,14 +171,12 @@ SENDPLANE_API_THROTTLE = {
     "anon": _env_rate("SENDPLANE_API_THROTTLE_ANON", "60/minute"),  # per client address, unauthenticated
 }
 # Throttle counters live in the default cache: LocMemCache is per process (each gunicorn
-# worker counts alone); SENDPLANE_CACHE_URL=redis://... shares them (needs the redis package).
+# worker counts alone); SENDPLANE_CACHE_URL=redis://... shares them.
 _cache_url = env_str("SENDPLANE_CACHE_URL")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if _cache_url is not None:
     if (_cache_scheme := urlsplit(_cache_url).scheme) not in {"redis", "rediss"}:
         raise ImproperlyConfigured(f"SENDPLANE_CACHE_URL must be a redis:// or rediss:// URL, got scheme {_cache_scheme!r}")
-    if importlib.util.find_spec("redis") is None:
-        raise ImproperlyConfigured("SENDPLANE_CACHE_URL needs the redis package (pip install redis), which is not installed")
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sendplane API",

@@ -25,3 +25,6 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics_view, name="metrics"),
 ]
+
+# A URL no route matches is the API's JSON 404 under /api/ (Django's HTML page elsewhere).
+handler404 = "controlplane.api_errors.not_found"

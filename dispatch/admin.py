@@ -1,4 +1,4 @@
-"""Admin for campaigns and their messages: watch progress; sending happens through the API."""
+"""Admin for campaigns and their messages: watch progress; launch a campaign (dispatch/admin_launch.py) or use the API."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.urls import path
 from django.utils.html import format_html
 
 from controlplane.admin_roles import ControlActions, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
+from dispatch.admin_launch import CampaignLaunchPages
 from dispatch.cockpit import cockpit_view
 from dispatch.models import Campaign, Message
 from dispatch.selectors import campaign_progress
@@ -18,8 +19,9 @@ from dispatch.services.controls import campaign_pause, campaign_resume
 
 
 @admin.register(Campaign)
-class CampaignAdmin(ControlActions, ReadOnlyAdmin):
+class CampaignAdmin(CampaignLaunchPages, ControlActions, ReadOnlyAdmin):
     list_display = ["name", "template", "sending_domain", "status", "progress", "created_at"]
+    readonly_fields = ["progress"]  # on the campaign's page too, which reloads itself while messages move
     list_filter = ["status", "sending_domain"]
     search_fields = ["name"]
     actions = ["pause", "resume"]

@@ -53,3 +53,13 @@ ensure_spamd() {
   echo "spamd did not start on 127.0.0.1:$port" >&2
   return 1
 }
+
+# Debian's Chromium for the browser tests (tests/browser/): Playwright drives /usr/bin/chromium and downloads no browser.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  log "installing Debian's chromium (browser tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null
+  }
+}

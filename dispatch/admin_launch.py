@@ -1,0 +1,159 @@
+"""The admin's "Launch a campaign" page, for marketers and admins: a campaign and its first trigger in one form.
+
+The API does this in two calls (create the campaign, then trigger it); here one
+form names the template, the sending domain and the recipients, pasted one
+address a line (``address`` or ``address,first_name``) or as the API's JSON
+list of ``{"address", "context"}``. Each recipient's context is laid over the
+sample values of the template's newest approved version, so a list of bare
+addresses renders with the samples a marketer already saw in the preview.
+
+``dispatch.services.launch.campaign_launch`` calls the same services as the
+API inside one transaction: a trigger the service refuses takes its campaign
+with it, and the form shows the service's one-line error with nothing written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, user_roles
+from deliverability.models import SendingDomain
+from dispatch.models import WAITING, Campaign, MessageStatus
+from dispatch.selectors import campaigns_progress
+from dispatch.services.campaigns import CampaignError
+from dispatch.services.launch import campaign_launch
+from dispatch.services.triggers import TriggerError
+from templates_registry.models import Template
+
+LAUNCH_ROLES = frozenset({ROLE_MARKETER, ROLE_ADMIN})
+REJECTIONS_SHOWN = 5  # in the result message; the trigger's stored response keeps up to a thousand
+PROGRESS_REFRESH_SECONDS = 3  # the campaign page reloads itself while messages are still moving
+
+
+def can_launch(user: Any) -> bool:
+    return bool(user_roles(user) & LAUNCH_ROLES)
+
+
+# --- the form ------------------------------------------------------------------------------------
+
+
+def parse_recipients(text: str) -> list[dict[str, Any]]:
+    """A JSON list of {address, context}, else lines of ``address`` or ``address,first_name`` (CSV quoting)."""
+    text = text.strip()
+    if text.startswith("["):
+        return _json_recipients(text)
+    recipients = []
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if len(cells) > 2:
+            raise ValidationError(f"line {number}: expected address or address,first_name, got {len(cells)} columns")
+        context = {"first_name": cells[1]} if len(cells) == 2 and cells[1] else {}
+        recipients.append({"address": cells[0], "context": context})
+    return recipients  # how many is the trigger's to judge (MAX_RECIPIENTS), as for the API
+
+
+def _json_recipients(text: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or set(item) - {"address", "context"} or "address" not in item:
+            raise ValidationError(f"item {index}: expected an object with address and optional context")
+        if not isinstance(item.get("context", {}), dict):
+            raise ValidationError(f"item {index}: context must be an object")
+    return data
+
+
+class LaunchForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    template = forms.ModelChoiceField(Template.objects.order_by("slug"))
+    sending_domain = forms.ModelChoiceField(SendingDomain.objects.order_by("domain"))
+    recipients = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 14, "class": "vLargeTextField"}),
+        help_text='One address a line, optionally "address,first_name"; or a JSON list of '
+        '{"address": ..., "context": {...}}. Missing variables take the sample values of the '
+        "template's newest approved version.",
+    )
+
+    def clean_recipients(self) -> list[dict[str, Any]]:
+        return parse_recipients(self.cleaned_data["recipients"])
+
+    def launch(self, user: Any) -> Launch | None:
+        """The service's refusal becomes a form error (on the field it names) and None."""
+        try:
+            return campaign_launch(created_by=user, **self.cleaned_data)
+        except CampaignError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+        except TriggerError as exc:
+            self.add_error(None, " ".join(str(exc).split()))
+        return None
+
+
+# --- the page, mixed into CampaignAdmin (dispatch/admin.py) ------------------------------------------
+
+
+class CampaignLaunchPages(admin.ModelAdmin):
+    """The launch URL and button, and a campaign page that reloads itself while its messages move."""
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_launch"
+        own = [path("launch/", self.admin_site.admin_view(self.launch_view), name=name)]
+        return own + super().get_urls()  # before the catch-all <path:object_id>/
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_launch": can_launch(request.user)}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "refresh_seconds": _refresh_seconds(object_id)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def launch_view(self, request: HttpRequest) -> HttpResponse:
+        if not can_launch(request.user):
+            raise PermissionDenied
+        form = LaunchForm(request.POST or None)
+        if form.is_valid() and (launched := form.launch(request.user)) is not None:
+            self._report(request, launched)
+            return HttpResponseRedirect(reverse("admin:dispatch_campaign_change", args=[launched.campaign.pk]))
+        context = {
+            **self.admin_site.each_context(request), "opts": self.opts, "title": "Launch a campaign", "form": form,
+            "adminform": helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
+        }
+        return TemplateResponse(request, "admin/dispatch/launch.html", context)
+
+    def _report(self, request: HttpRequest, launched: Launch) -> None:
+        result = launched.response
+        self.message_user(
+            request,
+            format_html(
+                "Launched “{}”: {} accepted, {} suppressed, {} rejected. Its progress is below.",
+                launched.campaign, result["accepted"], result["suppressed"], result["rejected"],
+            ),
+            messages.SUCCESS,
+        )
+        for rejection in result["rejections"][:REJECTIONS_SHOWN]:
+            self.message_user(request, f"Rejected {rejection['address']}: {rejection['reason']}", messages.WARNING)
+
+
+def _refresh_seconds(object_id: str) -> int | None:
+    if not object_id.isdigit():
+        return None
+    counts = campaigns_progress(campaign_ids=[int(object_id)])[int(object_id)]
+    moving = sum(counts[status] for status in (*WAITING, MessageStatus.SENDING))
+    return PROGRESS_REFRESH_SECONDS if moving else None

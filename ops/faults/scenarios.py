@@ -1,0 +1,449 @@
+"""The scenarios. Each makes fresh sending domains and campaigns, triggers its messages, breaks
+something while real workers send them, and beats until every row is terminal; the runner
+then runs the conservation check (ops/faults/checks.py) over its campaigns.
+
+Every scenario runs under the sink's standing rule: one recipient in 50 (``hard*``) is
+refused with 550 at RCPT, so every campaign also has permanent failures to record.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from ops.faults import fixtures
+from ops.faults.checks import Crash, Ledger, Suppressed, Window
+from ops.faults.api_client import Client
+
+
+
+def _start(run: Any, ledger: Ledger, name: str, *, per_domain: int = 1, messages: int | None = None, slow: float = 0.0) -> list[Any]:
+    made = fixtures.campaigns(run, name, 3, per_domain=per_domain)
+    ledger.campaign_ids = [c.pk for c in made]
+    if slow:
+        run.sink.add(action="slow", phase="data", delay=slow)
+    fixtures.trigger_all(made, name[:4], messages or run.size.messages)
+    return made
+
+
+def _workers_alive(run: Any, ledger: Ledger) -> None:
+    dead = [w.name for w in run.workers if not w.alive()]
+    if dead:
+        ledger.fail(f"workers exited: {', '.join(dead)}")
+
+
+def _batch(run: Any) -> int:
+    return int(run.env["SENDPLANE_DISPATCH_BATCH_SIZE"])
+
+
+def _background(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+# --- worker kill -9 mid-batch --------------------------------------------------------------------
+
+
+def worker_kill9(run: Any, ledger: Ledger) -> None:
+    """kill -9 a worker that is inside a batch, several times; a new worker replaces each."""
+    _start(run, ledger, "worker_kill9", slow=0.01)
+    kills = 2 if run.size.messages < 1000 else 4
+    events = [(0.8 + 1.5 * i, lambda: _kill_busy(run, ledger)) for i in range(kills)]
+    run.drain(ledger.campaign_ids, events=events)
+    if len(ledger.crashes) < kills:
+        ledger.fail(f"only {len(ledger.crashes)} of {kills} kills happened mid-batch")
+
+
+def _busy(worker: Any) -> bool:
+    log = worker.log()
+    return log.rfind(" received") > max(log.rfind(" succeeded in "), log.rfind(" raised "), log.rfind("ERROR"))
+
+
+def _kill_busy(run: Any, ledger: Ledger) -> None:
+    from dispatch.models import Message, MessageStatus
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        busy = [w for w in run.workers if _busy(w)]
+        sending = Message.objects.filter(campaign_id__in=ledger.campaign_ids, status=MessageStatus.SENDING).count()
+        if busy and sending:
+            victim = random.choice(busy)
+            run.worker_kill9(victim)
+            ledger.crashes.append(Crash(f"kill -9 {victim.name}", time.time(), _batch(run)))
+            ledger.note(f"killed {victim.name} with {sending} rows sending")
+            run.worker_start()
+            return
+        time.sleep(0.02)
+
+
+# --- broker and database restarts ------------------------------------------------------------------
+
+
+def broker_restart(run: Any, ledger: Ledger) -> None:
+    """The private Redis dies (every hint in it is lost) and comes back 2 s later; a trigger arrives meanwhile."""
+    restarts = 1 if run.size.messages < 1000 else 2
+    made = _start(run, ledger, "broker_restart", slow=0.005)
+    events: list[tuple[float, Callable[[], None]]] = []
+    for i in range(restarts):
+        at = 1.0 + 5.0 * i
+        events += [(at, run.redis.stop), (at + 0.1, lambda i=i: _trigger_while_broker_down(run, ledger, made[i % len(made)], i)),
+                   (at + 2.0, run.redis.start)]  # fmt: skip
+    run.drain(ledger.campaign_ids, events=events)
+    _workers_alive(run, ledger)
+
+
+def _trigger_while_broker_down(run: Any, ledger: Ledger, campaign: Any, n: int) -> None:
+    """The outbox commits without the broker: the API must say 202, not 500 (the sweeper publishes later)."""
+    body = {"recipients": fixtures.recipients(f"down{n}", 100_000 + n * 20, 20)}
+    answer = Client(run.api.port, run.tokens["marketer"]).post(f"/api/v1/campaigns/{campaign.pk}/triggers", body, {"Idempotency-Key": f"down-{n}"})
+    ledger.note(f"trigger while the broker was down: {answer.status} in {answer.seconds:.2f} s")
+    if answer.status != 202:
+        ledger.fail(f"a trigger while the broker was down got {answer.status}: {str(answer.body)[:160]}")
+
+
+def database_restart(run: Any, ledger: Ledger) -> None:
+    """The private PostgreSQL crashes (immediate shutdown) and restarts 2 s later, mid-batch."""
+    _start(run, ledger, "database_restart", slow=0.005)
+
+    def crash() -> None:
+        _timed(ledger, "database restart", lambda: run.pg.restart(down_seconds=2))
+        ledger.crashes.append(Crash("database restart", time.time(), _batch(run) * len(run.workers)))
+
+    run.drain(ledger.campaign_ids, events=[(1.0, crash)])
+    _workers_alive(run, ledger)
+
+
+def _timed(ledger: Ledger, what: str, action: Callable[[], None]) -> None:
+    began = time.monotonic()
+    action()
+    ledger.note(f"{what} took {time.monotonic() - began:.1f} s")
+
+
+# --- SMTP faults ---------------------------------------------------------------------------------
+
+
+def smtp_4xx_storm(run: Any, ledger: Ledger) -> None:
+    """Every DATA gets 451 for 2 s, then every RCPT for a while (a storm); then the server recovers."""
+    storm = run.size.storm_seconds
+    # 451 after DATA first (RCPT refusals would keep messages from reaching DATA), from the first message on.
+    rules = [run.sink.storm(seconds=2 + 0.002 * run.size.messages, code=451, phase="data")]
+    _start(run, ledger, "smtp_4xx_storm", slow=0.002)
+    run.drain(ledger.campaign_ids, events=[(1.0, lambda: rules.append(run.sink.storm(seconds=storm, code=451, phase="rcpt")))])
+    ledger.note(f"451 after DATA {rules[0].hits} times, at RCPT {rules[1].hits} times")
+    if not all(rule.hits for rule in rules):
+        ledger.fail("a storm refused nothing: it came too late to test anything")
+    _all_sent_but_hard(ledger)
+
+
+def _all_sent_but_hard(ledger: Ledger) -> None:
+    from dispatch.models import Message, MessageStatus
+
+    rows = Message.objects.filter(campaign_id__in=ledger.campaign_ids)
+    unsent = rows.exclude(recipient__startswith="hard").exclude(status=MessageStatus.SENT).count()
+    if unsent:
+        ledger.fail(f"{unsent} messages were not sent after the server recovered")
+
+
+def smtp_drops(run: Any, ledger: Ledger) -> None:
+    """Connections dropped after DATA (some messages taken first, some not), at RCPT for 2 s, and slow replies."""
+
+    def every(n: int, k: int) -> Callable[[str], bool]:
+        return lambda address: fixtures.index_of(address) % n == k
+
+    run.sink.add(action="drop", phase="data", match=every(40, 7), record_before_drop=True)
+    run.sink.add(action="drop", phase="data", match=every(40, 23))
+    run.sink.add(action="drop", phase="rcpt", match=every(40, 31), until=time.time() + 2.0)
+    run.sink.add(action="slow", phase="data", match=every(10, 3), delay=0.2)
+    _start(run, ledger, "smtp_drops")
+    run.drain(ledger.campaign_ids)
+    from dispatch.models import Message, MessageStatus
+
+    rows = Message.objects.filter(campaign_id__in=ledger.campaign_ids)
+    expected = sum(1 for r in rows.values_list("recipient", flat=True) if fixtures.index_of(r) % 40 in (7, 23) and not r.startswith("hard"))
+    unknown = rows.filter(status=MessageStatus.UNKNOWN).count()
+    ledger.note(f"{expected} connections dropped mid-DATA, {unknown} rows unknown")
+    if unknown != expected:
+        ledger.fail(f"{expected} drops mid-DATA but {unknown} unknown rows")
+
+
+# --- duplicate triggers racing ------------------------------------------------------------------------
+
+
+def duplicate_triggers(run: Any, ledger: Ledger) -> None:
+    """Many HTTP clients send the same triggers (same key, same body) at once; some keys also race another body."""
+    made = fixtures.campaigns(run, "duplicate_triggers", 3)
+    ledger.campaign_ids = [c.pk for c in made]
+    keys = 12 if run.size.messages < 1000 else 60
+    per = max(1, run.size.messages // keys)
+    requests = []
+    for k in range(keys):
+        campaign = made[k % len(made)]
+        body = {"recipients": fixtures.recipients(f"dup{k}", k * per, per)}
+        requests.append((k, campaign.pk, body, False))
+        if k % 4 == 0:  # the same key with another body: one of the two wins, the other is a 409
+            requests.append((k, campaign.pk, {"recipients": fixtures.recipients(f"dupx{k}", k * per, per)}, True))
+    clients = 8 if run.size.messages < 1000 else 16
+    answers: dict[int, list[tuple[bool, Any]]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def client() -> None:
+        api = Client(run.api.port, run.tokens["marketer"])
+        for k, campaign_id, body, other in random.sample(requests, len(requests)):
+            answer = api.post(f"/api/v1/campaigns/{campaign_id}/triggers", body, {"Idempotency-Key": f"dup-{k}"})
+            with lock:
+                answers[k].append((other, answer))
+        api.close()
+
+    threads = [_background(client) for _ in range(clients)]
+    for thread in threads:
+        thread.join()
+    _check_idempotency(ledger, answers)
+    from celery import current_app
+
+    for campaign in made:  # duplicate hints too: each must be harmless
+        for _ in range(5):
+            current_app.send_task("dispatch.tasks.send_batch", args=[campaign.sending_domain_id])
+    run.drain(ledger.campaign_ids)
+    ledger.note(f"{sum(len(a) for a in answers.values())} requests for {keys} keys from {clients} concurrent clients")
+
+
+def _check_idempotency(ledger: Ledger, answers: dict[int, list[tuple[bool, Any]]]) -> None:
+    for k, got in answers.items():
+        firsts = [(other, a) for other, a in got if a.status == 202 and "idempotent-replayed" not in a.headers]
+        if len(firsts) != 1:
+            ledger.fail(f"key dup-{k}: {len(firsts)} requests were answered as the first")
+            continue
+        winner = firsts[0][0]
+        for other, a in got:
+            if other == winner and (a.status != 202 or a.body.get("trigger") != firsts[0][1].body.get("trigger")):
+                ledger.fail(f"key dup-{k}: a repeat got {a.status} {str(a.body)[:120]}")
+            elif other != winner and a.status != 409:
+                ledger.fail(f"key dup-{k}: another body got {a.status}, not 409")
+
+
+# --- pause and resume racing with sends ------------------------------------------------------------
+
+
+def pause_resume_race(run: Any, ledger: Ledger) -> None:
+    """On-call pauses and resumes domains, campaigns and everything through the API while batches run."""
+    made = _start(run, ledger, "pause_resume_race", per_domain=2, slow=0.004)
+    seconds = 5.0 if run.size.messages < 1000 else 15.0
+    domains = sorted({c.sending_domain.domain for c in made})
+    scopes = [
+        ("domain", domains, "/api/v1/domains/{}/pause", "/api/v1/domains/{}/resume", {"force": True}),
+        ("campaign", [str(c.pk) for c in made], "/api/v1/campaigns/{}/pause", "/api/v1/campaigns/{}/resume", {}),
+        ("all", ["all"], "/api/v1/pause-all", "/api/v1/resume-all", {}),
+    ]
+    threads: list[threading.Thread] = []
+    in_flight: list[int] = []
+
+    def start() -> None:
+        for scope in scopes:
+            threads.append(_background(lambda scope=scope: _pause_loop(run, ledger, scope, seconds, in_flight)))
+
+    run.drain(ledger.campaign_ids, events=[(0.3, start)], settle=lambda: bool(threads) and not any(t.is_alive() for t in threads))
+    paused_calls = len(ledger.windows)
+    ledger.note(f"{paused_calls} pauses; messages in flight when a pause returned: {sum(in_flight)} (max {max(in_flight, default=0)})")
+    if paused_calls < 3:
+        ledger.fail("fewer than 3 pauses happened")
+
+
+def _pause_loop(run: Any, ledger: Ledger, scope: tuple[str, list[str], str, str, dict[str, Any]], seconds: float, in_flight: list[int]) -> None:
+    kind, targets, pause_path, resume_path, resume_body = scope
+    api = Client(run.api.port, run.tokens["oncall"])
+    rng = random.Random(hash(kind))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        target = rng.choice(targets)
+        answer = api.post(pause_path.format(target), {"reason": f"fault suite: {kind} race"})
+        returned = time.time()
+        if answer.status != 200:
+            ledger.fail(f"pause {kind} {target}: {answer.status} {str(answer.body)[:160]}")
+            return
+        window = Window(kind, target, returned)
+        with ledger.lock:
+            ledger.windows.append(window)
+            in_flight.append(int(answer.body.get("in_flight", 0)))
+        time.sleep(rng.uniform(0.1, 0.6 if kind != "all" else 0.3))
+        window.end = time.time()  # from here the resume may let messages through
+        answer = api.post(resume_path.format(target), resume_body)
+        if answer.status != 200:
+            ledger.fail(f"resume {kind} {target}: {answer.status} {str(answer.body)[:160]}")
+            return
+        time.sleep(rng.uniform(0.1, 0.5 if kind != "all" else 1.2))
+    api.close()
+
+
+# --- suppression arriving mid-campaign ------------------------------------------------------------------
+
+
+def suppression_mid_campaign(run: Any, ledger: Ledger) -> None:
+    """Addresses in batches being sent are suppressed (by hand, and by a hard bounce) while the batches run."""
+    _start(run, ledger, "suppression_mid_campaign", slow=0.01)
+    done = threading.Event()
+    thread: list[threading.Thread] = []
+
+    def start() -> None:
+        thread.append(_background(lambda: _suppress_loop(run, ledger, done)))
+
+    run.drain(ledger.campaign_ids, events=[(0.3, start)])
+    done.set()
+    thread[0].join()
+    from deliverability.models import SendingDomain
+    from deliverability.selectors import address_suppressed
+
+    def in_force(s: Suppressed) -> bool:
+        scope = SendingDomain.objects.get(domain=s.domain) if s.domain else None
+        return address_suppressed(address=s.address, sending_domain=scope)
+
+    missed = [s.address for s in ledger.suppressions if not in_force(s)]
+    ledger.note(f"{len(ledger.suppressions)} addresses suppressed mid-campaign")
+    if missed or len(ledger.suppressions) < 5:
+        ledger.fail(f"suppressions: {len(ledger.suppressions)} made, not in force: {missed[:3]}")
+
+
+def _suppress_loop(run: Any, ledger: Ledger, done: threading.Event) -> None:
+    """Aim at the chunk being handed over right now: the rows just after the message the sink took last."""
+    from django.db import connections
+    from django.db.models import Q
+
+    from dispatch.models import Message, MessageStatus
+
+    rng, taken = random.Random(7), set()
+    try:
+        while not done.is_set():
+            latest = run.sink.latest()
+            row = Message.objects.filter(uuid=latest.message_id.strip("<>").partition("@")[0]).first() if latest else None
+            if row is None or row.campaign_id not in ledger.campaign_ids:
+                time.sleep(0.02)
+                continue
+            # The next few rows are likely in the chunk being handed over; the ones after, in the next chunk.
+            near = Q(id__gt=row.id, id__lte=row.id + 3) | Q(id__gt=row.id + 10, id__lte=row.id + 12)
+            upcoming = Message.objects.filter(near, campaign_id=row.campaign_id, status=MessageStatus.SENDING)
+            for uuid, address, domain in upcoming.exclude(recipient__startswith="hard").values_list("uuid", "recipient", "sending_domain__domain"):
+                if address.lower() not in taken:
+                    taken.add(address.lower())
+                    _suppress_one(ledger, rng.choice(("manual", "domain", "bounce")), uuid, address.lower(), domain)
+            time.sleep(0.05)
+    finally:
+        connections.close_all()
+
+
+def _suppress_one(ledger: Ledger, how: str, uuid: Any, address: str, domain: str) -> None:
+    from django.db import transaction
+
+    from deliverability.models import SendingDomain
+    from deliverability.services import suppression_add
+    from dispatch.services.feedback import bounce_ingest
+
+    committed: list[float] = []
+    with transaction.atomic():
+        if how == "bounce":
+            bounce_ingest(raw=_dsn(uuid, address, domain), source="upload")
+        else:
+            scope = SendingDomain.objects.get(domain=domain) if how == "domain" else None
+            suppression_add(address=address, reason="manual", sending_domain=scope, source="fault suite")
+        transaction.on_commit(lambda: committed.append(time.time()))
+    ledger.suppressions.append(Suppressed(address, domain if how == "domain" else None, committed[0]))
+
+
+def _dsn(uuid: Any, address: str, domain: str) -> bytes:
+    """A real-shaped RFC 3464 report: 5.1.1 user unknown, to our VERP address."""
+    return (
+        f"From: Mail Delivery System <MAILER-DAEMON@mx.{address.partition('@')[2]}>\r\n"
+        f"To: bounces+{uuid.hex}@{domain}\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; {address}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 The email account that you tried to reach does not exist\r\n\r\n--b1--\r\n"
+    ).encode()
+
+
+# --- spamd down during approval -----------------------------------------------------------------------
+
+
+def spamd_down_approval(run: Any, ledger: Ledger) -> None:
+    """spamd is unreachable: a new version is "not scored", never approvable, and nothing unscored is sent."""
+    from django.conf import settings
+
+    from deliverability.assessments import version_assess
+    from dispatch.services.triggers import TriggerError, trigger_accept
+    from templates_registry import services
+    from templates_registry.services import RegistryError
+
+    template = services.template_create(slug="faults-spamd", name="spamd down")
+    variant = services.variant_create(template=template, slug="a", weight=1)
+    saved, settings.SPAMD_PORT = settings.SPAMD_PORT, run.closed_port
+    try:
+        version = fixtures.version_new(variant, f"Fresh copy {time.time_ns()}")  # new content: no cached score
+        assessment = version_assess(version_id=version.pk)
+    finally:
+        settings.SPAMD_PORT = saved
+    ledger.note(f"assessment: {assessment.state}: {assessment.not_scored_reason[:80]}")
+    if assessment.state != "not_scored":
+        ledger.fail(f"spamd down gave {assessment.state}, not not_scored")
+    try:
+        services.version_approve(version=version, approved_by=run.users["marketer"])
+        ledger.fail("an unscored version was approved by the service")
+    except RegistryError:
+        pass
+    answer = Client(run.api.port, run.tokens["marketer"]).post(f"/api/v1/versions/{version.pk}/approve", {})
+    version.refresh_from_db()
+    if answer.status != 400 or version.status == "approved":
+        ledger.fail(f"the approve API answered {answer.status}; version is {version.status}")
+    made = fixtures.campaigns(run, "spamd_down_approval", 1)
+    unscored = fixtures.campaigns(run, "spamd_down_unscored", 1)
+    unscored[0].template = template
+    unscored[0].save(update_fields=["template"])
+    try:
+        trigger_accept(campaign=unscored[0], idempotency_key="unscored", recipients=fixtures.recipients("ns", 0, 5))
+        ledger.fail("a trigger of a template with no approved version was accepted")
+    except TriggerError:
+        pass
+    ledger.campaign_ids = [c.pk for c in made] + [unscored[0].pk]
+    fixtures.trigger_all(made, "spam", max(50, run.size.messages // 5))
+    run.drain(ledger.campaign_ids)
+    _only_approved_sent(ledger)
+
+
+def _only_approved_sent(ledger: Ledger) -> None:
+    from dispatch.models import Message
+
+    bad = Message.objects.filter(campaign_id__in=ledger.campaign_ids).exclude(version__status="approved").count()
+    if bad:
+        ledger.fail(f"{bad} messages of versions that are not approved")
+
+
+# --- load: the trigger API under concurrent clients --------------------------------------------------------
+
+
+def load(run: Any, ledger: Ledger) -> None:
+    """N clients post triggers for a fixed time (distinct keys, one request in ten a repeat); workers send meanwhile."""
+    from ops.faults.loadgen import generate
+
+    made = fixtures.campaigns(run, "load", 3, rate=1000.0)
+    ledger.campaign_ids = [c.pk for c in made]
+    figures = generate(run, ledger, [c.pk for c in made], clients=run.size.load_clients, seconds=run.size.load_seconds)
+    drained = run.drain(ledger.campaign_ids)
+    ledger.note(figures.summary() + f"; the outbox drained {drained:.1f} s after the load stopped")
+    run.load_figures = figures
+
+
+SCENARIOS: dict[str, Callable[[Any, Ledger], None]] = {
+    "worker_kill9": worker_kill9,
+    "broker_restart": broker_restart,
+    "database_restart": database_restart,
+    "smtp_4xx_storm": smtp_4xx_storm,
+    "smtp_drops": smtp_drops,
+    "duplicate_triggers": duplicate_triggers,
+    "pause_resume_race": pause_resume_race,
+    "suppression_mid_campaign": suppression_mid_campaign,
+    "spamd_down_approval": spamd_down_approval,
+    "load": load,
+}
