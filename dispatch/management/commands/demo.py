@@ -45,7 +45,7 @@ from templates_registry.rendering import RenderError
 from templates_registry.services import RegistryError
 
 DEMO_DOMAIN = "demo.sendplane.test"
-IMPORT_DOMAIN = "imports.sendplane.test"
+IMPORT_DOMAIN = "imports{n}.sendplane.test"  # a new one each run: a fresh domain the detector has never seen
 GONE = "gone"  # local parts the demo's receiving server does not know
 
 
@@ -158,11 +158,12 @@ class Command(BaseCommand):
 
     def _incident(self, template: Any) -> None:
         """A bad list import on a second domain, until the detector pauses it."""
+        name = IMPORT_DOMAIN.format(n=SendingDomain.objects.filter(domain__startswith="imports").count() + 1)
         self.stdout.write(self.style.WARNING(
-            f"\nNow a bad list: {IMPORT_DOMAIN} sends to an imported list where one address in three does not exist."
+            f"\nNow a bad list: {name} sends to an imported list where one address in three does not exist."
         ))
         self.stdout.write("The anomaly detector runs every minute (as the beat would) and should pause it within a minute or two.")
-        campaign = self._campaign(template, IMPORT_DOMAIN, 25.0)
+        campaign = self._campaign(template, name, 25.0)
         self._trigger(campaign, 4000, bad_share=1 / 3)
         started = time.time()
         evidence = self._watch(campaign, started, detect=True)
@@ -170,7 +171,7 @@ class Command(BaseCommand):
         if evidence is None:
             self.stdout.write(self.style.ERROR("The campaign finished before the detector acted."))
             return
-        self.stdout.write(self.style.SUCCESS(f"{IMPORT_DOMAIN} was paused after {time.time() - started:.0f} s and {progress['sent'] + progress['failed']} messages:"))
+        self.stdout.write(self.style.SUCCESS(f"{name} was paused after {time.time() - started:.0f} s and {progress['sent'] + progress['failed']} messages:"))
         self.stdout.write(f"  {evidence.summary()}")
         self.stdout.write(f"  {progress['queued']} messages wait, unsent; {progress['failed']} unknown users were suppressed.")
         self.stdout.write("  See the evidence and the chart in the admin (Sending domains); resuming a detector pause needs force.")
