@@ -29,7 +29,7 @@ from django.utils.html import format_html
 
 from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, user_roles
 from deliverability.models import SendingDomain
-from dispatch.models import WAITING, Campaign, MessageStatus
+from dispatch.models import WAITING, MessageStatus
 from dispatch.selectors import campaigns_progress
 from dispatch.services.campaigns import CampaignError
 from dispatch.services.launch import campaign_launch

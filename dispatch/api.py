@@ -22,10 +22,10 @@ from rest_framework.views import APIView
 
 from controlplane.api import (
     ALL_ROLES,
-    JsonObjectField,
-    Pagination,
     ROLE_ADMIN,
     ROLE_MARKETER,
+    JsonObjectField,
+    Pagination,
     RolePermission,
     StrictInputSerializer,
     bad_input_response,

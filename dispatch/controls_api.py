@@ -17,7 +17,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.api import ALL_ROLES, ROLE_ADMIN, ROLE_ONCALL, RolePermission, StrictInputSerializer, bad_input_response, error_responses, get_or_404
+from controlplane.api import (
+    ALL_ROLES,
+    ROLE_ADMIN,
+    ROLE_ONCALL,
+    RolePermission,
+    StrictInputSerializer,
+    bad_input_response,
+    error_responses,
+    get_or_404,
+)
 from deliverability.api import PauseEvidenceSerializer
 from deliverability.errors import DeliverabilityError
 from deliverability.models import PauseEvidence, SendingDomain

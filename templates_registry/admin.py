@@ -56,7 +56,7 @@ def _roles(request: HttpRequest) -> set[str]:
     roles: set[str] | None = getattr(request, "_registry_roles", None)
     if roles is None:
         roles = user_roles(request.user)
-        setattr(request, "_registry_roles", roles)
+        request._registry_roles = roles
     return roles
 
 

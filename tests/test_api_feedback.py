@@ -23,8 +23,7 @@ from dispatch.models import Campaign, Message, MessageStatus, Trigger
 from dispatch.services.feedback import bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
-from tests.conftest import SIMPLE_VARIABLES, recipients
-from tests.conftest import assert_error
+from tests.conftest import SIMPLE_VARIABLES, assert_error, recipients
 from tests.feedback_helpers import ARF_ABUSE, GMAIL_USER_UNKNOWN, SES_MAILBOX_FULL, bounce_of, corpus, counters, sent_message
 
 pytestmark = pytest.mark.django_db

@@ -152,8 +152,8 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 @pytest.fixture
 def seeded(campaign: Any, marketer: Any, published: Any, settings: Any) -> Any:
     """A campaign with queued messages, a manual suppression: every path parameter can name a real object."""
-    from deliverability.services import suppression_add
     from deliverability.models import SuppressionReason
+    from deliverability.services import suppression_add
     from dispatch.services.triggers import trigger_accept
 
     settings.SENDPLANE_API_THROTTLE = {"user": "100000/minute", "anon": "100000/minute"}  # fuzzing is not abuse

@@ -31,8 +31,8 @@ from dispatch.services.triggers import trigger_accept
 from dispatch.services.webhooks import webhook_event_ingest
 from dispatch.services.worker import batch_send
 from dispatch.tasks import send_batch
-from tests.conftest import SIMPLE_VARIABLES, recipients
 from tests.celery_workers import WorkerFleet
+from tests.conftest import SIMPLE_VARIABLES, recipients
 from tests.feedback_helpers import bounce_of
 from tests.smtp_sink import SmtpSink
 from tests.test_dispatch_celery import broker, broker_url, fast_sink, fleet  # noqa: F401 - the real worker's fixtures

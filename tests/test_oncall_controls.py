@@ -36,7 +36,7 @@ def controls(campaign_id: int) -> dict[str, tuple[str, dict[str, Any]]]:
     }
 
 
-READS = [f"/api/v1/domains/", f"/api/v1/domains/{DOMAIN}/", f"/api/v1/domains/{DOMAIN}/evidence", "/api/v1/sending"]
+READS = ["/api/v1/domains/", f"/api/v1/domains/{DOMAIN}/", f"/api/v1/domains/{DOMAIN}/evidence", "/api/v1/sending"]
 
 
 def state(campaign: Any) -> tuple[Any, ...]:

@@ -20,7 +20,9 @@ import pytest
 from django.core import mail
 from django.db import connection
 from django.test import Client
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from deliverability.bounces import vocabulary as v
 from deliverability.models import DomainMinute, FeedbackEvent, Suppression

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from deliverability.bounces import smtp_command, vocabulary as v
+from deliverability.bounces import smtp_command
+from deliverability.bounces import vocabulary as v
 from deliverability.bounces.parse import ParsedReport, RecipientStatus, parse_message, reply_in, status_in
 
 

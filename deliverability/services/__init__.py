@@ -138,10 +138,10 @@ def token_bucket_refund(*, key: str, burst: int, tokens: int) -> None:
 # Re-exported: callers import every deliverability write from ``deliverability.services``.
 from deliverability.services.counters import counters_add  # noqa: E402
 from deliverability.services.feedback import Feedback, event_record  # noqa: E402
-from deliverability.services.pause import _no_key  # noqa: E402
 from deliverability.services.pause import (  # noqa: E402
     PauseOutcome,
     ResumeRefused,
+    _no_key,  # noqa: E402
     domain_pause,
     domain_resume,
     ramp_factor,

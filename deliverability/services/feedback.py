@@ -25,7 +25,6 @@ from deliverability.models import EventType, FeedbackEvent, SendingDomain, Suppr
 from deliverability.services.counters import counters_add
 from deliverability.services.suppression import address_hash, address_normalize, suppression_add, suppression_scope
 
-
 # Soft bounces that speak about the recipient's own mailbox: enough of them in the
 # window and the address is suppressed. Blocks and rate limits speak about us
 # and never suppress a recipient.

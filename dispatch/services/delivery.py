@@ -18,9 +18,9 @@ from controlplane import metrics
 from deliverability.dkim_signing import dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
-from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
 from dispatch.services.unsubscribe import unsubscribe_urls
 from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
+from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from anymail.signals import AnymailTrackingEvent
+from anymail.signals import AnymailTrackingEvent, RejectReason
 from anymail.signals import EventType as Esp
-from anymail.signals import RejectReason
 
 from deliverability.bounces import vocabulary as v
 from deliverability.bounces.parse import reply_in, status_in

@@ -26,6 +26,7 @@ import django  # noqa: E402
 django.setup()
 
 from newsletter_context import recipient  # noqa: E402
+
 from templates_registry.rendering import VersionContent, compile_version, render_direct  # noqa: E402
 
 FIXTURE = ROOT / "ops" / "bench" / "fixtures" / "newsletter.mjml"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ops.faults import fixtures
-from ops.faults.checks import Ledger
 from ops.faults.api_client import Client
+from ops.faults.checks import Ledger
 
 RECIPIENTS = 10
 REPEAT_SHARE = 0.1

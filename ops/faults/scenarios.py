@@ -16,9 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ops.faults import fixtures
-from ops.faults.checks import Crash, Ledger, Suppressed, Window
 from ops.faults.api_client import Client
-
+from ops.faults.checks import Crash, Ledger, Suppressed, Window
 
 
 def _start(run: Any, ledger: Ledger, name: str, *, per_domain: int = 1, messages: int | None = None, slow: float = 0.0) -> list[Any]:

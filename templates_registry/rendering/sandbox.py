@@ -25,11 +25,11 @@ every ``for`` iterable goes through ``_sp_iter`` and every ``~`` result through
 from __future__ import annotations
 
 import functools
-from itertools import islice
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
