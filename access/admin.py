@@ -1,4 +1,4 @@
-"""API tokens in the admin: admins issue and revoke; every other role sees only its own tokens.
+"""API tokens in the admin: ``tokens.manage`` (access/permissions.py) issues, revokes and sees all; others see their own.
 
 A new token's plaintext is shown once, in the message after "Save"; the row
 keeps only its hash. Tokens are never edited or deleted (revoked rows stay as
@@ -14,16 +14,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from access.models import ApiToken
+from access.permissions import Capability, user_can
 from access.services import token_create, token_revoke
 from controlplane.admin_roles import ReadOnlyAdmin
-from controlplane.api import ROLE_ADMIN, user_roles
 
-_ADD_FIELDS = ["user", "name"]
-_VIEW_FIELDS = ["user", "name", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
-
-
-def _is_admin(request: HttpRequest) -> bool:
-    return ROLE_ADMIN in user_roles(request.user)
+_ADD_FIELDS = ("user", "name")
+_VIEW_FIELDS = ("user", "name", "prefix", "created_at", "created_by", "last_used_at", "revoked_at")
 
 
 @admin.register(ApiToken)
@@ -33,19 +29,18 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     search_fields = ["prefix", "name", "user__username"]
     list_select_related = ["user", "created_by"]
     actions = ["revoke"]
+    add_capability = Capability.TOKENS_MANAGE
+    revoke_capability = Capability.TOKENS_MANAGE
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
         tokens = super().get_queryset(request)
-        return tokens if _is_admin(request) else tokens.filter(user=request.user)
+        return tokens if user_can(request.user, Capability.TOKENS_MANAGE) else tokens.filter(user=request.user)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return _ADD_FIELDS if obj is None else _VIEW_FIELDS
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return _is_admin(request)
-
     def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return _is_admin(request)
+        return self.allows(request, "revoke")
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         token, plaintext = token_create(user=obj.user, name=obj.name, created_by=request.user)

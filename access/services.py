@@ -12,12 +12,13 @@ from django.utils import timezone
 from access import keys
 from access.models import ApiToken
 from audit.services import audit_record
+from controlplane.errors import ServiceError
 
 TOUCH_EVERY = timedelta(minutes=1)
 NAME_MAX = ApiToken._meta.get_field("name").max_length or 100
 
 
-class TokenError(ValueError):
+class TokenError(ServiceError):
     """A request the service refuses; the message is one line for the caller to show."""
 
 

@@ -9,13 +9,16 @@ live in Django's default cache: per process with LocMemCache, shared with
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework import throttling
 
 
 class _RateFromSettings:
-    scope: str
+    scope: str | None  # as DRF's throttles declare it; the subclasses below set "user" and "anon"
 
     def get_rate(self) -> str:
+        if self.scope is None:  # what DRF's own get_rate says of a throttle without a scope
+            raise ImproperlyConfigured(f"You must set either `.scope` or `.rate` for '{type(self).__name__}' throttle")
         return settings.SENDPLANE_API_THROTTLE[self.scope]
 
 

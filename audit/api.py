@@ -8,9 +8,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import Capability, CapabilityPermission
 from audit.models import AuditEntry
 from audit.selectors import audit_entries
-from controlplane.api import ALL_ROLES, Pagination, RolePermission, error_responses, paginated_response
+from controlplane.api import Pagination, error_responses, paginated_response
 
 TAG = "audit"
 _DESCRIBED = {
@@ -25,7 +26,9 @@ class AuditEntryOutputSerializer(serializers.ModelSerializer):
         source="actor.username", default=None, allow_null=True, help_text="The user, while the account exists; null for system actors."
     )
     actor_label = serializers.CharField(help_text="Who acted: a username, or the system part (detector, feedback:<source>).")
-    data = serializers.JSONField(help_text="Ids, counts and before/after values of the change.")
+    data = serializers.JSONField(  # type: ignore[assignment]  # drf-stubs: a declared field, not Serializer.data
+        help_text="Ids, counts and before/after values of the change."
+    )
 
     class Meta:
         model = AuditEntry
@@ -34,8 +37,8 @@ class AuditEntryOutputSerializer(serializers.ModelSerializer):
 
 
 class AuditEntryListApi(APIView):
-    permission_classes = (RolePermission,)
-    read_roles = ALL_ROLES
+    permission_classes = (CapabilityPermission,)
+    read_capability = Capability.READ
     pagination_class = Pagination  # what paginated_response answers with; the schema describes it from here
 
     class QuerySerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""Admin access from the API roles: every role reads; writes are opted into per ModelAdmin.
+"""Admin access from the permission table (access/permissions.py): every role reads; writes are opted into per ModelAdmin.
 
 Also the pause/resume admin actions' machinery: an intermediate page asks for
 the reason, then the action calls the same service as the on-call API.
@@ -16,35 +16,54 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from controlplane.api import ROLE_ADMIN, ROLE_ONCALL, user_roles
+from access.permissions import Capability, user_can
+from controlplane.errors import ServiceError
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Visible to every role, changeable by none: state changes go through services, not forms."""
+class CapabilityAccess:
+    """Mixed into a ModelAdmin or inline: ``has_<x>_permission`` asks the table for the class's ``<x>_capability``.
+
+    The same holds for action permissions (``permissions=["control"]`` -> ``control_capability``), so
+    tests/test_permission_table.py can check every answer against the table. None means nobody, superusers
+    included: the admin writes only where a service exists for it.
+    """
+
+    view_capability: Capability | None = Capability.READ
+    add_capability: Capability | None = None
+    change_capability: Capability | None = None
+    delete_capability: Capability | None = None
+
+    def allows(self, request: HttpRequest, name: str) -> bool:
+        capability: Capability | None = getattr(self, f"{name}_capability")
+        return capability is not None and user_can(request.user, capability)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return bool(user_roles(request.user))
+        return self.allows(request, "view")
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(user_roles(request.user))
+        return self.allows(request, "view")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.allows(request, "add")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        return self.allows(request, "change")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        return self.allows(request, "delete")
+
+
+class ReadOnlyAdmin(CapabilityAccess, admin.ModelAdmin):
+    """Visible to every role, changeable by none: state changes go through services, not forms."""
 
 
 # --- pause / resume actions: a reason first, then the same service the API calls ---------------
 
-CONTROL_ROLES = frozenset({ROLE_ONCALL, ROLE_ADMIN})
-
 
 class PauseForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, help_text="Kept on the object and in the audit trail.")
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, help_text="Kept on the object and in the audit trail."
+    )
 
 
 class ResumeForm(forms.Form):
@@ -56,11 +75,13 @@ class DomainResumeForm(ResumeForm):
     force = forms.BooleanField(required=False, help_text="Needed to lift a pause by the anomaly detector: read its evidence first.")
 
 
-class ControlActions:
-    """Mixed into a ModelAdmin: actions marked ``permissions=["control"]`` are for on-call and admins only."""
+class ControlActions(CapabilityAccess):
+    """Mixed into a ModelAdmin: actions marked ``permissions=["control"]`` pause and resume sending."""
+
+    control_capability = Capability.SENDING_CONTROL
 
     def has_control_permission(self, request: HttpRequest) -> bool:
-        return bool(user_roles(request.user) & CONTROL_ROLES)
+        return self.allows(request, "control")
 
 
 def control_action(
@@ -78,7 +99,7 @@ def control_action(
         for obj in queryset:
             try:
                 modeladmin.message_user(request, apply(obj, form.cleaned_data), messages.SUCCESS)
-            except ValueError as exc:  # the services' bad-input errors (DeliverabilityError, CampaignError, ResumeRefused)
+            except ServiceError as exc:  # a refusal (a detector pause without force, a finished campaign...)
                 modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
         return None
     context = {

@@ -16,6 +16,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from controlplane.errors import ServiceError
+
 
 def _first_message(detail: Any, path: str = "") -> str:
     if isinstance(detail, dict):
@@ -33,7 +35,19 @@ def _first_message(detail: Any, path: str = "") -> str:
     return f"{path}: {text}" if path else text
 
 
+def service_error_response(exc: ServiceError) -> Response:
+    """A service's refusal: its one line, also under the field it names, with the status it carries."""
+    line = " ".join(str(exc).split())
+    body: dict[str, Any] = {"error": line}
+    if exc.field:
+        prefix = f"{exc.field}: "
+        body["fields"] = {exc.field: [line[len(prefix) :] if line.startswith(prefix) else line]}
+    return Response(body, status=exc.status)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):  # every service's bad input, mapped here once (controlplane/errors.py)
+        return service_error_response(exc)
     if isinstance(exc, RequestDataTooBig):  # Django raises it below DRF, which would answer with HTML
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response({"error": f"request body is larger than {limit} bytes"}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -32,7 +32,7 @@ def correlation_id() -> str | None:
     return _current.get()
 
 
-def correlation_valid(value: Any) -> bool:
+def correlation_valid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _SAFE.fullmatch(value) is not None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -25,12 +25,11 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 F = TypeVar("F", bound=Callable[..., Any])
 NO_DOMAIN = "none"  # events we could not tie to a sending domain
-SIGNALS = ("bounce", "complaint", "reputation")  # deliverability.detector.SIGNALS (which imports nothing of ours)
 
 # --- dispatch: the worker --------------------------------------------------------------------
 MESSAGES = Counter("sendplane_messages", "Outcomes the worker recorded, per message", ["domain", "status"])
@@ -134,10 +133,13 @@ def timed_detector_run(run: F) -> F:
     return timed  # type: ignore[return-value]
 
 
-def detector_observed(state: Any) -> None:
-    """The detector's state after a run that fed minutes: per signal, domains in excursion and the top CUSUM."""
-    cusum = state.cusum  # (len(SIGNALS), domains)
-    for i, signal in enumerate(SIGNALS):
+def detector_observed(state: Any, signals: Sequence[str]) -> None:
+    """The detector's state after a run that fed minutes: per signal, domains in excursion and the top CUSUM.
+
+    ``signals`` names the rows of ``state.cusum`` (the detector owns that vocabulary; controlplane imports no app).
+    """
+    cusum = state.cusum  # (len(signals), domains)
+    for i, signal in enumerate(signals):
         DETECTOR_EXCURSION.labels(signal=signal).set(int((cusum[i] > 0).sum()))
         DETECTOR_CUSUM.labels(signal=signal).set(float(cusum[i].max()) if cusum.shape[1] else 0.0)
     DETECTOR_LAST_RUN.set_to_current_time()
@@ -204,8 +206,12 @@ def queue_families(now: datetime) -> Iterator[GaugeMetricFamily]:
 
     Paused domains and campaigns that are not running are left out, so a pause does not read as a stuck worker.
     """
-    depth = GaugeMetricFamily("sendplane_queue_due_messages", "Messages due now on running campaigns of unpaused domains", labels=["domain"])
-    age = GaugeMetricFamily("sendplane_queue_oldest_due_age_seconds", "Seconds the oldest due message has waited since due", labels=["domain"])
+    depth = GaugeMetricFamily(
+        "sendplane_queue_due_messages", "Messages due now on running campaigns of unpaused domains", labels=["domain"]
+    )
+    age = GaugeMetricFamily(
+        "sendplane_queue_oldest_due_age_seconds", "Seconds the oldest due message has waited since due", labels=["domain"]
+    )
     due = _messages().filter(
         status__in=["queued", "deferred"], not_before__lte=now, campaign__status="running", sending_domain__paused=False
     )
@@ -217,7 +223,9 @@ def queue_families(now: datetime) -> Iterator[GaugeMetricFamily]:
 
 
 def paused_family() -> GaugeMetricFamily:
-    family = GaugeMetricFamily("sendplane_domain_paused", "1 while the sending domain is paused, by the detector or a person", labels=["domain", "by"])
+    family = GaugeMetricFamily(
+        "sendplane_domain_paused", "1 while the sending domain is paused, by the detector or a person", labels=["domain", "by"]
+    )
     for domain, paused, by in apps.get_model("deliverability", "SendingDomain").objects.values_list("domain", "paused", "paused_by"):
         family.add_metric([domain, "detector" if by == "detector" else "person" if paused else ""], int(paused))
     return family
@@ -234,7 +242,7 @@ def _messages() -> Any:
 class _ProcessCollector(Collector):
     """This process's own metrics (the default registry), when not in multiprocess mode."""
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterable[Metric]:
         return REGISTRY.collect()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import sys
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -185,6 +186,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two vocabularies share the field name "reason": name both rather than let a hash suffix tell them apart.
+    "ENUM_NAME_OVERRIDES": {
+        "BounceReasonEnum": "deliverability.bounces.vocabulary.Reason",
+        "SuppressionReasonEnum": "deliverability.models.SuppressionReason",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------
@@ -253,7 +259,19 @@ SENDPLANE_RENDER = {
 # --- Dispatch ----------------------------------------------------------------------
 # Where recipients' unsubscribe links point (the one-click endpoint lives at /u/<token>).
 SENDPLANE_PUBLIC_URL = (env_str("SENDPLANE_PUBLIC_URL", "http://localhost:8000") or "").rstrip("/")
-SENDPLANE_DISPATCH = {
+
+
+class DispatchSettings(TypedDict):
+    # Typed so that settings.SENDPLANE_DISPATCH["BATCH_SIZE"] is an int to mypy, not the dict's joined float.
+    BATCH_SIZE: int
+    LEASE_SECONDS: int
+    MAX_ATTEMPTS: int
+    RETRY_BASE_SECONDS: float
+    RECHECK_EVERY: int
+    SWEEP_SECONDS: float
+
+
+SENDPLANE_DISPATCH: DispatchSettings = {
     # Messages one claim takes at most; also the size of one SMTP connection's batch.
     "BATCH_SIZE": env_int("SENDPLANE_DISPATCH_BATCH_SIZE", 50, minimum=1, maximum=1000),
     # A claimed row still "sending" this long after its claim is marked unknown (never re-sent).
@@ -278,7 +296,15 @@ CELERY_BEAT_SCHEDULE = {
 # Where each kind of suppression applies: "global" (every sending domain) or
 # "domain" (the domain the event was about; an event tied to no domain suppresses globally).
 _SCOPES = {"global", "domain"}
-SENDPLANE_SUPPRESSION = {
+
+
+class SuppressionSettings(TypedDict):
+    SCOPES: dict[str, str]  # suppression reason -> "global" or "domain"
+    SOFT_BOUNCE_LIMIT: int
+    SOFT_BOUNCE_WINDOW_HOURS: int
+
+
+SENDPLANE_SUPPRESSION: SuppressionSettings = {
     "SCOPES": {
         "hard_bounce": env_choice("SENDPLANE_SUPPRESS_HARD_BOUNCE", "global", _SCOPES),
         "complaint": env_choice("SENDPLANE_SUPPRESS_COMPLAINT", "global", _SCOPES),

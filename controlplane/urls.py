@@ -2,12 +2,12 @@
 health probes and Prometheus metrics (controlplane/health.py)."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane import health
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("templates_registry.urls")),
     path("", include("dispatch.urls")),
     path("", include("deliverability.urls")),

@@ -1,7 +1,7 @@
 """Admin for sending domains, suppressions, feedback events and per-minute counters.
 
 Writes go through services: a manual suppression is ``suppression_add``,
-lifting one (admins only) is ``suppression_remove``. Domains, events and
+lifting one (``suppressions.lift``, access/permissions.py) is ``suppression_remove``. Domains, events and
 counters are read-only here (on-call pause and resume come with issue 7).
 """
 
@@ -19,8 +19,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from access.permissions import Capability
 from controlplane.admin_roles import ControlActions, DomainResumeForm, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
-from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, ROLE_ONCALL, user_roles
 from deliverability.charts import reputation_svg
 from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, SendingSwitch, Suppression, SuppressionReason
 from deliverability.selectors import domain_pause_evidence, domain_reputation_history
@@ -33,8 +33,6 @@ from deliverability.services import (
     suppression_add,
     suppression_remove,
 )
-
-_SUPPRESSION_WRITERS = {ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN}
 
 
 @admin.register(SendingDomain)
@@ -81,7 +79,9 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         if not rows:
             return "The detector never paused this domain."
         return format_html_join(
-            "", "<p>{}: {}{}</p>", ((row.created_at.strftime("%Y-%m-%d %H:%M"), row.summary(), " (resumed)" if row.resumed_at else "") for row in rows)
+            "",
+            "<p>{}: {}{}</p>",
+            ((row.created_at.strftime("%Y-%m-%d %H:%M"), row.summary(), " (resumed)" if row.resumed_at else "") for row in rows),
         )
 
 
@@ -112,6 +112,8 @@ class SuppressionAdmin(ReadOnlyAdmin):
     list_select_related = ["sending_domain", "event", "created_by"]
     form = SuppressionAddForm
     actions = ["lift"]
+    add_capability = Capability.SUPPRESSIONS_ADD
+    delete_capability = lift_capability = Capability.SUPPRESSIONS_LIFT  # the delete page and the action
 
     @admin.display(description="address")
     def shown_address(self, row: Suppression) -> str:
@@ -124,16 +126,13 @@ class SuppressionAdmin(ReadOnlyAdmin):
         url = reverse("admin:deliverability_feedbackevent_change", args=[row.event.pk])
         return format_html('<a href="{}">{} {} {}</a>', url, row.event.event_type, row.event.reason, row.event.status)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return bool(user_roles(request.user) & _SUPPRESSION_WRITERS)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return ROLE_ADMIN in user_roles(request.user)
+    def has_lift_permission(self, request: HttpRequest) -> bool:
+        return self.allows(request, "lift")
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # lifting goes through the service (the "lift" action)
-        return actions if ROLE_ADMIN in user_roles(request.user) else {}
+        return actions
 
     def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
         row, _ = suppression_add(  # the form checked the address; the service cannot refuse it now
@@ -145,7 +144,7 @@ class SuppressionAdmin(ReadOnlyAdmin):
     def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
         suppression_remove(suppression=obj, removed_by=request.user)
 
-    @admin.action(description="Lift the selected suppressions (admins only)")
+    @admin.action(description="Lift the selected suppressions (admins only)", permissions=["lift"])
     def lift(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
         rows = list(queryset)
         for row in rows:
@@ -188,7 +187,8 @@ class SendingSwitchAdmin(ControlActions, ReadOnlyAdmin):
     @admin.action(description="Pause ALL sending", permissions=["control"])
     def pause_all(self, request: HttpRequest, queryset: QuerySet[SendingSwitch]) -> Any:
         def apply(_: SendingSwitch, data: dict[str, Any]) -> str:
-            return "All sending paused." if sending_pause_all(reason=data["reason"], actor=request.user)[1] else "All sending was already paused."
+            _, changed = sending_pause_all(reason=data["reason"], actor=request.user)
+            return "All sending paused." if changed else "All sending was already paused."
 
         return control_action(self, request, queryset[:1], title="Pause ALL sending", form_class=PauseForm, apply=apply)
 

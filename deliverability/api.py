@@ -19,15 +19,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import Capability, CapabilityPermission
 from controlplane.api import (
-    ALL_ROLES,
-    ROLE_ADMIN,
-    ROLE_MARKETER,
-    ROLE_ONCALL,
     Pagination,
-    RolePermission,
     StrictInputSerializer,
-    bad_input_response,
     error_responses,
     get_or_404,
     paginated_response,
@@ -54,14 +49,8 @@ def _errors(*codes: int) -> dict[int, Any]:
 class DeliverabilityApi(APIView):
     # Role checks, and service errors in the one error shape (a comment: drf-spectacular shows docstrings).
 
-    permission_classes = (RolePermission,)
-    read_roles = ALL_ROLES
-    write_roles = (ROLE_MARKETER, ROLE_ONCALL, ROLE_ADMIN)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DeliverabilityError):
-            return bad_input_response(exc)
-        return super().handle_exception(exc)
+    permission_classes = (CapabilityPermission,)
+    read_capability = Capability.READ  # each view that writes declares its write_capability
 
 
 class EventSummarySerializer(serializers.ModelSerializer):
@@ -101,6 +90,7 @@ _SUPPRESSIONS = Suppression.objects.select_related("sending_domain", "event", "c
 
 
 class SuppressionListCreateApi(DeliverabilityApi):
+    write_capability = Capability.SUPPRESSIONS_ADD
     pagination_class = Pagination  # what paginated_response answers with; the schema describes it from here
 
     class InputSerializer(StrictInputSerializer):
@@ -148,7 +138,7 @@ class SuppressionListCreateApi(DeliverabilityApi):
 
 
 class SuppressionDetailApi(DeliverabilityApi):
-    write_roles = (ROLE_ADMIN,)
+    write_capability = Capability.SUPPRESSIONS_LIFT
 
     @extend_schema(tags=[TAG], operation_id="suppressions_retrieve", responses={200: SuppressionOutputSerializer, **_errors(401, 403, 404)})
     def get(self, request: Request, suppression_id: int) -> Response:

@@ -1,7 +1,9 @@
 """Change detection on each sending domain's bounce, complaint and reputation rates, all domains at once.
 
-Pure numpy, no Django: ``deliverability.services.detection`` feeds it the
-per-minute counters and persists the state; ``tests/test_detector_scenarios.py``
+Pure numpy, no database: ``deliverability.services.detection`` feeds it the
+per-minute counters and persists the state (its two vocabularies, ``Signal``
+and ``Rule``, are Django ``TextChoices`` so ``PauseEvidence`` can use them as
+choices; they are plain str and need no settings); ``tests/test_detector_scenarios.py``
 and ``ops/bench/detector`` drive it directly.
 
 Per domain and signal, every minute:
@@ -41,8 +43,25 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+from django.db.models import TextChoices
 
-SIGNALS = ("bounce", "complaint", "reputation")  # reputation: blocklist / spam-block class bounces, zeros where unknown
+
+class Signal(TextChoices):
+    """What a decision is about; the order is the signal axis of every per-signal array."""
+
+    BOUNCE = "bounce", "Bounce rate"
+    COMPLAINT = "complaint", "Complaint rate"
+    REPUTATION = "reputation", "Reputation refusals (blocks, spam, authentication)"  # zeros where unknown
+
+
+class Rule(TextChoices):
+    """Which test decided."""
+
+    CUSUM = "cusum", "CUSUM: a shift from the domain's own baseline"
+    CEILING = "ceiling", "Ceiling: an absolute limit"
+
+
+SIGNALS: tuple[Signal, ...] = tuple(Signal)
 _N_SIGNALS = len(SIGNALS)
 _FORMAT = 1  # bumped when the saved arrays change meaning; from_bytes refuses another
 _P_MIN, _P_MAX = 1e-7, 0.5  # p0 is kept where the logarithms are finite and p1 > p0 stays meaningful
@@ -195,7 +214,7 @@ class Decisions:
     volume: np.ndarray  # messages in the excursion (ceiling: weighted messages in the window)
     events: np.ndarray  # bad events in the excursion (ceiling: weighted, in the window)
     minutes: np.ndarray  # minutes the excursion lasted (ceiling: the window's mean span)
-    rule: np.ndarray  # "cusum" or "ceiling"
+    rule: np.ndarray  # Rule values, as numpy str
 
     def __len__(self) -> int:
         return len(self.index)
@@ -348,7 +367,7 @@ def _decide(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> Dec
         volume=volume,
         events=events,
         minutes=np.where(by_cusum, state.exc_minutes[at], round(win_span)),
-        rule=np.where(by_cusum, "cusum", "ceiling"),
+        rule=np.where(by_cusum, Rule.CUSUM.value, Rule.CEILING.value),
     )
 
 

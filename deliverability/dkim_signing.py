@@ -7,7 +7,9 @@ from pathlib import Path
 
 import dkim
 
-SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version", b"content-type"]
+SIGNED_HEADERS = [
+    b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version", b"content-type"
+]
 
 
 class DkimKeyError(RuntimeError):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+from controlplane.errors import ServiceError
 
-class DeliverabilityError(ValueError):
+
+class DeliverabilityError(ServiceError):
     """Bad input: one line naming the problem and, where known, the field."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.message, self.field = message, field
-        super().__init__(f"{field}: {message}" if field else message)

@@ -6,6 +6,11 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+# The vocabularies are defined once, beside the code that produces them, and re-exported here
+# (``from deliverability.models import EventType`` keeps working).
+from deliverability.bounces.vocabulary import EventType, Kind, MatchedBy, Reason
+from deliverability.detector import Rule, Signal
+
 
 class SendingDomain(models.Model):
     """A from-domain we send as, with its pace and its pause switch."""
@@ -30,9 +35,12 @@ class SendingDomain(models.Model):
     paused_by = models.CharField(
         max_length=150, blank=True, help_text="'detector' for an automatic pause, else who paused it; empty when running"
     )
-    # After a resume the rate ramps from a tenth to the full rate over ramp_minutes (DomainRamp in services).
+    # After a resume the rate ramps from a tenth to the full rate over ramp_minutes (services/pause.py: ramp_factor).
     ramp_started_at = models.DateTimeField(null=True, blank=True)
     ramp_minutes = models.PositiveIntegerField(default=0)
+    # Bumped by every resume (services/pause.py), read by the detector (services/detection.py): the detector forgets
+    # a domain whose epoch moved since its last run, and never pauses it on data read under an older epoch.
+    detector_epoch = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -97,18 +105,6 @@ class Suppression(models.Model):
         return f"{self.address or 'erased'} ({self.reason})"
 
 
-class EventType(models.TextChoices):
-    """The one vocabulary every webhook and raw message maps onto (bounces.vocabulary.EventType)."""
-
-    DELIVERED = "delivered", "Delivered"
-    DEFERRED = "deferred", "Deferred"
-    BOUNCED = "bounced", "Bounced"
-    COMPLAINED = "complained", "Complained"
-    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
-    AUTO_REPLY = "auto_reply", "Auto-reply"
-    UNKNOWN = "unknown", "Unknown"
-
-
 class FeedbackEvent(models.Model):
     """One thing a receiver told us about one recipient: an ESP webhook, a raw bounce, an unsubscribe.
 
@@ -117,8 +113,8 @@ class FeedbackEvent(models.Model):
     """
 
     event_type = models.CharField(max_length=16, choices=EventType.choices)
-    kind = models.CharField(max_length=12, blank=True, help_text="hard, soft, complaint, auto_reply, delivered, unknown")
-    reason = models.CharField(max_length=32, blank=True)
+    kind = models.CharField(max_length=12, blank=True, choices=Kind.choices)
+    reason = models.CharField(max_length=32, blank=True, choices=Reason.choices)
     status = models.CharField(max_length=16, blank=True, help_text="Enhanced status code (RFC 3463)")
     smtp_reply = models.TextField(blank=True)
     feedback_type = models.CharField(max_length=32, blank=True)
@@ -127,8 +123,8 @@ class FeedbackEvent(models.Model):
     sending_domain = models.ForeignKey(SendingDomain, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The outbox row it is about (dispatch.Message.uuid), when the report let us find it.
     message_uuid = models.UUIDField(null=True, blank=True)
-    matched_by = models.CharField(max_length=16, blank=True, help_text="verp, message_id, metadata, recipient, or empty")
-    source = models.CharField(max_length=40, help_text="webhook:<esp>, upload, mailbox, unsubscribe")
+    matched_by = models.CharField(max_length=16, blank=True, choices=MatchedBy.choices, help_text="Empty: tied to no message of ours")
+    source = models.CharField(max_length=40, help_text="webhook:<esp>, upload, mailbox, unsubscribe, smtp")
     dedupe_key = models.CharField(max_length=64, unique=True, editable=False)
     detail = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
@@ -185,16 +181,22 @@ class DetectorState(models.Model):
     """The anomaly detector's state for every domain, one row: survives restarts, read and written under a lock.
 
     ``state`` is ``deliverability.detector.DetectorState.to_bytes()`` (numpy
-    arrays, one entry per domain in ``domain_ids`` order); ``minute`` is the
-    last minute fed to it. One row rather than one per domain: the beat task
-    loads and saves 100,000 domains in one read and one write.
+    arrays, one entry per domain in ``domain_ids`` order); ``domain_epochs``
+    holds each domain's ``SendingDomain.detector_epoch`` as the run read it,
+    in the same order (int64; empty before the field existed: all 0);
+    ``minute`` is the last minute fed to it. One row rather than one per
+    domain: the beat task loads and saves 100,000 domains in one read and one write.
     """
 
     name = models.CharField(max_length=32, unique=True, default="default")
     minute = models.DateTimeField(null=True, blank=True)
     domain_ids = models.BinaryField(default=bytes)
+    domain_epochs = models.BinaryField(default=bytes)
     state = models.BinaryField(default=bytes)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"detector state {self.name} (last minute {self.minute:%Y-%m-%d %H:%M})" if self.minute else f"detector state {self.name}"
 
 
 class PauseEvidence(models.Model):
@@ -202,8 +204,8 @@ class PauseEvidence(models.Model):
 
     sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="pause_evidence")
     minute = models.DateTimeField(help_text="The minute whose data tipped the decision")
-    signal = models.CharField(max_length=16, help_text="bounce, complaint or reputation")
-    rule = models.CharField(max_length=16, help_text="cusum (a shift from the domain's own baseline) or ceiling (an absolute limit)")
+    signal = models.CharField(max_length=16, choices=Signal.choices)
+    rule = models.CharField(max_length=16, choices=Rule.choices)
     baseline = models.FloatField(help_text="The domain's learned rate before the shift")
     observed = models.FloatField(help_text="The rate since the shift began")
     statistic = models.FloatField()

@@ -108,11 +108,13 @@ def domain_reputation_history(
 def reputation_points(series: MinuteSeries, *, step_minutes: int) -> list[list[ReputationPoint]]:
     """Every domain of the series summed per step, with one vectorized reshape (the cockpit draws them all)."""
     minutes = len(series.minutes)
+    if not minutes:
+        return [[] for _ in series.domain_ids]
     buckets = -(-minutes // step_minutes)
     pad = ((0, 0), (0, buckets * step_minutes - minutes))
     c = {name: np.pad(a, pad).reshape(len(a), buckets, step_minutes).sum(axis=2) for name, a in series.counts.items()}
     bounced = c["bounced_hard"] + c["bounced_soft"] + c["bounced_reputation"]
-    first = series.minutes[0].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC) if minutes else None
+    first = series.minutes[0].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
     return [
         [
             ReputationPoint(

@@ -30,7 +30,9 @@ class CampaignAdmin(CampaignLaunchPages, ControlActions, ReadOnlyAdmin):
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> Any:
         def apply(campaign: Campaign, data: dict[str, Any]) -> str:
             result = campaign_pause(campaign=campaign, reason=data["reason"], actor=request.user)
-            return f"{campaign} paused ({result.in_flight} in flight, none handed over after this)." if result.changed else f"{campaign} was already paused."
+            if not result.changed:
+                return f"{campaign} was already paused."
+            return f"{campaign} paused ({result.in_flight} in flight, none handed over after this)."
 
         return control_action(self, request, queryset, title="Pause the selected campaigns", form_class=PauseForm, apply=apply)
 

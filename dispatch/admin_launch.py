@@ -1,4 +1,4 @@
-"""The admin's "Launch a campaign" page, for marketers and admins: a campaign and its first trigger in one form.
+"""The admin's "Launch a campaign" page (``campaigns.write``): a campaign and its first trigger in one form.
 
 The API does this in two calls (create the campaign, then trigger it); here one
 form names the template, the sending domain and the recipients, pasted one
@@ -27,22 +27,18 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, user_roles
+from access.permissions import Capability
+from controlplane.admin_roles import CapabilityAccess
 from deliverability.models import SendingDomain
 from dispatch.models import WAITING, MessageStatus
 from dispatch.selectors import campaigns_progress
 from dispatch.services.campaigns import CampaignError
-from dispatch.services.launch import campaign_launch
+from dispatch.services.launch import Launch, campaign_launch
 from dispatch.services.triggers import TriggerError
 from templates_registry.models import Template
 
-LAUNCH_ROLES = frozenset({ROLE_MARKETER, ROLE_ADMIN})
 REJECTIONS_SHOWN = 5  # in the result message; the trigger's stored response keeps up to a thousand
 PROGRESS_REFRESH_SECONDS = 3  # the campaign page reloads itself while messages are still moving
-
-
-def can_launch(user: Any) -> bool:
-    return bool(user_roles(user) & LAUNCH_ROLES)
 
 
 # --- the form ------------------------------------------------------------------------------------
@@ -106,8 +102,13 @@ class LaunchForm(forms.Form):
 # --- the page, mixed into CampaignAdmin (dispatch/admin.py) ------------------------------------------
 
 
-class CampaignLaunchPages(admin.ModelAdmin):
+class CampaignLaunchPages(CapabilityAccess, admin.ModelAdmin):
     """The launch URL and button, and a campaign page that reloads itself while its messages move."""
+
+    launch_capability = Capability.CAMPAIGNS_WRITE  # the same services as the API's create and trigger
+
+    def has_launch_permission(self, request: HttpRequest) -> bool:
+        return self.allows(request, "launch")
 
     def get_urls(self) -> list[URLPattern]:
         name = f"{self.opts.app_label}_{self.opts.model_name}_launch"
@@ -115,7 +116,7 @@ class CampaignLaunchPages(admin.ModelAdmin):
         return own + super().get_urls()  # before the catch-all <path:object_id>/
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "can_launch": can_launch(request.user)}
+        extra_context = {**(extra_context or {}), "can_launch": self.has_launch_permission(request)}
         return super().changelist_view(request, extra_context)
 
     def change_view(
@@ -125,7 +126,7 @@ class CampaignLaunchPages(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def launch_view(self, request: HttpRequest) -> HttpResponse:
-        if not can_launch(request.user):
+        if not self.has_launch_permission(request):
             raise PermissionDenied
         form = LaunchForm(request.POST or None)
         if form.is_valid() and (launched := form.launch(request.user)) is not None:
@@ -133,7 +134,7 @@ class CampaignLaunchPages(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:dispatch_campaign_change", args=[launched.campaign.pk]))
         context = {
             **self.admin_site.each_context(request), "opts": self.opts, "title": "Launch a campaign", "form": form,
-            "adminform": helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
+            "adminform": helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}),  # type: ignore[arg-type]  # django-stubs: any Form works
         }
         return TemplateResponse(request, "admin/dispatch/launch.html", context)
 

@@ -25,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from controlplane.api import user_roles
+from access.permissions import Capability, user_can
 from controlplane.health import CHECKS, checks_run
 from deliverability import detector
 from deliverability.charts import reputation_svg
@@ -93,7 +93,7 @@ class DomainRow:
 
 def cockpit_view(request: HttpRequest) -> HttpResponse:
     """Mounted by dispatch/admin.py behind ``admin.site.admin_view`` (staff login first)."""
-    if not user_roles(request.user):
+    if not user_can(request.user, Capability.READ):
         raise PermissionDenied
     now = timezone.now()
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)  # the current minute included

@@ -17,22 +17,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.api import (
-    ALL_ROLES,
-    ROLE_ADMIN,
-    ROLE_ONCALL,
-    RolePermission,
-    StrictInputSerializer,
-    bad_input_response,
-    error_responses,
-    get_or_404,
-)
+from access.permissions import Capability, CapabilityPermission
+from controlplane.api import StrictInputSerializer, error_responses, get_or_404
 from deliverability.api import PauseEvidenceSerializer
-from deliverability.errors import DeliverabilityError
 from deliverability.models import PauseEvidence, SendingDomain
-from deliverability.services import ResumeRefused, domain_rate, sending_switch
+from deliverability.services import domain_rate, sending_switch
 from dispatch.models import WAITING, Campaign, Message, MessageStatus
-from dispatch.services.campaigns import CampaignError
 from dispatch.services.controls import (
     ControlResult,
     campaign_pause,
@@ -60,16 +50,9 @@ def _errors(*codes: int) -> dict[int, Any]:
 class OnCallApi(APIView):
     # Role checks and service errors in the one error shape (a comment: drf-spectacular shows docstrings).
 
-    permission_classes = (RolePermission,)
-    read_roles = ALL_ROLES
-    write_roles = (ROLE_ONCALL, ROLE_ADMIN)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, ResumeRefused):
-            return Response({"error": " ".join(str(exc).split())}, status=409)
-        if isinstance(exc, (DeliverabilityError, CampaignError)):
-            return bad_input_response(exc)
-        return super().handle_exception(exc)
+    permission_classes = (CapabilityPermission,)
+    read_capability = Capability.READ
+    write_capability = Capability.SENDING_CONTROL
 
 
 class ControlOutputSerializer(serializers.Serializer):
@@ -256,7 +239,10 @@ class SendingStateSerializer(serializers.Serializer):
 
 
 class SendingStateApi(OnCallApi):
-    @extend_schema(tags=[TAG], operation_id="sending_state", description="The global kill switch.", responses={200: SendingStateSerializer, **_errors(401, 403)})
+    @extend_schema(
+        tags=[TAG], operation_id="sending_state", description="The global kill switch.",
+        responses={200: SendingStateSerializer, **_errors(401, 403)},
+    )
     def get(self, request: Request) -> Response:
         return Response(SendingStateSerializer(sending_switch()).data)
 

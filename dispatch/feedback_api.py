@@ -14,9 +14,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.api import ROLE_ADMIN, ROLE_ONCALL, RolePermission, StrictInputSerializer, error_responses
+from access.permissions import Capability, CapabilityPermission
+from controlplane.api import StrictInputSerializer, error_responses
+from deliverability.models import EventType, Kind, MatchedBy, Reason
 from dispatch.services.erasure import address_erase_everywhere
-from dispatch.services.feedback import FeedbackError, bounce_ingest
+from dispatch.services.feedback import bounce_ingest
 
 TAG = "feedback"
 _DESCRIBED = {
@@ -33,7 +35,9 @@ class RawMessageParser(BaseParser):
 
     media_type = "message/rfc822"
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+    def parse(  # type: ignore[override]  # drf-stubs: request.data is whatever parse returns, not only a mapping
+        self, stream: Any, media_type: str | None = None, parser_context: Any = None
+    ) -> bytes:
         if stream is None:
             return b""
         return stream.read(settings.SENDPLANE_BOUNCE_MAX_BYTES + 1)
@@ -45,13 +49,13 @@ class OctetStreamParser(RawMessageParser):
 
 class IngestedOutputSerializer(serializers.Serializer):
     recipient = serializers.CharField()
-    event_type = serializers.CharField()
-    kind = serializers.CharField()
-    reason = serializers.CharField()
+    event_type = serializers.ChoiceField(choices=EventType.choices)
+    kind = serializers.ChoiceField(choices=Kind.choices)
+    reason = serializers.ChoiceField(choices=Reason.choices)
     status = serializers.CharField(help_text="Enhanced status code, or empty.")
     feedback_type = serializers.CharField(help_text="ARF feedback type, for complaints.")
     message = serializers.CharField(allow_null=True, help_text="The outbox message (uuid hex) it was tied to.")
-    matched_by = serializers.CharField(help_text="verp, message_id, recipient, or empty.")
+    matched_by = serializers.ChoiceField(choices=MatchedBy.choices, allow_blank=True, help_text="Empty: tied to no message of ours.")
     duplicate = serializers.BooleanField(help_text="Already recorded: nothing changed.")
     suppressed = serializers.BooleanField(help_text="The recipient is now suppressed (for its domain or everywhere).")
 
@@ -60,8 +64,9 @@ class IngestedOutputSerializer(serializers.Serializer):
 
 
 class BounceUploadApi(APIView):
-    permission_classes = (RolePermission,)
-    write_roles = (ROLE_ONCALL, ROLE_ADMIN)
+    permission_classes = (CapabilityPermission,)
+    read_capability = Capability.READ  # OPTIONS: the description of the endpoint
+    write_capability = Capability.FEEDBACK_UPLOAD
     parser_classes = (RawMessageParser, OctetStreamParser)
 
     @extend_schema(
@@ -84,11 +89,7 @@ class BounceUploadApi(APIView):
         raw = request.data
         if not isinstance(raw, bytes):
             raise ParseError("send the raw message as the request body")
-        try:
-            results = bounce_ingest(raw=raw, source="upload")
-        except FeedbackError as exc:
-            code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if len(raw) > settings.SENDPLANE_BOUNCE_MAX_BYTES else status.HTTP_400_BAD_REQUEST
-            return Response({"error": str(exc)}, status=code)
+        results = bounce_ingest(raw=raw, source="upload")  # a FeedbackError is the exception handler's 400 or 413
         created = any(item.created for item in results)
         body = IngestedOutputSerializer([item.as_dict() for item in results], many=True).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -105,8 +106,9 @@ class ErasureOutputSerializer(serializers.Serializer):
 
 
 class ErasureApi(APIView):
-    permission_classes = (RolePermission,)
-    write_roles = (ROLE_ADMIN,)
+    permission_classes = (CapabilityPermission,)
+    read_capability = Capability.READ  # OPTIONS: the description of the endpoint
+    write_capability = Capability.ADDRESSES_ERASE
 
     class InputSerializer(StrictInputSerializer):
         address = serializers.EmailField(max_length=320)

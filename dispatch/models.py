@@ -52,6 +52,9 @@ class Trigger(models.Model):
             models.UniqueConstraint(fields=["campaign", "idempotency_key"], name="trigger_key_once_per_campaign")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} (campaign {self.campaign_id})"
+
 
 class MessageStatus(models.TextChoices):
     QUEUED = "queued", "Queued"

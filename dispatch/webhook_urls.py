@@ -49,7 +49,8 @@ class AmazonSESTracking(AmazonSESTrackingWebhookView):
             super().__init__(**kwargs)
         except AnymailImproperlyInstalled:
             self.auto_confirm_enabled = False
-            self.session_params, self.client_params = {}, {}
+            self.session_params: dict[str, Any] = {}
+            self.client_params: dict[str, Any] = {}
             super(AmazonSESBaseWebhookView, self).__init__(**kwargs)
 
     def auto_confirm_sns_subscription(self, sns_message: dict[str, Any]) -> None:
@@ -59,10 +60,10 @@ class AmazonSESTracking(AmazonSESTrackingWebhookView):
         return None
 
 
-def _tracking(pattern: URLPattern) -> URLPattern:
-    view = AmazonSESTracking.as_view() if pattern.name == "amazon_ses_tracking_webhook" else pattern.callback
-    return path(str(pattern.pattern), secret_required(view), name=pattern.name)
+def _tracking(pattern: URLPattern, name: str) -> URLPattern:
+    view = AmazonSESTracking.as_view() if name == "amazon_ses_tracking_webhook" else pattern.callback
+    return path(str(pattern.pattern), secret_required(view), name=name)
 
 
 # Tracking only (/webhooks/<esp>/tracking/): inbound mail is not ours to receive.
-urlpatterns = [_tracking(p) for p in anymail_urls.urlpatterns if p.name and p.name.endswith("tracking_webhook")]
+urlpatterns = [_tracking(p, p.name) for p in anymail_urls.urlpatterns if p.name and p.name.endswith("tracking_webhook")]

@@ -5,8 +5,9 @@ service, so a template that does not render comes back as a form error on the
 field it names and nothing is saved. Versions are immutable: their change pages
 are read-only, and "new version from this" derives a new one.
 
-Access follows the roles (controlplane.api), not Django model permissions: the
-role groups carry none. Marketers and admins add and approve; oncall only looks.
+Access follows the permission table (access/permissions.py), not Django model
+permissions: the role groups carry none. Adding and changing need
+``templates.write``, approving and re-scoring ``templates.approve``; every role looks.
 
 Approval is the gate of issue 4: ``services.version_approve`` refuses a version
 that is not scored, failed a blocking pre-send check or scores at or over its
@@ -35,57 +36,28 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from controlplane.api import ROLE_ADMIN, ROLE_MARKETER, user_roles
+from access.permissions import Capability
+from controlplane.admin_roles import CapabilityAccess
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Template, Variant, VariantVersion, VersionAssessment
 from templates_registry.rendering import RenderError
 
-_WRITER_ROLES = frozenset({ROLE_MARKETER, ROLE_ADMIN})
-CONTENT_FIELDS = ("subject", "sender_name", "preheader", "mjml_body", "text_body", "variables")
+CONTENT_FIELDS: tuple[str, ...] = ("subject", "sender_name", "preheader", "mjml_body", "text_body", "variables")
 _PROVENANCE_FIELDS = ("origin", "generator", "model_name", "prompt", "prompt_hash", "generation_params")
 _LINEAGE_FIELDS = ("parent", "created_by", "created_at")
 _SOURCE_TEXTAREAS = ("mjml_body", "text_body")
 _TEMPLATES = "admin/templates_registry/variantversion"
 
 
-# --- Roles ---------------------------------------------------------------------------
+# --- Access ---------------------------------------------------------------------------
 
 
-def _roles(request: HttpRequest) -> set[str]:
-    # The admin asks about permissions many times per page; one query per request is enough.
-    roles: set[str] | None = getattr(request, "_registry_roles", None)
-    if roles is None:
-        roles = user_roles(request.user)
-        request._registry_roles = roles
-    return roles
+class RegistryAccess(CapabilityAccess):
+    """Permission answers from the table; mixed into every ModelAdmin and inline here."""
 
-
-def can_read(request: HttpRequest) -> bool:
-    return bool(_roles(request))
-
-
-def can_write(request: HttpRequest) -> bool:
-    return bool(_roles(request) & _WRITER_ROLES)
-
-
-class RoleAccess:
-    """Permission answers from the roles; mixed into every ModelAdmin and inline here."""
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return can_read(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return can_read(request)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return can_write(request)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return can_write(request)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Foreign keys are PROTECT and there is no delete service: nothing is deleted here.
-        return False
+    add_capability: Capability | None = Capability.TEMPLATES_WRITE
+    change_capability: Capability | None = Capability.TEMPLATES_WRITE
+    delete_capability = None  # foreign keys are PROTECT and there is no delete service: nothing is deleted here
 
 
 # --- Forms that write through a service --------------------------------------------------
@@ -136,8 +108,8 @@ class ServiceModelForm(forms.ModelForm):
         raise NotImplementedError
 
     def _post_clean(self) -> None:
-        super()._post_clean()
-        if self._errors:
+        super()._post_clean()  # type: ignore[misc]  # django-stubs: BaseModelForm._post_clean (private) is not in the stubs
+        if self.errors:  # those of clean() and the model's validation, already collected
             return
         try:
             self.instance = self.write()
@@ -190,8 +162,9 @@ class VersionContentForm(ServiceModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in _SOURCE_TEXTAREAS:
-            if name in self.fields:
-                self.fields[name].strip = False  # keep sources byte-for-byte, so unchanged means unchanged
+            field = self.fields.get(name)
+            if isinstance(field, forms.CharField):  # a TextField's form field
+                field.strip = False  # keep sources byte-for-byte, so unchanged means unchanged
 
     # Browsers submit textareas with CRLF line ends; without this every line of a
     # version edited in the admin would differ from one pushed through the API.
@@ -335,7 +308,7 @@ def _versions_link(variant: Variant, count: int) -> str:
     return format_html('<a href="{}?variant__id__exact={}">{} version(s)</a>', url, variant.pk, count)
 
 
-class VariantInline(RoleAccess, admin.TabularInline):
+class VariantInline(RegistryAccess, admin.TabularInline):
     """Read-only: variants are added on their own page, where the service validates them."""
 
     model = Variant
@@ -343,12 +316,7 @@ class VariantInline(RoleAccess, admin.TabularInline):
     extra = max_num = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    add_capability = change_capability = None
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Variant]:
         return super().get_queryset(request).annotate(version_count=Count("versions"))
@@ -359,21 +327,18 @@ class VariantInline(RoleAccess, admin.TabularInline):
 
 
 @admin.register(Template)
-class TemplateAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
+class TemplateAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     form = TemplateForm
     list_display = ("slug", "name", "spam_threshold", "variant_count", "updated_at")
     search_fields = ("slug", "name")
     inlines = [VariantInline]
+    change_capability = None  # no service updates a template yet, and the admin writes only through services
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Template]:
         return super().get_queryset(request).annotate(variant_count=Count("variants"))
 
     def get_inlines(self, request: HttpRequest, obj: Template | None) -> list[Any]:
         return self.inlines if obj is not None else []
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # No service updates a template yet, and the admin writes only through services.
-        return False
 
     @admin.display(description="Variants", ordering="variant_count")
     def variant_count(self, obj: Template) -> int:
@@ -401,7 +366,7 @@ class TemplateAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
 
 
 @admin.register(Variant)
-class VariantAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
+class VariantAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     form = VariantForm
     list_display = ("__str__", "template", "weight", "versions")
     list_filter = ("template",)
@@ -436,7 +401,7 @@ def _diff_class(index: int, line: str) -> str:
 
 
 @admin.register(VariantVersion)
-class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
+class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     form = VersionAddForm
     change_form_template = f"{_TEMPLATES}/change_form.html"
     list_display = ("__str__", "subject", "status", "spam_score", "origin", "created_by", "created_at", "tools")
@@ -451,9 +416,8 @@ class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
         ("Provenance", {"fields": _PROVENANCE_FIELDS + _LINEAGE_FIELDS}),
     )
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Immutable: the change page is a read-only view, and a POST to it is refused.
-        return False
+    change_capability = None  # immutable: the change page is a read-only view, and a POST to it is refused
+    approve_capability = Capability.TEMPLATES_APPROVE  # the action, the button, and asking for a new score
 
     def get_fieldsets(self, request: HttpRequest, obj: VariantVersion | None = None) -> Any:
         return self.view_fieldsets if obj is not None else self.add_fieldsets
@@ -464,7 +428,7 @@ class VariantVersionAdmin(ServiceWrites, RoleAccess, admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_approve_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return can_write(request)
+        return self.allows(request, "approve")
 
     @admin.display(description="Spam score")
     def spam_score(self, obj: VariantVersion) -> str:

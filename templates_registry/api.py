@@ -16,22 +16,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import Capability, CapabilityPermission
 from controlplane.api import (
-    ALL_ROLES,
-    ROLE_ADMIN,
-    ROLE_MARKETER,
     JsonObjectField,
     Pagination,
-    RolePermission,
     StrictInputSerializer,
-    bad_input_response,
     error_responses,
     get_or_404,
     paginated_response,
 )
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Origin, Template, Variant, VariantVersion, VersionAssessment
-from templates_registry.rendering import RenderError
 
 TAG = "templates"
 
@@ -52,14 +47,9 @@ class RegistryApi(APIView):
     # Common to every registry view: role checks, and registry errors as 400s.
     # (A comment, not a docstring: drf-spectacular would show it on every operation.)
 
-    permission_classes = [RolePermission]
-    read_roles = ALL_ROLES
-    write_roles = (ROLE_MARKETER, ROLE_ADMIN)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, (services.RegistryError, RenderError)):
-            return bad_input_response(exc)
-        return super().handle_exception(exc)
+    permission_classes = [CapabilityPermission]
+    read_capability = Capability.READ
+    write_capability = Capability.TEMPLATES_WRITE
 
 
 def _template(slug: str) -> Template:
@@ -224,7 +214,9 @@ class VersionSummaryOutputSerializer(serializers.Serializer):
     generator = serializers.CharField()
     model_name = serializers.CharField()
     prompt_hash = serializers.CharField(help_text="SHA-256 of the prompt (computed when only the prompt is sent).")
-    parent = serializers.IntegerField(source="parent_id", allow_null=True)
+    parent = serializers.IntegerField(  # type: ignore[assignment]  # drf-stubs: a declared field, not Field.parent
+        source="parent_id", allow_null=True
+    )
     created_by = serializers.CharField(source="created_by.username", allow_null=True)
     created_at = serializers.DateTimeField()
     approved_by = serializers.CharField(source="approved_by.username", allow_null=True)
@@ -277,7 +269,7 @@ class VersionListCreateApi(RegistryApi):
             ),
         )
         generation_params = JsonObjectField(required=False)
-        parent = serializers.PrimaryKeyRelatedField(
+        parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]  # drf-stubs: a declared field, not Field.parent
             queryset=VariantVersion.objects.select_related("variant"),
             required=False,
             allow_null=True,
@@ -330,10 +322,10 @@ class VersionDetailApi(RegistryApi):
 
 
 class VersionPreviewApi(RegistryApi):
-    write_roles = ALL_ROLES  # a preview renders and saves nothing: a read, whatever the method
+    write_capability = Capability.READ  # a preview renders and saves nothing: a read, whatever the method
 
     class InputSerializer(StrictInputSerializer):
-        context = JsonObjectField(
+        context = JsonObjectField(  # type: ignore[assignment]  # drf-stubs: a declared field, not Field.context
             required=False, help_text="Variables to render with; the version's sample values when omitted."
         )
 
@@ -372,6 +364,8 @@ class VersionPreviewApi(RegistryApi):
 
 
 class VersionApproveApi(RegistryApi):
+    write_capability = Capability.TEMPLATES_APPROVE
+
     @extend_schema(
         tags=[TAG],
         operation_id="versions_approve",

@@ -14,6 +14,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit.services import audit_record
+from controlplane.errors import ServiceError
 from controlplane.json_values import json_problem
 from templates_registry.models import (
     AssessmentState,
@@ -30,12 +31,8 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class RegistryError(ValueError):
+class RegistryError(ServiceError):
     """Bad input to the registry: one line naming the problem and, where known, the field."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.message, self.field = message, field
-        super().__init__(f"{field}: {message}" if field else message)
 
 
 def content_hash(content: VersionContent) -> str:

@@ -146,7 +146,8 @@ def approved_version(version: VariantVersion, marketer: User) -> VariantVersion:
 def campaign(approved_version: VariantVersion, sending_domain: Any, marketer: User) -> Any:
     from dispatch.services.campaigns import campaign_create
 
-    return campaign_create(name="Welcome wave", template=approved_version.variant.template, sending_domain=sending_domain, created_by=marketer)
+    template = approved_version.variant.template
+    return campaign_create(name="Welcome wave", template=template, sending_domain=sending_domain, created_by=marketer)
 
 
 def recipients(n: int, *, prefix: str = "user", domain: str = "example.org") -> list[dict[str, Any]]:

@@ -74,7 +74,9 @@ def test_a_pasted_list_launches_with_sample_values_filling_what_is_missing(
     response = staff_client(marketer).post(LAUNCH, form(template, sending_domain, "zoe@example.org, Zoé\n\nbob@example.org\n"))
     campaign = Campaign.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/admin/dispatch/campaign/{campaign.pk}/change/"
-    assert (campaign.name, campaign.template, campaign.sending_domain, campaign.created_by) == ("Spring sale", template, sending_domain, marketer)
+    assert (campaign.name, campaign.template, campaign.sending_domain, campaign.created_by) == (
+        "Spring sale", template, sending_domain, marketer
+    )
     contexts = dict(Message.objects.values_list("recipient", "context"))
     assert contexts == {"zoe@example.org": SIMPLE_VARIABLES | {"first_name": "Zoé"}, "bob@example.org": SIMPLE_VARIABLES}
     assert notices(response) == ["Launched “Spring sale”: 2 accepted, 0 suppressed, 0 rejected. Its progress is below."]
@@ -103,7 +105,9 @@ def test_a_json_list_gives_each_recipient_its_context(staff_client: Any, markete
     assert contexts == {"ana@example.org": SIMPLE_VARIABLES | {"items": ["Boots"]}, "eve@example.org": SIMPLE_VARIABLES}
 
 
-def test_a_campaign_whose_messages_are_done_does_not_reload(staff_client: Any, marketer: Any, approved_version: Any, sending_domain: Any) -> None:
+def test_a_campaign_whose_messages_are_done_does_not_reload(
+    staff_client: Any, marketer: Any, approved_version: Any, sending_domain: Any
+) -> None:
     client = staff_client(marketer)
     client.post(LAUNCH, form(approved_version.variant.template, sending_domain, "done@example.org"))
     Message.objects.update(status="sent")

@@ -285,7 +285,9 @@ def test_a_second_token_of_the_same_user_shares_the_budget(low_rates: None, api_
     assert_error(api_as(marketer).get(URL), 429)
 
 
-def test_with_a_redis_cache_the_budget_lives_in_redis_for_every_process(low_rates: None, settings: Any, api_as: Any, marketer: User) -> None:
+def test_with_a_redis_cache_the_budget_lives_in_redis_for_every_process(
+    low_rates: None, settings: Any, api_as: Any, marketer: User
+) -> None:
     """SENDPLANE_CACHE_URL's shape against the machine's Redis: the counts are there, not in this process."""
     import redis
 

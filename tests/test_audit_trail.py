@@ -61,12 +61,16 @@ def test_creating_a_template_and_a_variant_records_who(marketer: User) -> None:
     last = mark()
     template = registry.template_create(slug="promo", name="Promo", spam_threshold="4.5", created_by=marketer)
     entry = only(last)
-    assert (entry.action, entry.actor, entry.target_type, entry.target_id) == ("template.create", marketer, "templates_registry.template", str(template.pk))
+    assert (entry.action, entry.actor, entry.target_type, entry.target_id) == (
+        "template.create", marketer, "templates_registry.template", str(template.pk)
+    )
     assert entry.data == {"slug": "promo", "spam_threshold": 4.5}
     last = mark()
     variant = registry.variant_create(template=template, slug="b", weight=3, created_by=marketer)
     entry = only(last)
-    assert (entry.action, entry.actor_label, entry.target_label, entry.data) == ("variant.create", marketer.username, "promo/b", {"template": template.pk, "weight": 3})
+    assert (entry.action, entry.actor_label, entry.target_label, entry.data) == (
+        "variant.create", marketer.username, "promo/b", {"template": template.pk, "weight": 3}
+    )
     assert variant.pk == int(entry.target_id)
 
 
@@ -109,14 +113,18 @@ def test_a_derived_version_names_its_parent(version: VariantVersion, marketer: U
     last = mark()
     derived = registry.version_derive(source=version, created_by=marketer, subject="Hello {{ first_name }}")
     entry = only(last)
-    assert (entry.action, entry.actor, entry.data["number"], entry.data["parent"]) == ("version.create", marketer, derived.number, version.number)
+    assert (entry.action, entry.actor, entry.data["number"], entry.data["parent"]) == (
+        "version.create", marketer, derived.number, version.number
+    )
 
 
 def test_scoring_records_the_status_change_once_and_approval_records_score_and_threshold(version: VariantVersion, marketer: User) -> None:
     last = mark()
     registry.assessment_record(version=version, checks=[], report=REPORT)
     entry = only(last)
-    assert (entry.action, entry.actor_label, entry.data) == ("version.score", "spam-sandbox", {"number": 1, "spam_score": 1.5, "from_cache": False})
+    assert (entry.action, entry.actor_label, entry.data) == (
+        "version.score", "spam-sandbox", {"number": 1, "spam_score": 1.5, "from_cache": False}
+    )
     last = mark()
     registry.assessment_record(version=version, checks=[], report=REPORT)  # a rescore: no status change
     assert since(last) == []
@@ -141,7 +149,9 @@ def test_a_refused_approval_writes_nothing(version: VariantVersion, marketer: Us
 
 def test_creating_a_campaign_is_recorded(campaign: Campaign, marketer: User) -> None:
     entry = AuditEntry.objects.get(action="campaign.create")
-    assert (entry.actor, entry.target_id, entry.data) == (marketer, str(campaign.pk), {"template": "welcome", "sending_domain": "mail.example.com"})
+    assert (entry.actor, entry.target_id, entry.data) == (
+        marketer, str(campaign.pk), {"template": "welcome", "sending_domain": "mail.example.com"}
+    )
 
 
 def test_an_accepted_trigger_records_counts_once_and_a_replay_records_nothing(campaign: Campaign, marketer: User) -> None:
@@ -168,7 +178,9 @@ def test_a_campaign_status_change_records_before_and_after(campaign: Campaign, o
     last = mark()
     campaign_set_status(campaign=campaign, status=CampaignStatus.CANCELLED, actor=oncall, reason="wrong list")
     entry = only(last)
-    assert (entry.action, entry.actor, entry.reason, entry.data) == ("campaign.set_status", oncall, "wrong list", {"before": "draft", "after": "cancelled"})
+    assert (entry.action, entry.actor, entry.reason, entry.data) == (
+        "campaign.set_status", oncall, "wrong list", {"before": "draft", "after": "cancelled"}
+    )
     last = mark()
     campaign_set_status(campaign=campaign, status=CampaignStatus.CANCELLED, actor=oncall)
     assert since(last) == []
@@ -193,9 +205,12 @@ def test_settling_unknown_messages_records_the_count_and_nothing_when_none_are_u
 
 def test_a_manual_suppression_is_recorded_by_hash_once(marketer: User, sending_domain: SendingDomain) -> None:
     last = mark()
-    row, created = suppression_add(address="Ana@Example.org", reason="manual", sending_domain=sending_domain, source="asked by phone", created_by=marketer)
+    row, created = suppression_add(
+        address="Ana@Example.org", reason="manual", sending_domain=sending_domain, source="asked by phone", created_by=marketer
+    )
     entry = only(last)
-    assert created and (entry.action, entry.actor, entry.reason, entry.target_id) == ("suppression.add", marketer, "asked by phone", str(row.pk))
+    assert created
+    assert (entry.action, entry.actor, entry.reason, entry.target_id) == ("suppression.add", marketer, "asked by phone", str(row.pk))
     assert entry.target_label == f"sha256:{address_hash('ana@example.org')[:12]} (manual, mail.example.com)"
     assert entry.data == {"reason": "manual", "domain": "mail.example.com", "event": None}
     last = mark()
@@ -204,11 +219,16 @@ def test_a_manual_suppression_is_recorded_by_hash_once(marketer: User, sending_d
 
 
 def test_a_complaint_suppresses_in_the_name_of_its_source_and_a_repeat_records_nothing(sending_domain: SendingDomain) -> None:
-    feedback = Feedback(event_type=EventType.COMPLAINED, recipient="eve@example.org", source="webhook:sendgrid", dedupe="sg-1", sending_domain=sending_domain)
+    feedback = Feedback(
+        event_type=EventType.COMPLAINED, recipient="eve@example.org", source="webhook:sendgrid", dedupe="sg-1",
+        sending_domain=sending_domain,
+    )
     last = mark()
     event, _ = event_record(feedback)
     entry = only(last)
-    assert (entry.action, entry.actor, entry.actor_label, entry.data["event"]) == ("suppression.add", None, "feedback:webhook:sendgrid", event.pk)
+    assert (entry.action, entry.actor, entry.actor_label, entry.data["event"]) == (
+        "suppression.add", None, "feedback:webhook:sendgrid", event.pk
+    )
     last = mark()
     event_record(feedback)
     event_record(Feedback(event_type=EventType.DELIVERED, recipient="eve@example.org", source="webhook:sendgrid", dedupe="sg-2"))
@@ -252,7 +272,9 @@ def test_creating_a_domain_records_its_settings(admin_role: User) -> None:
     last = mark()
     domain = domain_create(domain="News.example.net", default_sender="hi@news.example.net", rate_per_second=5, burst=10, actor=admin_role)
     entry = only(last)
-    assert (entry.action, entry.actor, entry.target_id, entry.target_label) == ("domain.create", admin_role, str(domain.pk), "news.example.net")
+    assert (entry.action, entry.actor, entry.target_id, entry.target_label) == (
+        "domain.create", admin_role, str(domain.pk), "news.example.net"
+    )
     assert entry.data == {"default_sender": "hi@news.example.net", "rate_per_second": 5, "burst": 10}
 
 
@@ -286,7 +308,9 @@ def test_a_settings_change_records_only_the_changed_fields_before_and_after(send
         ({"paused": True}, "paused"),
     ],
 )
-def test_a_bad_settings_change_is_refused_and_changes_nothing(sending_domain: SendingDomain, oncall: User, changes: dict[str, Any], field: str) -> None:
+def test_a_bad_settings_change_is_refused_and_changes_nothing(
+    sending_domain: SendingDomain, oncall: User, changes: dict[str, Any], field: str
+) -> None:
     last = mark()
     with pytest.raises(DeliverabilityError) as refused:
         domain_update(domain=sending_domain, actor=oncall, **changes)
@@ -403,7 +427,9 @@ def test_a_bad_date_is_a_400_naming_the_parameter(api_as: Api, oncall: User, par
 # --- admin --------------------------------------------------------------------------------------------
 
 
-def test_the_admin_links_the_target_and_shows_the_data_readably(staff_client: Any, oncall: User, trail: dict[str, Any], sending_domain: SendingDomain) -> None:
+def test_the_admin_links_the_target_and_shows_the_data_readably(
+    staff_client: Any, oncall: User, trail: dict[str, Any], sending_domain: SendingDomain
+) -> None:
     client = staff_client(oncall)
     target = f"/admin/deliverability/sendingdomain/{sending_domain.pk}/change/"
     listing = client.get("/admin/audit/auditentry/").content.decode()

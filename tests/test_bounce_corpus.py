@@ -91,8 +91,14 @@ def figures() -> Figures:
     kind = result.kind_ok / result.recipients
     status = result.status_ok / result.labelled_status
     print(f"\nbounce corpus: {result.recipients} recipients in {len(_labels())} messages")
-    print(f"  kind agreement:   {result.kind_ok}/{result.recipients} = {kind:.1%} (issue bar {KIND_BAR:.0%}, asserted floor {KIND_FLOOR:.0%})")
-    print(f"  status agreement: {result.status_ok}/{result.labelled_status} = {status:.1%} (issue bar {STATUS_BAR:.0%}, asserted floor {STATUS_FLOOR:.0%})")
+    print(
+        f"  kind agreement:   {result.kind_ok}/{result.recipients} = {kind:.1%}"
+        f" (issue bar {KIND_BAR:.0%}, asserted floor {KIND_FLOOR:.0%})"
+    )
+    print(
+        f"  status agreement: {result.status_ok}/{result.labelled_status} = {status:.1%}"
+        f" (issue bar {STATUS_BAR:.0%}, asserted floor {STATUS_FLOOR:.0%})"
+    )
     print(f"  ARF complaints:   {result.arf_ok}/{result.arf}")
     print(f"  recipient-count mismatches: {len(result.count_mismatches)}")
     for line in result.count_mismatches:

@@ -21,10 +21,12 @@ from tests.conftest import CORPORA
 BOUNCES = CORPORA / "bounces"
 CORPUS = sorted(BOUNCES.glob("*.eml")) if BOUNCES.exists() else []
 needs_corpus = pytest.mark.skipif(not CORPUS, reason=f"bounce corpus not found at {BOUNCES}")
-REASONS = {value for name, value in vars(Reason).items() if name.isupper()}
+REASONS = set(Reason.values)
 
 
-def dsn(*, text_part: bytes = b"Your message could not be delivered.\n", charset: str = "us-ascii", cte: str = "7bit", tail: bytes = b"") -> bytes:
+def dsn(
+    *, text_part: bytes = b"Your message could not be delivered.\n", charset: str = "us-ascii", cte: str = "7bit", tail: bytes = b""
+) -> bytes:
     return (
         b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Undelivered Mail Returned to Sender\n"
         b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
@@ -40,7 +42,7 @@ def dsn(*, text_part: bytes = b"Your message could not be delivered.\n", charset
 def assert_well_formed(results: list[Classification]) -> None:
     assert isinstance(results, list)
     for result in results:
-        assert result.kind in Kind.ALL
+        assert result.kind in Kind.values
         assert result.reason in REASONS
         assert isinstance(result.recipient, str) and isinstance(result.status, str)
 

@@ -107,7 +107,8 @@ def test_malformed_truncated_huge_and_wrong_charset_never_crash(tmp_path: Path) 
         + "Diagnostic: caf\u00e9 \xff\xfe".encode("latin-1"),
         "huge.eml": DSN.replace(b"--B--", b"--B\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
                                 + b"QUFB" * 3_000_000 + b"\n--B--"),
-        "broken-mime.eml": b"Content-Type: multipart/report; boundary=\"X\"\n\n--X\nContent-Type: message/delivery-status\n\nFinal-Recipient\n--X",
+        "broken-mime.eml": b"Content-Type: multipart/report; boundary=\"X\"\n\n"
+        b"--X\nContent-Type: message/delivery-status\n\nFinal-Recipient\n--X",
     }
     paths = []
     for name, data in cases.items():

@@ -86,7 +86,8 @@ def test_send_rate_is_the_last_complete_minute_and_the_current_one_over_their_se
 
     minute = timezone.now().replace(second=0, microsecond=0) - timedelta(hours=1)  # fixed: no minute boundary to race
     DomainMinute.objects.bulk_create(
-        DomainMinute(sending_domain=sending_domain, minute=minute - timedelta(minutes=m), sent=sent) for m, sent in ((0, 30), (1, 150), (2, 999))
+        DomainMinute(sending_domain=sending_domain, minute=minute - timedelta(minutes=m), sent=sent)
+        for m, sent in ((0, 30), (1, 150), (2, 999))
     )
     series = domain_minute_series(start=minute - timedelta(hours=1), end=minute + timedelta(minutes=1), domain_ids=[sending_domain.pk])
     assert _rates(series, minute + timedelta(seconds=30)) == {sending_domain.pk: pytest.approx(180 / 90)}
@@ -137,7 +138,9 @@ def grow(campaign: Campaign, count: int) -> None:
         detector_pause(domain)
 
 
-def test_query_count_does_not_grow_with_campaigns_and_domains(running: Campaign, staff_client: Any, oncall: Any, django_assert_max_num_queries: Any) -> None:
+def test_query_count_does_not_grow_with_campaigns_and_domains(
+    running: Campaign, staff_client: Any, oncall: Any, django_assert_max_num_queries: Any
+) -> None:
     client = staff_client(oncall)
     grow(running, 1)
     counts = []

@@ -15,7 +15,7 @@ import pytest
 from audit.models import AuditEntry
 from deliverability import detector
 from deliverability.models import DetectorState, DomainMinute, PauseEvidence, SendingDomain
-from deliverability.services import domain_create, domain_resume
+from deliverability.services import domain_create, domain_pause, domain_resume
 from deliverability.services.detection import detector_run
 from deliverability.tasks import detect
 
@@ -98,16 +98,47 @@ def test_a_deleted_domain_drops_out_and_the_others_keep_what_they_learned(domain
     assert state.minutes_seen.tolist() == [190, 190]  # 180 backfilled, then 10 more
 
 
+def test_a_domain_resumed_while_another_was_deleted_starts_cold_and_the_rest_keep_what_they_learned(
+    domains: list[SendingDomain], oncall: Any
+) -> None:
+    for domain in domains:
+        traffic(domain, minutes=30, sent=10, bounced=0, until=END - timedelta(minutes=10))
+    detector_run(now=END - timedelta(minutes=10))
+    SendingDomain.objects.filter(pk=domains[1].pk).delete()
+    domain_pause(domain=domains[2], reason="held by hand", actor=oncall)
+    domain_resume(domain=domains[2], actor=oncall, reason="fine after all")
+    detector_run(now=END)
+    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get().state))
+    ids = np.frombuffer(bytes(DetectorState.objects.get().domain_ids), dtype=np.int64).tolist()
+    assert ids == [domains[0].pk, domains[2].pk]
+    assert state.minutes_seen.tolist() == [190, 10]
+
+
 def test_resume_with_force_makes_the_detector_forget_the_domain(domains: list[SendingDomain], oncall: Any) -> None:
     traffic(domains[0], minutes=180, sent=100, bounced=1)
     bump(domains[0], last=10, bounced=30)
     detector_run(now=END)
     domain_resume(domain=SendingDomain.objects.get(pk=domains[0].pk), actor=oncall, force=True, reason="import rolled back")
+    # The resume only bumps the domain's epoch (it never locks the detector's row); the next run forgets the domain.
+    assert SendingDomain.objects.get(pk=domains[0].pk).detector_epoch == 1
+    assert detector_run(now=END + timedelta(minutes=1)).paused == []
     state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get().state))
     ids = np.frombuffer(bytes(DetectorState.objects.get().domain_ids), dtype=np.int64).tolist()
     index = ids.index(domains[0].pk)
-    assert state.minutes_seen[index] == 0 and not state.paused[index] and state.cusum[:, index].sum() == 0
-    assert state.minutes_seen[ids.index(domains[1].pk)] == 180
+    assert state.minutes_seen[index] == 1 and not state.paused[index] and state.cusum[:, index].sum() == 0
+    assert state.minutes_seen[ids.index(domains[1].pk)] == 181
+    epochs = np.frombuffer(bytes(DetectorState.objects.get().domain_epochs), dtype=np.int64).tolist()
+    assert epochs[index] == 1 and epochs[ids.index(domains[1].pk)] == 0
+
+
+def test_a_decision_on_data_read_before_a_resume_does_not_pause_the_resumed_domain(domains: list[SendingDomain], oncall: Any) -> None:
+    domain = domain_pause(domain=domains[0], reason="held by hand", actor=oncall).domain
+    read_before = domain.detector_epoch  # what a detector run read just before the resume committed
+    domain_resume(domain=domain, actor=oncall, force=True, reason="list checked")
+    evidence = PauseEvidence(minute=END, signal="bounce", rule="cusum", baseline=0.01, observed=0.3, statistic=20, threshold=12, volume=900)
+    outcome = domain_pause(domain=domain, reason=evidence.summary(), evidence=evidence, expected_epoch=read_before)
+    assert not outcome.changed and not SendingDomain.objects.get(pk=domain.pk).paused
+    assert not PauseEvidence.objects.exists() and PAUSES.filter(action="domain.pause").count() == 1  # the person's only
 
 
 def test_a_tiny_domain_with_one_bounce_is_never_paused(domains: list[SendingDomain]) -> None:

@@ -127,7 +127,8 @@ def test_two_and_two_thousand_messages_a_minute_are_both_caught_after_the_same_r
     rate = np.where(np.arange(minutes) < onset, 0.01, 0.08) * np.ones((2, 1))  # 1% -> 8% on both
     sent, bounced = _counts(rng, volume, rate)
     paused = {d: (m, s) for d, m, s, _ in replay(sent, bounced, np.zeros_like(sent))}
-    print(f"\n  1% -> 8% bounce: 2/min paused after {paused.get(0, (None,))[0]} , 2000/min after {paused.get(1, (None,))[0]} (onset {onset})")
+    slow, fast = paused.get(0, (None,))[0], paused.get(1, (None,))[0]
+    print(f"\n  1% -> 8% bounce: 2/min paused after {slow} , 2000/min after {fast} (onset {onset})")
     assert set(paused) == {0, 1}
     assert all(m >= onset and s == "bounce" for m, s in paused.values())
 

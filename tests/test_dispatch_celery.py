@@ -117,7 +117,9 @@ def tick(domain_id: int, extra_hints: int = 0) -> None:
         current_app.send_task(SEND_BATCH, args=[domain_id, ""])
 
 
-def wait_until(done: Callable[[], bool], *, timeout: float, every: Callable[[], None], what: str, fleet: WorkerFleet, campaign: Campaign) -> None:
+def wait_until(
+    done: Callable[[], bool], *, timeout: float, every: Callable[[], None], what: str, fleet: WorkerFleet, campaign: Campaign
+) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:

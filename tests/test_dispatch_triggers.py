@@ -57,7 +57,9 @@ def test_racing_requests_with_one_key_insert_once(campaign: Campaign) -> None:
 
 def test_suppressed_and_invalid_addresses_are_reported_not_inserted(campaign: Campaign) -> None:
     suppression_add(address="user1@example.org", reason="unsubscribed")
-    people = recipients(3) + [{"address": "not-an-address", "context": SIMPLE_VARIABLES}, {"address": "user0@example.org", "context": SIMPLE_VARIABLES}]
+    people = recipients(3) + [
+        {"address": "not-an-address", "context": SIMPLE_VARIABLES}, {"address": "user0@example.org", "context": SIMPLE_VARIABLES}
+    ]
     response, _ = trigger_accept(campaign=campaign, idempotency_key="k", recipients=people)
     assert (response["accepted"], response["suppressed"], response["rejected"]) == (2, 1, 2)
     reasons = {r["index"]: r["reason"] for r in response["rejections"]}

@@ -77,7 +77,8 @@ def test_4xx_is_deferred_with_backoff_and_5xx_fails_with_the_reply(campaign: Any
 
 def test_4xx_gives_up_after_the_attempt_limit(campaign: Any, smtp_sink: Any, settings: Any) -> None:
     settings.SENDPLANE_DISPATCH = {**settings.SENDPLANE_DISPATCH, "RETRY_BASE_SECONDS": 0.0, "MAX_ATTEMPTS": 3}
-    trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[{"address": "tempfail@example.org", "context": recipients(1)[0]["context"]}])
+    tempfail = {"address": "tempfail@example.org", "context": recipients(1)[0]["context"]}
+    trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[tempfail])
     for _ in range(5):
         batch_send(domain_id=campaign.sending_domain_id)
     message = Message.objects.get()

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 def test_signed_message_verifies_against_the_public_key(campaign: Any, smtp_sink: Any, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_path = tmp_path / "dkim.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    key_path.write_bytes(pem)
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     domain = campaign.sending_domain
     domain.dkim_selector, domain.dkim_key_path = "s2026", str(key_path)

@@ -30,7 +30,9 @@ def test_a_pause_by_a_person_is_recorded_with_who_and_why(sending_domain: Any, o
     domain = SendingDomain.objects.get(pk=sending_domain.pk)
     assert outcome.changed and (domain.paused, domain.paused_by, domain.paused_reason) == (True, oncall.username, "blocklisted at Spamhaus")
     entry = PAUSES.get()
-    assert (entry.action, entry.actor, entry.actor_label, entry.reason) == ("domain.pause", oncall, oncall.username, "blocklisted at Spamhaus")
+    assert (entry.action, entry.actor, entry.actor_label, entry.reason) == (
+        "domain.pause", oncall, oncall.username, "blocklisted at Spamhaus"
+    )
     assert (entry.target_type, entry.target_id) == ("deliverability.sendingdomain", str(sending_domain.pk))
 
 

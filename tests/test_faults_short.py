@@ -26,7 +26,9 @@ RESULT = re.compile(
 @pytest.mark.slow
 def test_the_short_fault_suite_loses_nothing_duplicates_nothing_and_honours_pauses_and_suppressions() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_", "SENDPLANE_", "EMAIL_"))}
-    proc = subprocess.Popen([str(ROOT / "ops/faults/run"), "--short"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(ROOT / "ops/faults/run"), "--short"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         output, _ = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:

@@ -178,7 +178,8 @@ def test_a_5xx_at_rcpt_is_a_hard_bounce_event_and_every_final_attempt_is_counted
 
 
 def test_a_4xx_at_rcpt_is_a_deferral_that_suppresses_nobody(campaign: Any, smtp_sink: Any) -> None:
-    trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[{"address": "tempfail@example.org", "context": recipients(1)[0]["context"]}])
+    tempfail = {"address": "tempfail@example.org", "context": recipients(1)[0]["context"]}
+    trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[tempfail])
     batch_send(domain_id=campaign.sending_domain_id)
     event = FeedbackEvent.objects.get()
     assert (event.event_type, event.kind) == ("deferred", "soft")

@@ -239,7 +239,8 @@ def test_the_workers_lines_about_the_triggers_messages_carry_its_id(
 def test_a_bounce_for_one_of_the_messages_logs_the_same_id(
     api_as: Any, marketer: User, campaign: Campaign, smtp_sink: Any, json_lines: Lines
 ) -> None:
-    assert trigger_over_api(api_as(marketer), campaign, [{"address": "userunknown@example.jp", "context": SIMPLE_VARIABLES}]).status_code == 202
+    unknown = {"address": "userunknown@example.jp", "context": SIMPLE_VARIABLES}
+    assert trigger_over_api(api_as(marketer), campaign, [unknown]).status_code == 202
     drain(campaign.sending_domain_id)
     message = Message.objects.select_related("sending_domain").get(status=MessageStatus.SENT)
     bounce_ingest(raw=bounce_of(message), source="upload")
@@ -274,7 +275,7 @@ def test_an_esp_webhook_event_logs_the_triggers_id(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_runs_the_hint_under_the_request_id_it_carried_over_the_broker(
-    api_as: Any, marketer: User, campaign: Campaign, fast_sink: SmtpSink, fleet: Callable[..., WorkerFleet]
+    api_as: Any, marketer: User, campaign: Campaign, fast_sink: SmtpSink, fleet: Callable[..., WorkerFleet]  # noqa: F811 - imported fixtures
 ) -> None:
     [worker] = fleet(fast_sink.port, log_format="json").start_many(["logs0"])
     assert trigger_over_api(api_as(marketer), campaign, recipients(3)).status_code == 202  # commits: the hint is published

@@ -91,7 +91,8 @@ def test_a_sent_batch_moves_outcomes_latency_and_empties_the_queue(campaign: Any
 
 def test_a_refused_recipient_counts_as_failed(campaign: Any, smtp_sink: Any, client: Any) -> None:
     before = scrape(client)
-    trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[{"address": "reject@example.org", "context": recipients(1)[0]["context"]}])
+    rejected = {"address": "reject@example.org", "context": recipients(1)[0]["context"]}
+    trigger_accept(campaign=campaign, idempotency_key="k1", recipients=[rejected])
     drain(campaign.sending_domain_id)
     assert moved(before, scrape(client), "sendplane_messages_total", domain=DOMAIN, status="failed") == 1
 
@@ -147,7 +148,10 @@ def test_a_detector_run_exports_its_duration_excursions_and_pause(client: Any, d
     end = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
     domains = [domain_create(domain=f"d{i}.example.com", default_sender=f"news@d{i}.example.com") for i in range(2)]
     DomainMinute.objects.bulk_create(
-        DomainMinute(sending_domain=d, minute=end - timedelta(minutes=m + 1), sent=100, bounced_soft=1, bounced_hard=30 * (d == domains[0] and m < 10))
+        DomainMinute(
+            sending_domain=d, minute=end - timedelta(minutes=m + 1), sent=100, bounced_soft=1,
+            bounced_hard=30 * (d == domains[0] and m < 10),
+        )
         for d in domains
         for m in range(180)
     )
@@ -203,5 +207,7 @@ def test_multiprocess_mode_sums_every_process_files(client: Any, tmp_path: Path,
 
 def test_settings_refuse_a_multiprocess_dir_that_does_not_exist(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing"), "DJANGO_SETTINGS_MODULE": "controlplane.settings"}
-    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "PROMETHEUS_MULTIPROC_DIR" in done.stderr

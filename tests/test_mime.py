@@ -40,7 +40,8 @@ def test_no_encoded_line_is_longer_than_76(text: str) -> None:
 
 
 def test_structure_and_line_endings() -> None:
-    raw = build_mime(headers=[("To", "a@example.org"), ("Message-ID", "<x@y>")], text="Hi =)", html="<p style=\"a:b\">" + "é" * 200 + "</p>")
+    html = '<p style="a:b">' + "é" * 200 + "</p>"
+    raw = build_mime(headers=[("To", "a@example.org"), ("Message-ID", "<x@y>")], text="Hi =)", html=html)
     parsed = parse(raw)
     assert parsed.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]

@@ -115,7 +115,8 @@ def test_a_detector_pause_needs_force_to_resume(campaign: Any, api_as: Any, onca
     refused = assert_error(client.post(f"/api/v1/domains/{DOMAIN}/resume", {}, format="json"), 409)
     assert "paused by the detector" in refused["error"]
     assert SendingDomain.objects.get(pk=campaign.sending_domain_id).paused
-    resumed = client.post(f"/api/v1/domains/{DOMAIN}/resume", {"force": True, "ramp_minutes": 60, "reason": "complaints explained"}, format="json")
+    body = {"force": True, "ramp_minutes": 60, "reason": "complaints explained"}
+    resumed = client.post(f"/api/v1/domains/{DOMAIN}/resume", body, format="json")
     assert resumed.status_code == 200 and resumed.json()["changed"] is True
     domain = SendingDomain.objects.get(pk=campaign.sending_domain_id)
     assert not domain.paused and domain.ramp_minutes == 60

@@ -59,7 +59,11 @@ def test_status_may_change(version: VariantVersion) -> None:
         ({"mjml_body": "<mjml><mj-body><mj-section></mj-body></mjml>"}, "mjml_body", "MJML error"),
         ({"subject": "Hi {{ nickname }}"}, "subject", "undeclared variable 'nickname'"),
         ({"mjml_body": SIMPLE_MJML.replace("{{ first_name }}", "{{ ''.__class__.__mro__ }}")}, "mjml_body", "sandbox violation"),
-        ({"subject": "{{ first_name }}", "variables": {**SIMPLE_VARIABLES, "first_name": "A\r\nBcc: x@y.z"}}, "subject", "header injection"),
+        (
+            {"subject": "{{ first_name }}", "variables": {**SIMPLE_VARIABLES, "first_name": "A\r\nBcc: x@y.z"}},
+            "subject",
+            "header injection",
+        ),
         ({"subject": "  "}, "subject", "subject is empty"),
         ({"variables": {**SIMPLE_VARIABLES, "sp_preheader": 1}}, "variables", "reserved"),
     ],
@@ -77,12 +81,16 @@ def test_undeclared_variable_reports_its_line(variant: Variant) -> None:
     body = SIMPLE_MJML.replace("{{ loop.index }}", "{{ loop.index }} {{ coupon }}")
     with pytest.raises(RenderError) as refused:
         make(variant, mjml_body=body)
-    assert refused.value.line == SIMPLE_MJML.splitlines().index(next(l for l in SIMPLE_MJML.splitlines() if "loop.index" in l)) + 1
+    lines = SIMPLE_MJML.splitlines()
+    assert refused.value.line == lines.index(next(line for line in lines if "loop.index" in line)) + 1
 
 
 def test_ai_version_keeps_its_provenance(variant: Variant, version: VariantVersion) -> None:
     prompt = "Write a winter sale email for returning customers"
-    ai = make(variant, origin=Origin.AI, generator="copybot", model_name="gpt-x-2026", prompt=prompt, generation_params={"temperature": 0.7}, parent=version)
+    ai = make(
+        variant, origin=Origin.AI, generator="copybot", model_name="gpt-x-2026", prompt=prompt,
+        generation_params={"temperature": 0.7}, parent=version,
+    )
     assert ai.prompt_hash == hashlib.sha256(prompt.encode()).hexdigest()
     assert (ai.generator, ai.model_name, ai.parent_id, ai.generation_params) == ("copybot", "gpt-x-2026", version.pk, {"temperature": 0.7})
 
@@ -113,7 +121,9 @@ def test_parent_must_belong_to_the_same_template(variant: Variant) -> None:
 
 def test_derive_makes_the_next_version_with_its_parent(version: VariantVersion) -> None:
     derived = services.version_derive(source=version, subject="Hey {{ first_name }}")
-    assert (derived.number, derived.parent_id, derived.subject, derived.mjml_body) == (2, version.pk, "Hey {{ first_name }}", version.mjml_body)
+    assert (derived.number, derived.parent_id, derived.subject, derived.mjml_body) == (
+        2, version.pk, "Hey {{ first_name }}", version.mjml_body
+    )
 
 
 def test_duplicate_slugs_are_clear_errors(template: Any, variant: Variant) -> None:

@@ -52,9 +52,17 @@ MRML_SAFE = st.characters(
     blacklist_characters="\\\u115f\u1160",
 )
 texts = st.text(alphabet=st.one_of(MRML_SAFE, st.just(" ")), max_size=30)
-items = st.lists(st.fixed_dictionaries({"name": texts, "sale": st.booleans(), "img": st.sampled_from(["", "https://example.com/i.png"])}), max_size=5)
+items = st.lists(
+    st.fixed_dictionaries({"name": texts, "sale": st.booleans(), "img": st.sampled_from(["", "https://example.com/i.png"])}), max_size=5
+)
 contexts = st.fixed_dictionaries(
-    {"first_name": texts, "url": st.sampled_from(["https://example.com/", "https://example.com/?q=a&b=<c>"]), "items": items, "vip": st.booleans(), "tags": st.lists(st.from_regex(r"[a-z]{1,8}", fullmatch=True), max_size=4)}
+    {
+        "first_name": texts,
+        "url": st.sampled_from(["https://example.com/", "https://example.com/?q=a&b=<c>"]),
+        "items": items,
+        "vip": st.booleans(),
+        "tags": st.lists(st.from_regex(r"[a-z]{1,8}", fullmatch=True), max_size=4),
+    }
 )
 
 
@@ -102,8 +110,17 @@ def test_any_context_renders_identically(context: dict[str, Any]) -> None:
 
 
 def test_fifty_kilobyte_newsletter_renders_identically() -> None:
-    products = [{"name": f"Stool {i}", "blurb": "Oak", "price": "€89", "was": "€99" if i % 2 else "", "image": f"https://e.test/{i}.jpg", "url": f"https://e.test/{i}"} for i in range(4)]
-    ctx = {"brand": "Atelier", "first_name": "Ana", "campaign": "w24", "member_id": "m1", "points": 3, "discount": 15, "offer_end": "Jan", "products": products, "show_referral": True, "referral_code": "A15", "email": "a@e.test", "unsubscribe_url": "https://e.test/u"}
+    products = [
+        {
+            "name": f"Stool {i}", "blurb": "Oak", "price": "€89", "was": "€99" if i % 2 else "",
+            "image": f"https://e.test/{i}.jpg", "url": f"https://e.test/{i}",
+        }
+        for i in range(4)
+    ]
+    ctx = {
+        "brand": "Atelier", "first_name": "Ana", "campaign": "w24", "member_id": "m1", "points": 3, "discount": 15, "offer_end": "Jan",
+        "products": products, "show_referral": True, "referral_code": "A15", "email": "a@e.test", "unsubscribe_url": "https://e.test/u",
+    }
     assert_same(content(NEWSLETTER.read_text(encoding="utf-8"), variables=ctx, preheader="{{ discount }}% off"), ctx)
 
 
@@ -139,7 +156,8 @@ def test_plain_text_part_is_derived_when_none_is_given() -> None:
 
 
 def test_given_plain_text_part_is_used() -> None:
-    message = compile_version(content(LOOPS_AND_CONDITIONS, text_body="Hi {{ first_name }}\n{% for i in items %}- {{ i.name }}\n{% endfor %}")).render(SAMPLE)
+    text_body = "Hi {{ first_name }}\n{% for i in items %}- {{ i.name }}\n{% endfor %}"
+    message = compile_version(content(LOOPS_AND_CONDITIONS, text_body=text_body)).render(SAMPLE)
     assert message.text == "Hi Ana\n- Hat\n- <Cap>\n"
 
 

@@ -56,11 +56,14 @@ def test_command_prints_html_and_exits_zero(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("<mjml><mj-body>\n<mj-section>\n<mj-column><mj-text>{% for x in y %}</mj-text></mj-column></mj-section></mj-body></mjml>", "(line 3)"),
+        ("<mjml><mj-body>\n<mj-section>\n<mj-column><mj-text>{% for x in y %}</mj-text></mj-column></mj-section></mj-body></mjml>",
+         "(line 3)"),
         ("<mjml><mj-body><mj-section><mj-column><mj-text>x</mj-column></mj-section></mj-body></mjml>", "MJML error"),
         ("<mjml><mj-body>\n\n<mj-include path=\"/etc/passwd\" /></mj-body></mjml>", "mj-include is not allowed (line 3)"),
-        ("<mjml><mj-body><mj-section><mj-column><mj-text>{{ ''.__class__ }}</mj-text></mj-column></mj-section></mj-body></mjml>", "sandbox violation"),
-        ("<mjml><mj-body><mj-section><mj-column><mj-text>{{ missing }}</mj-text></mj-column></mj-section></mj-body></mjml>", "undefined variable"),
+        ("<mjml><mj-body><mj-section><mj-column><mj-text>{{ ''.__class__ }}</mj-text></mj-column></mj-section></mj-body></mjml>",
+         "sandbox violation"),
+        ("<mjml><mj-body><mj-section><mj-column><mj-text>{{ missing }}</mj-text></mj-column></mj-section></mj-body></mjml>",
+         "undefined variable"),
         ("<mjml><mj-body><mj-section>\n{% if x %}<mj-column></mj-column>{% endif %}</mj-section></mj-body></mjml>", "column count"),
     ],
     ids=["jinja-syntax", "mjml-syntax", "mj-include", "sandbox", "undefined", "loop-over-columns"],

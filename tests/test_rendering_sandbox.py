@@ -80,7 +80,12 @@ def test_runaway_template_hits_a_limit(jinja: str) -> None:
     assert "\n" not in str(refused.value)
 
 
-@override_settings(SENDPLANE_RENDER={"MAX_SOURCE_BYTES": 512 * 1024, "MAX_OUTPUT_BYTES": 1024 * 1024, "MAX_ITERATIONS": 10**9, "MAX_CALLS": 10**9, "TIMEOUT_MS": 50, "MAX_NESTING": 12})
+@override_settings(
+    SENDPLANE_RENDER={
+        "MAX_SOURCE_BYTES": 512 * 1024, "MAX_OUTPUT_BYTES": 1024 * 1024, "MAX_ITERATIONS": 10**9, "MAX_CALLS": 10**9,
+        "TIMEOUT_MS": 50, "MAX_NESTING": 12,
+    }
+)
 def test_time_budget_stops_a_slow_render() -> None:
     slow = "{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}"
     with pytest.raises(RenderLimitError, match="longer than 50 ms"):
@@ -96,7 +101,8 @@ def test_autoescape_escapes_values_in_html_not_in_text() -> None:
 
 
 def test_dict_keys_read_as_attributes() -> None:
-    text = compile_version(VersionContent(mjml_body="<mjml><mj-body></mj-body></mjml>", subject="s", text_body="{{ user.name }}/{{ user['name'] }}")).render({"user": {"name": "Ana"}}).text
+    content = VersionContent(mjml_body="<mjml><mj-body></mj-body></mjml>", subject="s", text_body="{{ user.name }}/{{ user['name'] }}")
+    text = compile_version(content).render({"user": {"name": "Ana"}}).text
     assert text == "Ana/Ana"
 
 

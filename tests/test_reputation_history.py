@@ -64,7 +64,9 @@ def test_history_is_refused_to_outsiders_and_anonymous(history: Any, api_as: Any
     assert_error(api_as(None).get(f"/api/v1/domains/{history.domain}/reputation"), 401)
 
 
-@pytest.mark.parametrize(("query", "field"), [("hours=0", "hours"), ("hours=abc", "hours"), ("step_minutes=0", "step_minutes"), ("color=red", "color")])
+@pytest.mark.parametrize(
+    ("query", "field"), [("hours=0", "hours"), ("hours=abc", "hours"), ("step_minutes=0", "step_minutes"), ("color=red", "color")]
+)
 def test_bad_query_parameters_are_400(history: Any, api_as: Any, oncall: Any, query: str, field: str) -> None:
     assert_error(api_as(oncall).get(f"/api/v1/domains/{history.domain}/reputation?{query}"), 400, field)
 

@@ -13,9 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_settings(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SENDPLANE_", "DATABASE_URL", "SECRET_KEY", "CELERY_", "EMAIL_", "SPAMD_"))}
+    ours = ("SENDPLANE_", "DATABASE_URL", "SECRET_KEY", "CELERY_", "EMAIL_", "SPAMD_")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     clean.update({"SENDPLANE_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "controlplane.settings", **env})
-    code = "import django; django.setup(); from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)"
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)"
+    )
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
 
 

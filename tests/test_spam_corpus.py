@@ -31,7 +31,7 @@ def _files(kind: str) -> list[Path]:
 
 def _score_all(paths: list[Path]) -> dict[Path, SpamReport]:
     with ThreadPoolExecutor(max_workers=CLIENT_THREADS) as pool:
-        return dict(zip(paths, pool.map(lambda p: spam_score(p.read_bytes()), paths)))
+        return dict(zip(paths, pool.map(lambda p: spam_score(p.read_bytes()), paths), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def test_most_ham_passes_and_most_spam_scores_above_ham(corpus: dict[str, dict[P
             ),
             (
                 f"  spam: {len(spam)} files, {len(spam_caught)} classified spam or above ham's median {ham_median:g} ({spam_share:.0%}), "
-                f"{sum(r.is_spam for r in spam.values())} classified spam; median {spam_median:g}, min {min(spam_scores):g}, max {max(spam_scores):g}"
+                f"{sum(r.is_spam for r in spam.values())} classified spam; "
+                f"median {spam_median:g}, min {min(spam_scores):g}, max {max(spam_scores):g}"
             ),
             f"  ham classified spam: {names([p for p in ham if p not in ham_passed], ham)}",
             f"  spam not caught: {names([p for p in spam if p not in spam_caught], spam)}",

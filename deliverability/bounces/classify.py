@@ -150,4 +150,6 @@ def _permanent(status: str, rcpt: RecipientStatus) -> bool:
 
 # Wording that says the failure was transient even where no 4xx code survives;
 # Exim's "retry timeout exceeded" is only ever given for errors that were temporary.
-_TEMPORARY = re.compile(r" (temporar|persistent)|will be retried|warning message only|retry timeout exceeded|all hosts have been failing", re.IGNORECASE)
+_TEMPORARY = re.compile(
+    r" (temporar|persistent)|will be retried|warning message only|retry timeout exceeded|all hosts have been failing", re.IGNORECASE
+)

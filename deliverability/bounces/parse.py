@@ -30,7 +30,8 @@ VERP = re.compile(r"bounces\+([0-9a-fA-F]+)@", re.IGNORECASE)
 
 # Where the echoed original message starts: below this no address is a recipient.
 _ORIGINAL_MARKERS = re.compile(
-    r"^[ \t]*(?:-+ ?(?:this is a copy|below this line|original message|the original message|undelivered message|message text|message headers|returned message)"
+    r"^[ \t]*(?:-+ ?(?:this is a copy|below this line|original message|the original message|undelivered message"
+    r"|message text|message headers|returned message)"
     r"|content-type: (?:message/rfc822|text/rfc822-headers))"
     # Phrases that mark the copy wherever they sit in their line; unanchored literals
     # keep the scan linear (a leading ".*" made it backtrack over every line).
@@ -126,7 +127,7 @@ def _text(part: Message) -> str:
         payload = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001
         payload = None
-    if payload is None:
+    if not isinstance(payload, bytes):  # None for multipart and message/* parts
         raw = part.get_payload()
         if isinstance(raw, list):
             # message/* parts hold header blocks (delivery-status, feedback-report): keep the fields
@@ -276,8 +277,7 @@ def parse_arf(msg: Message) -> ParsedReport | None:
         # RFC 5965 makes Original-Rcpt-To optional: the echoed message's To is the complainer.
         for part in _parts(msg):
             if _content_type(part) in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-                original = part.get_payload()[0] if part.is_multipart() else email.message_from_string(_text(part), policy=compat32)
-                to = _address(_header(original, "To"))
+                to = _address(_header(_quoted_original(part), "To"))
                 if to:
                     recipients = [to]
                 break
@@ -321,7 +321,9 @@ def parse_ses_notification(msg: Message) -> ParsedReport | None:
         feedback = re.search(r'"complaintFeedbackType"\s*:\s*"([^"]+)"', body)
         complained = body[body.find('"complainedRecipients"'):]
         rcpts = [m.group(1).lower() for m in _SES_BOUNCED.finditer(complained.split("]", 1)[0])]
-        return ParsedReport(fmt="arf", feedback_type=feedback.group(1) if feedback else "abuse", recipients=[RecipientStatus(r) for r in rcpts])
+        return ParsedReport(
+            fmt="arf", feedback_type=feedback.group(1) if feedback else "abuse", recipients=[RecipientStatus(r) for r in rcpts]
+        )
     if notification == "delivery":
         match = _SES_DELIVERED.search(body)
         if not match:
@@ -329,7 +331,10 @@ def parse_ses_notification(msg: Message) -> ParsedReport | None:
         response = re.search(r'"smtpResponse"\s*:\s*"([^"]*)"', body)
         reply = response.group(1) if response else ""
         rcpts = [a.lower() for a in re.findall(r'"([^"]+@[^"]+)"', match.group(1))]
-        return ParsedReport(fmt="dsn", recipients=[RecipientStatus(r, action="delivered", status=status_in(reply), smtp_reply=reply_in(reply), diagnostic=reply) for r in rcpts])
+        delivered = [
+            RecipientStatus(r, action="delivered", status=status_in(reply), smtp_reply=reply_in(reply), diagnostic=reply) for r in rcpts
+        ]
+        return ParsedReport(fmt="dsn", recipients=delivered)
     bounced = body[body.find('"bouncedRecipients"'):]
     permanent = '"bounceType":"Permanent"' in body.replace(" ", "")
     recipients = []
@@ -441,7 +446,9 @@ def _section(text: str, address: str, addresses: list[str]) -> str:
 # ---------------------------------------------------------------- auto-replies (RFC 3834)
 
 
-_AUTO_SUBJECT = re.compile(r"^(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|away|vacation|abwesen|absence)", re.IGNORECASE)
+_AUTO_SUBJECT = re.compile(
+    r"^(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|away|vacation|abwesen|absence)", re.IGNORECASE
+)
 
 
 def parse_auto_reply(msg: Message) -> ParsedReport | None:
@@ -549,7 +556,12 @@ def _echoed_to(msg: Message) -> str:
 def _original_to(msg: Message) -> str:
     for part in _parts(msg):
         if _content_type(part) in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-            payload = part.get_payload()
-            original = payload[0] if isinstance(payload, list) and payload else email.message_from_string(_text(part), policy=compat32)
-            return _address(_header(original, "To"))
+            return _address(_header(_quoted_original(part), "To"))
     return ""
+
+
+def _quoted_original(part: Message) -> Message:
+    """The original a message/rfc822 (or headers-only) part quotes: parsed by email, else from the part's text."""
+    payload = part.get_payload()
+    first = payload[0] if isinstance(payload, list) and payload else None
+    return first if isinstance(first, Message) else email.message_from_string(_text(part), policy=compat32)

@@ -26,7 +26,8 @@ _WORDS: Final[dict[str, str]] = {
 # The formats that name the stage explicitly, most specific first.
 _EXPLICIT: Final = re.compile(
     r"in reply to (?:the )?(?P<a>end of data|rcpt|mail|data|helo|ehlo)\b"  # Postfix, Messaging Server
-    r"|(?:smtp error from remote (?:mail )?server |error )?after (?:pipelined )?(?P<b>rcpt|mail|end of data|data|initial connection|helo|ehlo)\b"  # Exim
+    r"|(?:smtp error from remote (?:mail )?server |error )?after (?:pipelined )?"  # Exim
+    r"(?P<b>rcpt|mail|end of data|data|initial connection|helo|ehlo)\b"
     r"|>>> ?(?P<c>rcpt|mail|data|helo|ehlo)\b"  # Sendmail, Courier, OpenSMTPD transcripts
     r"|did not like our (?P<d>rcpt|mail|data)\b"  # DragonFly
     r"|does not like (?P<e>recipient)\b|didn't like (?P<f>the message)\b"  # qmail-remote

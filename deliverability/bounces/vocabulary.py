@@ -1,77 +1,98 @@
 """The stable event and reason vocabulary, and the tables that map codes and text onto it.
 
+Each vocabulary (event types, kinds, reasons, how a report was matched) is
+defined once, here, as a ``TextChoices``: its members are plain ``str`` values
+(JSON, comparisons and dict keys see "user_unknown", not an enum), and
+``deliverability.models`` uses them as the ``choices`` of ``FeedbackEvent``'s
+fields, so the admin, the API schema and ``event_record`` know the allowed
+values. Importing ``TextChoices`` touches no database: this package stays pure.
+
 One table per signal (enhanced status code, diagnostic text), consulted by
-``reason_for``; the parsers never decide reasons themselves, so a new provider
-phrasing is a one-line change here.
+``reason_from_status`` and ``reason_from_text``; the parsers never decide
+reasons themselves, so a new provider phrasing is a one-line change here.
 """
+
+# The phrase tables keep one alternation per line, however long: split, they no longer read as one rule.
+# ruff: noqa: E501
 
 from __future__ import annotations
 
 import re
 from typing import Final
 
+from django.db.models import TextChoices  # an enum of str: no database, no settings needed
 
-class Kind:
+
+class Kind(TextChoices):
     """What happened to the recipient, as the contract's ``kind`` field spells it."""
 
-    HARD: Final = "hard"
-    SOFT: Final = "soft"
-    COMPLAINT: Final = "complaint"
-    AUTO_REPLY: Final = "auto_reply"
-    DELIVERED: Final = "delivered"
-    UNKNOWN: Final = "unknown"
-
-    ALL: Final = (HARD, SOFT, COMPLAINT, AUTO_REPLY, DELIVERED, UNKNOWN)
+    HARD = "hard", "Hard bounce (the address is gone)"
+    SOFT = "soft", "Soft bounce"
+    COMPLAINT = "complaint", "Complaint"
+    AUTO_REPLY = "auto_reply", "Auto-reply"
+    DELIVERED = "delivered", "Delivered"
+    UNKNOWN = "unknown", "Unknown"
 
 
-class EventType:
-    """The event vocabulary of issue 5 (kinds are derived from it plus the hard/soft split)."""
+class EventType(TextChoices):
+    """The one vocabulary every webhook and raw message maps onto (kinds add the hard/soft split)."""
 
-    DELIVERED: Final = "delivered"
-    DEFERRED: Final = "deferred"
-    BOUNCED: Final = "bounced"
-    COMPLAINED: Final = "complained"
-    UNSUBSCRIBED: Final = "unsubscribed"
-    AUTO_REPLY: Final = "auto_reply"
-    UNKNOWN: Final = "unknown"
+    DELIVERED = "delivered", "Delivered"
+    DEFERRED = "deferred", "Deferred"
+    BOUNCED = "bounced", "Bounced"
+    COMPLAINED = "complained", "Complained"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    AUTO_REPLY = "auto_reply", "Auto-reply"
+    UNKNOWN = "unknown", "Unknown"
 
 
-class Reason:
+class Reason(TextChoices):
     """Why: a stable, provider-independent name. Values never change once shipped."""
 
-    USER_UNKNOWN: Final = "user_unknown"
-    HOST_UNKNOWN: Final = "host_unknown"
-    HAS_MOVED: Final = "has_moved"
-    NOT_ACCEPT: Final = "not_accept"  # the domain accepts no mail at all (null MX)
-    MAILBOX_FULL: Final = "mailbox_full"
-    SUSPENDED: Final = "suspended"  # mailbox exists but disabled
-    EXPIRED: Final = "expired"
-    BLOCKED: Final = "blocked"  # the sending IP/host is refused
-    BAD_REPUTATION: Final = "bad_reputation"
-    REQUIRE_PTR: Final = "require_ptr"
-    SPAM_DETECTED: Final = "spam_detected"
-    VIRUS_DETECTED: Final = "virus_detected"
-    CONTENT: Final = "content"
-    FILTERED: Final = "filtered"  # refused by the recipient's own filter
-    REJECTED: Final = "rejected"  # the envelope sender was refused
-    POLICY: Final = "policy"
-    AUTH_FAILURE: Final = "auth_failure"  # SPF/DKIM/DMARC
-    SECURITY: Final = "security"  # TLS / authentication required
-    RATE_LIMITED: Final = "rate_limited"
-    TOO_BIG: Final = "message_too_big"
-    EXCEED_LIMIT: Final = "exceed_limit"
-    RELAYING_DENIED: Final = "relaying_denied"
-    NETWORK_ERROR: Final = "network_error"
-    SYSTEM_ERROR: Final = "system_error"
-    SYSTEM_FULL: Final = "system_full"
-    MAILER_ERROR: Final = "mailer_error"
-    NOT_COMPLIANT: Final = "not_compliant_rfc"
-    SYNTAX_ERROR: Final = "syntax_error"
-    ON_HOLD: Final = "on_hold"
-    FEEDBACK: Final = "feedback"
-    VACATION: Final = "vacation"
-    DELIVERED: Final = "delivered"
-    UNDEFINED: Final = "undefined"
+    USER_UNKNOWN = "user_unknown", "User unknown"
+    HOST_UNKNOWN = "host_unknown", "Host or domain unknown"
+    HAS_MOVED = "has_moved", "Address has moved"
+    NOT_ACCEPT = "not_accept", "Domain accepts no mail (null MX)"
+    MAILBOX_FULL = "mailbox_full", "Mailbox full"
+    SUSPENDED = "suspended", "Mailbox exists but is disabled"
+    EXPIRED = "expired", "Delivery time expired"
+    BLOCKED = "blocked", "Sending IP or host refused"
+    BAD_REPUTATION = "bad_reputation", "Bad sender reputation"
+    REQUIRE_PTR = "require_ptr", "Reverse DNS (PTR) required"
+    SPAM_DETECTED = "spam_detected", "Spam detected"
+    VIRUS_DETECTED = "virus_detected", "Virus detected"
+    CONTENT = "content", "Content refused"
+    FILTERED = "filtered", "Refused by the recipient's own filter"
+    REJECTED = "rejected", "Envelope sender refused"
+    POLICY = "policy", "Policy"
+    AUTH_FAILURE = "auth_failure", "SPF, DKIM or DMARC failure"
+    SECURITY = "security", "TLS or authentication required"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    TOO_BIG = "message_too_big", "Message too big"
+    EXCEED_LIMIT = "exceed_limit", "Limit exceeded"
+    RELAYING_DENIED = "relaying_denied", "Relaying denied"
+    NETWORK_ERROR = "network_error", "Network error"
+    SYSTEM_ERROR = "system_error", "System error"
+    SYSTEM_FULL = "system_full", "System full"
+    MAILER_ERROR = "mailer_error", "Mailer error"
+    NOT_COMPLIANT = "not_compliant_rfc", "Not RFC compliant"
+    SYNTAX_ERROR = "syntax_error", "Syntax error"
+    ON_HOLD = "on_hold", "On hold (unplaced diagnostic)"
+    FEEDBACK = "feedback", "Feedback report (complaint)"
+    VACATION = "vacation", "Vacation auto-reply"
+    DELIVERED = "delivered", "Delivered"
+    UNDEFINED = "undefined", "Undefined"
+
+
+class MatchedBy(TextChoices):
+    """How a report was tied to one of our messages (empty: it was not)."""
+
+    VERP = "verp", "VERP token in the bounce address"
+    MESSAGE_ID = "message_id", "Our Message-ID quoted in the report"
+    METADATA = "metadata", "Our metadata on the ESP event"
+    RECIPIENT = "recipient", "The recipient's last message"
+    TOKEN = "token", "Unsubscribe link token"
+    SMTP = "smtp", "Our own SMTP session"
 
 
 # Only a permanent *address* failure makes the address undeliverable for good;

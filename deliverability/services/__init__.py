@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
+from controlplane.locking import lock_no_key
 from deliverability.errors import DeliverabilityError
 from deliverability.models import SendingDomain, TokenBucket
 
@@ -37,7 +38,7 @@ def domain_update(*, domain: SendingDomain, actor: object, reason: str = "", **c
     """
     with transaction.atomic():
         # NO KEY UPDATE: a settings change need not wait for chunks being handed over (pause.hand_overs_wait).
-        locked = SendingDomain.objects.select_for_update(**_no_key()).get(pk=domain.pk)
+        locked = SendingDomain.objects.select_for_update(**lock_no_key()).get(pk=domain.pk)
         _check_domain_settings(locked.domain, changes)
         after = {name: value for name, value in changes.items() if getattr(locked, name) != value}
         if after:
@@ -60,14 +61,18 @@ def _text(limit: int) -> Callable[[Any, str], str | None]:
 
 # One check per setting: (value, domain name) -> the problem, or None.
 _DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
-    "default_sender": lambda v, d: None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() else f"must be an address at {d}",
+    "default_sender": lambda v, d: (
+        None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() else f"must be an address at {d}"
+    ),
     "rate_per_second": lambda v, _: None if _positive(v) else "must be positive",
     "burst": lambda v, _: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "must be at least 1",
     "dkim_selector": _text(63),
     "dkim_key_path": _text(500),
     "warmup_schedule": lambda v, _: None if isinstance(v, list) and all(map(_positive, v)) else "must be a list of positive rates",
     "warmup_started_on": lambda v, _: None if v is None or isinstance(v, date) else "must be a date or null",
-    "provider_rates": lambda v, _: None if isinstance(v, dict) and all(map(_positive, v.values())) else "must map provider groups to positive rates",
+    "provider_rates": lambda v, _: (
+        None if isinstance(v, dict) and all(map(_positive, v.values())) else "must map provider groups to positive rates"
+    ),
 }
 
 
@@ -141,7 +146,6 @@ from deliverability.services.feedback import Feedback, event_record  # noqa: E40
 from deliverability.services.pause import (  # noqa: E402
     PauseOutcome,
     ResumeRefused,
-    _no_key,  # noqa: E402
     domain_pause,
     domain_resume,
     ramp_factor,

@@ -6,12 +6,26 @@ most ``BACKFILL_MINUTES``) to ``deliverability.detector.detector_step``,
 pauses the domains it decides on through ``domain_pause`` (the on-call path)
 and saves the state, all in one transaction: a crash loses nothing and
 decides nothing twice. Notifications go out after the commit.
+
+**Resumes.** Calls and locks go one way: this module imports
+``services/pause.py`` and locks ``DetectorState`` before any domain row;
+``domain_resume`` locks only its domain row and never calls back here.
+A resume bumps ``SendingDomain.detector_epoch`` instead. Each run reads
+``(id, detector_epoch)`` of every domain, keeps the epochs it read beside
+``domain_ids`` in the state row, and starts cold every domain whose epoch
+differs from the one saved by the previous run (it was resumed in between).
+A resume that commits after this run read the epochs is caught by
+``domain_pause(expected_epoch=...)`` under the domain's row lock: the run's
+decision rests on pre-resume data, so nothing is paused, and since the run
+saves the epoch it read, the next run forgets the domain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import numpy as np
 from django.conf import settings
@@ -31,6 +45,14 @@ _IDS = np.int64
 
 
 @dataclass(frozen=True)
+class Domains:
+    """Every domain's id and ``detector_epoch`` as this run read them, ordered by id."""
+
+    ids: np.ndarray
+    epochs: np.ndarray
+
+
+@dataclass(frozen=True)
 class RunResult:
     minutes: int  # complete minutes fed to the detector
     domains: int
@@ -43,37 +65,23 @@ def detector_run(*, now: datetime | None = None) -> RunResult:
     end = minute_of(now or timezone.now())  # the current minute is still filling
     with transaction.atomic():
         row = _locked_state_row()
-        domain_ids = np.array(SendingDomain.objects.order_by("id").values_list("id", flat=True), dtype=_IDS)
-        state = _aligned_state(row, domain_ids)
+        domains = _domains()
+        state = _aligned_state(row, domains)
         start = _first_minute(row, end)
         if start >= end:
-            return RunResult(0, len(domain_ids), [])
-        series = domain_minute_series(start=start, end=end, domain_ids=domain_ids.tolist())
-        paused = [_pause(domain_ids, series, m, decisions) for m, decisions in _steps(state, series)]
+            return RunResult(0, len(domains.ids), [])
+        series = domain_minute_series(start=start, end=end, domain_ids=domains.ids.tolist())
+        paused = [_pause(domains, series, m, decisions) for m, decisions in _steps(state, series)]
         evidence = [item for batch in paused for item in batch]
-        row.state, row.domain_ids, row.minute = state.to_bytes(), domain_ids.tobytes(), end - timedelta(minutes=1)
-        row.save(update_fields=["state", "domain_ids", "minute", "updated_at"])
+        row.state, row.minute = state.to_bytes(), end - timedelta(minutes=1)
+        row.domain_ids, row.domain_epochs = domains.ids.tobytes(), domains.epochs.tobytes()
+        row.save(update_fields=["state", "domain_ids", "domain_epochs", "minute", "updated_at"])
         for item in evidence:
-            transaction.on_commit(lambda item=item: pause_notify(item))
-    metrics.detector_observed(state)
+            transaction.on_commit(partial(pause_notify, item))
+    metrics.detector_observed(state, detector.SIGNALS)
     for item in evidence:  # the pauses are visible now: wait out the chunks that were mid-hand-over
         hand_overs_wait(SendingDomain, item.sending_domain_id)
-    return RunResult(len(series.minutes), len(domain_ids), evidence)
-
-
-def detector_reset(*, domain_id: int) -> None:
-    """Forget what the detector learned about one domain (a resume): it starts cold again."""
-    with transaction.atomic():
-        row = _locked_state_row()
-        if not row.state:
-            return
-        ids = np.frombuffer(bytes(row.domain_ids), dtype=_IDS)
-        where = np.flatnonzero(ids == domain_id)
-        if where.size:
-            state = detector.DetectorState.from_bytes(bytes(row.state))
-            state.reset(where)
-            row.state = state.to_bytes()
-            row.save(update_fields=["state", "updated_at"])
+    return RunResult(len(series.minutes), len(domains.ids), evidence)
 
 
 def _locked_state_row() -> DetectorState:
@@ -81,21 +89,35 @@ def _locked_state_row() -> DetectorState:
     return DetectorState.objects.select_for_update().get(name=_STATE)
 
 
-def _aligned_state(row: DetectorState, domain_ids: np.ndarray) -> detector.DetectorState:
-    """The saved state with one entry per current domain, in ``domain_ids`` order; new domains start cold."""
+def _domains() -> Domains:
+    """Read without a lock: a resume committing after this is caught by ``domain_pause(expected_epoch=)``."""
+    rows = np.array(SendingDomain.objects.order_by("id").values_list("id", "detector_epoch"), dtype=_IDS).reshape(-1, 2)
+    return Domains(ids=rows[:, 0].copy(), epochs=rows[:, 1].copy())
+
+
+def _aligned_state(row: DetectorState, domains: Domains) -> detector.DetectorState:
+    """The saved state with one entry per current domain, in id order; new and resumed domains start cold."""
     config = detector.DEFAULT
     if not row.state:
-        return detector.DetectorState.empty(len(domain_ids), config)
+        return detector.DetectorState.empty(len(domains.ids), config)
     saved = detector.DetectorState.from_bytes(bytes(row.state))
     saved_ids = np.frombuffer(bytes(row.domain_ids), dtype=_IDS)
-    if len(saved_ids) <= len(domain_ids) and np.array_equal(saved_ids, domain_ids[: len(saved_ids)]):
-        saved.grow(len(domain_ids))  # the usual case: ids only grow, new domains come last
+    # A state saved before epochs were kept knew every domain at epoch 0 (the column's default).
+    saved_epochs = np.frombuffer(bytes(row.domain_epochs), dtype=_IDS) if row.domain_epochs else np.zeros(len(saved_ids), _IDS)
+    n = len(saved_ids)
+    if n <= len(domains.ids) and np.array_equal(saved_ids, domains.ids[:n]):
+        saved.grow(len(domains.ids))  # the usual case: ids only grow, new domains come last
+        resumed = np.flatnonzero(saved_epochs != domains.epochs[:n])
+        if resumed.size:
+            saved.reset(resumed)
         return saved
-    # A domain was deleted: keep the entries of the domains that remain, the rest start cold.
-    fresh = detector.DetectorState.empty(len(domain_ids), config)
+    # A domain was deleted: keep the entries of the domains that remain and were not resumed; the rest start cold.
+    fresh = detector.DetectorState.empty(len(domains.ids), config)
     position = {int(d): i for i, d in enumerate(saved_ids)}
-    old = np.array([position.get(int(d), -1) for d in domain_ids])
-    fresh.copy_from(saved, source=old[old >= 0], target=np.flatnonzero(old >= 0))
+    old = np.array([position.get(int(d), -1) for d in domains.ids], dtype=_IDS)
+    keep = np.flatnonzero(old >= 0)
+    keep = keep[saved_epochs[old[keep]] == domains.epochs[keep]]
+    fresh.copy_from(saved, source=old[keep], target=keep)
     return fresh
 
 
@@ -104,7 +126,7 @@ def _first_minute(row: DetectorState, end: datetime) -> datetime:
     return earliest if row.minute is None else max(earliest, row.minute + timedelta(minutes=1))
 
 
-def _steps(state: detector.DetectorState, series: MinuteSeries):  # type: ignore[no-untyped-def]
+def _steps(state: detector.DetectorState, series: MinuteSeries) -> Iterator[tuple[int, detector.Decisions]]:
     c = series.counts
     bounced = c["bounced_hard"] + c["bounced_soft"] + c["bounced_reputation"]
     for m in range(len(series.minutes)):
@@ -113,15 +135,15 @@ def _steps(state: detector.DetectorState, series: MinuteSeries):  # type: ignore
             yield m, decisions
 
 
-def _pause(domain_ids: np.ndarray, series: MinuteSeries, m: int, decisions: detector.Decisions) -> list[PauseEvidence]:
+def _pause(domains: Domains, series: MinuteSeries, m: int, decisions: detector.Decisions) -> list[PauseEvidence]:
     minute = series.minutes[m].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
     paused = []
     for k, index in enumerate(decisions.index.tolist()):
-        domain = SendingDomain.objects.get(pk=int(domain_ids[index]))
+        domain = SendingDomain.objects.get(pk=int(domains.ids[index]))
         evidence = PauseEvidence(
             minute=minute,
             signal=detector.SIGNALS[int(decisions.signal[k])],
-            rule=str(decisions.rule[k]),
+            rule=detector.Rule(str(decisions.rule[k])),
             baseline=float(decisions.baseline[k]),
             observed=float(decisions.observed[k]),
             statistic=float(decisions.statistic[k]),
@@ -129,7 +151,7 @@ def _pause(domain_ids: np.ndarray, series: MinuteSeries, m: int, decisions: dete
             volume=int(decisions.volume[k]),
             events=int(round(float(decisions.events[k]))),
         )
-        outcome = domain_pause(domain=domain, reason=evidence.summary(), evidence=evidence)
-        if outcome.changed:  # a person may have paused it already; then the evidence is not stored
+        outcome = domain_pause(domain=domain, reason=evidence.summary(), evidence=evidence, expected_epoch=int(domains.epochs[index]))
+        if outcome.changed:  # a person may have paused it already, or resumed it since we read it: no evidence then
             paused.append(evidence)
     return paused

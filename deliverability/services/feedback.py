@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import TextChoices
 from django.utils import timezone
 
 from controlplane import metrics
@@ -61,8 +62,7 @@ def dedupe_key(dedupe: str) -> str:
 
 def event_record(feedback: Feedback) -> tuple[FeedbackEvent, bool]:
     """Store the event, suppress where policy says, count it. Returns (event, created)."""
-    if feedback.event_type not in EventType.values:
-        raise DeliverabilityError(f"must be one of {', '.join(EventType.values)}", field="event_type")
+    _check_vocabulary(feedback)
     key = dedupe_key(feedback.dedupe)
     try:
         with transaction.atomic():
@@ -77,6 +77,22 @@ def event_record(feedback: Feedback) -> tuple[FeedbackEvent, bool]:
         return existing, False
     metrics.feedback_recorded(event)
     return event, True
+
+
+# The model's choices are not checked on save: this is where every source's values are held to the vocabularies.
+_VOCABULARIES: dict[str, tuple[type[TextChoices], bool]] = {  # field -> (vocabulary, may be empty)
+    "event_type": (EventType, False),
+    "kind": (v.Kind, True),
+    "reason": (v.Reason, True),
+    "matched_by": (v.MatchedBy, True),
+}
+
+
+def _check_vocabulary(feedback: Feedback) -> None:
+    for name, (vocabulary, blank) in _VOCABULARIES.items():
+        value = getattr(feedback, name)
+        if value not in vocabulary.values and not (blank and value == ""):
+            raise DeliverabilityError(f"{value!r} is not one of {', '.join(vocabulary.values)}", field=name)
 
 
 def _insert(feedback: Feedback, key: str) -> FeedbackEvent:
@@ -153,7 +169,7 @@ def _count(event: FeedbackEvent) -> None:
     if column and event.sending_domain_id:
         # Counted in the minute we learn of it, not back-dated: a minute the
         # detector has read never changes under it, whatever order providers resend in.
-        counters_add(domain_id=event.sending_domain_id, **{column: 1})
+        counters_add(domain_id=event.sending_domain_id, at=None, **{column: 1})
 
 
 def counter_column(event_type: str, kind: str, reason: str) -> str | None:
@@ -162,9 +178,12 @@ def counter_column(event_type: str, kind: str, reason: str) -> str | None:
         if kind == v.Kind.HARD:
             return "bounced_hard"
         return "bounced_reputation" if reason in REPUTATION_REASONS else "bounced_soft"
-    return {
-        EventType.DELIVERED: "delivered",
-        EventType.DEFERRED: "deferred",
-        EventType.COMPLAINED: "complained",
-        EventType.UNSUBSCRIBED: "unsubscribed",
-    }.get(event_type)
+    return _COUNTED.get(event_type)
+
+
+_COUNTED: dict[str, str] = {
+    EventType.DELIVERED: "delivered",
+    EventType.DEFERRED: "deferred",
+    EventType.COMPLAINED: "complained",
+    EventType.UNSUBSCRIBED: "unsubscribed",
+}

@@ -1,9 +1,24 @@
 """Pausing and resuming a sending domain: one locked function each, audited, idempotent.
 
-The worker's claim reads the domain row under a lock in its own transaction,
-so once ``domain_pause`` commits no new claim of that domain succeeds (issue 7
-adds waiting for in-flight batches). The on-call API and admin, and the
-anomaly detector, all pause through here.
+The on-call API and admin, and the anomaly detector, all pause through here.
+The worker claims under a lock on the domain row and hands each chunk over
+holding it ``FOR KEY SHARE``, so once ``domain_pause`` has committed no new
+claim succeeds, and once it returns (``hand_overs_wait``) the chunks that were
+mid-hand-over have finished: nothing of that domain reaches SMTP afterwards.
+
+**The detector, without a lock cycle.** ``services/detection.py`` imports this
+module, never the reverse (not even lazily). A detector run holds the one
+``DetectorState`` row and then locks domain rows (through ``domain_pause``);
+a resume locks only its domain row and never touches ``DetectorState``, so the
+two can wait for each other in one direction only and cannot deadlock.
+Instead of resetting the detector's state, ``domain_resume`` bumps
+``SendingDomain.detector_epoch`` in its own transaction; the detector reads
+the epochs with the domain ids, forgets every domain whose epoch moved since
+its last run, and passes the epoch it read as ``domain_pause(expected_epoch=)``.
+That comparison happens under the domain's row lock (a pause that waited for
+a resume's lock sees the resumed row), so a decision made on data read before
+a resume never re-pauses the resumed domain: the pause is skipped, and the
+detector's next run starts that domain cold.
 """
 
 from __future__ import annotations
@@ -13,10 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from audit.services import DETECTOR, audit_record
+from controlplane.locking import lock_no_key
 from deliverability.errors import DeliverabilityError
 from deliverability.models import PauseEvidence, SendingDomain, SendingSwitch
 
@@ -27,6 +43,8 @@ GLOBAL = "global"
 class ResumeRefused(DeliverabilityError):
     """A detector pause is lifted only with ``force``: someone must have read the evidence."""
 
+    status = 409
+
 
 @dataclass(frozen=True)
 class PauseOutcome:
@@ -35,14 +53,26 @@ class PauseOutcome:
 
 
 def domain_pause(
-    *, domain: SendingDomain, reason: str, actor: object = None, evidence: PauseEvidence | None = None
+    *,
+    domain: SendingDomain,
+    reason: str,
+    actor: object = None,
+    evidence: PauseEvidence | None = None,
+    expected_epoch: int | None = None,
 ) -> PauseOutcome:
-    """Pause the domain (a person when ``actor`` is a user, the detector when ``evidence`` is given)."""
+    """Pause the domain (a person when ``actor`` is a user, the detector when ``evidence`` is given).
+
+    With ``expected_epoch`` (the detector's), nothing happens unless the domain's
+    ``detector_epoch`` still is that value: it was resumed after the detector read its data.
+    """
     if not reason.strip():
         raise DeliverabilityError("a reason is required", field="reason")
     by = DETECTOR if evidence is not None else _actor_label(actor)
     with transaction.atomic():
-        locked = SendingDomain.objects.select_for_update(**_no_key()).get(pk=domain.pk)
+        locked = SendingDomain.objects.select_for_update(**lock_no_key()).get(pk=domain.pk)
+        if expected_epoch is not None and locked.detector_epoch != expected_epoch:
+            logger.info("not pausing %s: resumed after the detector read its data (%s)", locked.domain, reason.strip())
+            return PauseOutcome(locked, changed=False)
         if locked.paused:
             hand_overs_wait(SendingDomain, locked.pk)
             return PauseOutcome(locked, changed=False)
@@ -72,11 +102,7 @@ def hand_overs_wait(model: type[models.Model], pk: int) -> None:
     if transaction.get_connection().in_atomic_block:
         return
     with transaction.atomic():
-        list(model.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
-
-
-def _no_key() -> dict[str, bool]:
-    return {"no_key": True} if connection.features.has_select_for_no_key_update else {}
+        list(model._default_manager.select_for_update().filter(pk=pk).values_list("pk", flat=True))
 
 
 def domain_resume(
@@ -84,8 +110,9 @@ def domain_resume(
 ) -> PauseOutcome:
     """Resume sending, ramping from a tenth of the rate to all of it over ``ramp_minutes``.
 
-    A detector pause needs ``force``; resuming forgets the detector's state for
-    the domain, so it learns the domain afresh instead of re-pausing on old evidence.
+    A detector pause needs ``force``. Resuming bumps ``detector_epoch``: the
+    detector forgets the domain on its next run and learns it afresh, and a run
+    already in progress does not re-pause it on what it read before (module docstring).
     """
     ramp = settings.SENDPLANE_RESUME_RAMP_MINUTES if ramp_minutes is None else ramp_minutes
     if ramp < 0:
@@ -95,14 +122,18 @@ def domain_resume(
         if not locked.paused:
             return PauseOutcome(locked, changed=False)
         if locked.paused_by == DETECTOR and not force:
-            raise ResumeRefused(f"{locked.domain} was paused by the detector ({locked.paused_reason}); read the evidence, then resume with force")
+            raise ResumeRefused(
+                f"{locked.domain} was paused by the detector ({locked.paused_reason}); read the evidence, then resume with force"
+            )
         was = {"paused_by": locked.paused_by, "paused_reason": locked.paused_reason}
         now = timezone.now()
         locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
         locked.ramp_started_at, locked.ramp_minutes = now, ramp
-        locked.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes"])
+        locked.detector_epoch += 1
+        locked.save(
+            update_fields=["paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", "detector_epoch"]
+        )
         PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
-        _detector_forget(locked.pk)
         audit_record(
             action="domain.resume", target=locked, actor=actor, reason=reason, data={**was, "ramp_minutes": ramp, "force": force}
         )
@@ -115,12 +146,6 @@ def ramp_factor(domain: SendingDomain, now: datetime | None = None) -> float:
         return 1.0
     elapsed = ((now or timezone.now()) - domain.ramp_started_at).total_seconds() / 60.0
     return min(1.0, max(0.1, elapsed / domain.ramp_minutes))
-
-
-def _detector_forget(domain_id: int) -> None:
-    from deliverability.services.detection import detector_reset  # detection imports pause: break the cycle here
-
-    detector_reset(domain_id=domain_id)
 
 
 def _actor_label(actor: object) -> str:
@@ -141,10 +166,11 @@ def sending_pause_all(*, reason: str, actor: object) -> tuple[SendingSwitch, boo
         raise DeliverabilityError("a reason is required", field="reason")
     sending_switch()
     with transaction.atomic():
-        switch = SendingSwitch.objects.select_for_update(**_no_key()).get(name=GLOBAL)
+        switch = SendingSwitch.objects.select_for_update(**lock_no_key()).get(name=GLOBAL)
         changed = not switch.paused
         if changed:
-            switch.paused, switch.paused_reason, switch.paused_at, switch.paused_by = True, reason.strip(), timezone.now(), _actor_label(actor)
+            switch.paused, switch.paused_reason, switch.paused_by = True, reason.strip(), _actor_label(actor)
+            switch.paused_at = timezone.now()
             switch.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by"])
             audit_record(action="sending.pause_all", target=switch, actor=actor, reason=switch.paused_reason)
     if changed:

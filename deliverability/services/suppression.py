@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,12 +39,12 @@ def suppression_add(
     reason: str,
     sending_domain: SendingDomain | None = None,
     source: str = "",
-    created_by: object = None,
+    created_by: Any = None,
     event: FeedbackEvent | None = None,
 ) -> tuple[Suppression, bool]:
     """Suppress ``address`` (for one domain, or everywhere); idempotent. Returns (row, created).
 
-    A new row is audited: by ``created_by``, else by the feedback source of ``event``.
+    A new row is audited: by ``created_by`` (the acting user, stored on the row), else by the feedback source of ``event``.
     """
     if reason not in SuppressionReason.values:
         raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")

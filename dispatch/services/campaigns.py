@@ -8,15 +8,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
+from controlplane.errors import ServiceError
 from deliverability.models import SendingDomain
 from dispatch.models import Campaign, CampaignStatus, Message, MessageStatus
 from templates_registry.models import Template
 
 
-class CampaignError(ValueError):
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.message, self.field = message, field
-        super().__init__(f"{field}: {message}" if field else message)
+class CampaignError(ServiceError):
+    """A campaign change refused: one line naming the problem and, where known, the field."""
 
 
 def campaign_create(*, name: str, template: Template, sending_domain: SendingDomain, created_by: Any = None) -> Campaign:

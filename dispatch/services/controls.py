@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 
 from audit.services import audit_record
+from controlplane.locking import lock_no_key
 from deliverability.models import SendingDomain
 from deliverability.services import domain_pause, domain_resume, sending_pause_all, sending_resume_all
 from deliverability.services.pause import hand_overs_wait
@@ -81,7 +82,8 @@ def campaign_pause(*, campaign: Campaign, reason: str, actor: Any) -> ControlRes
     if not reason.strip():
         raise CampaignError("a reason is required", field="reason")
     with transaction.atomic():
-        locked = Campaign.objects.select_for_update(**_no_key()).get(pk=campaign.pk)
+        # NO KEY UPDATE: the flag is written without blocking hand-overs in progress (see hand_overs_wait).
+        locked = Campaign.objects.select_for_update(**lock_no_key()).get(pk=campaign.pk)
         changed = locked.status != CampaignStatus.PAUSED
         if changed:
             if locked.status not in (CampaignStatus.RUNNING, CampaignStatus.DRAFT):
@@ -108,8 +110,3 @@ def campaign_resume(*, campaign: Campaign, actor: Any, reason: str = "") -> Cont
         elif locked.status != CampaignStatus.RUNNING:
             raise CampaignError(f"campaign {locked.pk} is {locked.status}; only a paused campaign can be resumed", field="status")
     return ControlResult("campaign", str(locked.pk), False, changed, reason, _in_flight(Message.objects.filter(campaign=locked)))
-
-
-def _no_key() -> dict[str, bool]:
-    # The flag is written without blocking hand-overs in progress (see hand_overs_wait).
-    return {"no_key": True} if connection.features.has_select_for_no_key_update else {}

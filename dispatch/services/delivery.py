@@ -104,13 +104,17 @@ class Transport:
     can be: the domain's rate then holds as measured at the receiving server.
     """
 
-    def prepare(self, message: Message, domain: SendingDomain) -> Prepared | Outcome: ...
+    def prepare(self, message: Message, domain: SendingDomain) -> Prepared | Outcome:
+        raise NotImplementedError
 
-    def open(self) -> None: ...
+    def open(self) -> None:
+        """Connect before a batch's hand-overs; a transport without a connection has nothing to do."""
 
-    def send(self, prepared: Prepared) -> Outcome: ...
+    def send(self, prepared: Prepared) -> Outcome:
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Disconnect after the batch, whatever happened."""
 
 
 class SmtpTransport(Transport):
@@ -139,26 +143,31 @@ class SmtpTransport(Transport):
 
     @metrics.timed_send("smtp")
     def send(self, prepared: Prepared) -> Outcome:
+        return self._transaction(self._connection(), envelope_sender(prepared.message), prepared.message.recipient, prepared.payload)
+
+    def _connection(self) -> smtplib.SMTP:
+        """The open connection, reopened after a drop; open() raises when it cannot connect."""
         if self.backend.connection is None:
             self.open()
-        return self._transaction(envelope_sender(prepared.message), prepared.message.recipient, prepared.payload)
+        if self.backend.connection is None:  # only with fail_silently, which get_connection() does not set
+            raise smtplib.SMTPServerDisconnected("the SMTP connection could not be opened")
+        return self.backend.connection
 
-    def _transaction(self, sender: str, recipient: str, raw: bytes) -> Outcome:
-        smtp = self.backend.connection
+    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> Outcome:
         phase = "envelope"
         try:
             smtp.ehlo_or_helo_if_needed()
             code, reply = smtp.mail(sender)
             if code != 250:
-                return self._refused(code, reply)
+                return self._refused(smtp, code, reply)
             code, reply = smtp.rcpt(recipient)
             if code not in (250, 251):
-                return self._refused(code, reply)
+                return self._refused(smtp, code, reply)
             phase = "data"
             code, reply = _data(smtp, raw)
-            return SENT if code == 250 else self._refused(code, reply)
+            return SENT if code == 250 else self._refused(smtp, code, reply)
         except smtplib.SMTPDataError as exc:
-            return self._refused(exc.smtp_code, exc.smtp_error)
+            return self._refused(smtp, exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
             self._drop()
             if phase == "data":
@@ -166,10 +175,10 @@ class SmtpTransport(Transport):
                 return Outcome(MessageStatus.UNKNOWN, None, f"connection lost during DATA: {exc}")
             return Outcome(MessageStatus.DEFERRED, None, f"connection lost before DATA: {exc}")
 
-    def _refused(self, code: int, reply: bytes | str) -> Outcome:
+    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes | str) -> Outcome:
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
         try:
-            self.backend.connection.rset()
+            smtp.rset()
         except (smtplib.SMTPException, OSError):
             self._drop()
         status = MessageStatus.DEFERRED if 400 <= code < 500 else MessageStatus.FAILED

@@ -18,9 +18,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from controlplane.errors import ServiceError
 from deliverability.bounces import Classification, classify_message
 from deliverability.bounces.smtp_reply import classify_reply
-from deliverability.bounces.vocabulary import Kind
+from deliverability.bounces.vocabulary import Kind, MatchedBy
 from deliverability.models import EventType, FeedbackEvent
 from deliverability.selectors import address_suppressed
 from deliverability.services import Feedback, event_record
@@ -28,11 +29,17 @@ from dispatch.models import Message, MessageStatus, Trigger
 
 logger = logging.getLogger("sendplane.feedback")
 
-class FeedbackError(ValueError):
+class FeedbackError(ServiceError):
     """Input we refuse before recording anything: one line naming the problem."""
 
 
-_EVENT_FOR_KIND = {
+class FeedbackTooLarge(FeedbackError):
+    """A raw message over ``SENDPLANE_BOUNCE_MAX_BYTES``."""
+
+    status = 413
+
+
+_EVENT_FOR_KIND: dict[str, EventType] = {
     Kind.HARD: EventType.BOUNCED,
     Kind.SOFT: EventType.BOUNCED,
     Kind.COMPLAINT: EventType.COMPLAINED,
@@ -74,14 +81,14 @@ class Ingested:
 
 def message_match(*, token: str = "", message_id: str = "", recipient: str = "") -> tuple[Message | None, str]:
     """The message a report is about and how we know: our VERP token or Message-ID, else the recipient."""
-    for ident, how in ((token, "verp"), (_uuid_in_message_id(message_id), "message_id")):
+    for ident, how in ((token, MatchedBy.VERP), (_uuid_in_message_id(message_id), MatchedBy.MESSAGE_ID)):
         message = _by_uuid(ident)
         if message is not None:
             return message, how
     if recipient:
         message = _last_sent_to(recipient)
         if message is not None:
-            return message, "recipient"
+            return message, MatchedBy.RECIPIENT
     return None, ""
 
 
@@ -117,7 +124,7 @@ def bounce_ingest(*, raw: bytes, source: str) -> list[Ingested]:
     if not raw:
         raise FeedbackError("the message is empty")
     if len(raw) > limit:
-        raise FeedbackError(f"the message is {len(raw)} bytes; the limit is {limit} (SENDPLANE_BOUNCE_MAX_BYTES)")
+        raise FeedbackTooLarge(f"the message is {len(raw)} bytes; the limit is {limit} (SENDPLANE_BOUNCE_MAX_BYTES)")
     digest = hashlib.sha256(raw).hexdigest()
     verdicts = classify_message(raw)
     return [_record(verdict, f"raw:{digest}:{index}", source) for index, verdict in enumerate(verdicts)]
@@ -126,7 +133,7 @@ def bounce_ingest(*, raw: bytes, source: str) -> list[Ingested]:
 def _record(verdict: Classification, dedupe: str, source: str) -> Ingested:
     message, matched_by = message_match(token=verdict.verp, message_id=verdict.message_id, recipient=verdict.recipient)
     # Our message names the address we would send to again; the report may name a forward.
-    recipient = message.recipient if message is not None and matched_by != "recipient" else verdict.recipient
+    recipient = message.recipient if message is not None and matched_by != MatchedBy.RECIPIENT else verdict.recipient
     feedback = Feedback(
         event_type=_EVENT_FOR_KIND.get(verdict.kind, EventType.UNKNOWN),
         recipient=recipient,
@@ -159,7 +166,9 @@ def _log_event(result: Ingested, message: Message | None) -> None:
     if not logger.isEnabledFor(level):
         return
     event = result.event
-    fields = {"event": event.event_type, "kind": event.kind, "reason": event.reason, "code": event.status, "source": event.source}
+    fields: dict[str, object] = {
+        "event": event.event_type, "kind": event.kind, "reason": event.reason, "code": event.status, "source": event.source,
+    }
     fields |= {"matched_by": event.matched_by, "suppressed": result.suppressed, "duplicate": not result.created}
     if message is not None:
         correlation = Trigger.objects.filter(pk=message.trigger_id).values_list("correlation_id", flat=True).first()
@@ -193,6 +202,6 @@ def reply_learn(*, message: Message, code: int | None, reply: str) -> Ingested |
         smtp_reply=f"{code} {reply}".strip(),
         sending_domain=message.sending_domain,
         message_uuid=message.uuid,
-        matched_by="smtp",
+        matched_by=MatchedBy.SMTP,
     )
     return ingested(*event_record(feedback), message=message)

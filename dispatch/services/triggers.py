@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from audit.services import audit_record
 from controlplane.correlation import correlation_id, correlation_new
+from controlplane.errors import ServiceError
 from controlplane.json_values import json_problem
 from deliverability.providers import provider_of
 from deliverability.selectors import suppressed_among
@@ -27,10 +28,8 @@ MAX_RECIPIENTS = 10_000
 _REJECTIONS_SHOWN = 1000
 
 
-class TriggerError(ValueError):
+class TriggerError(ServiceError):
     """The whole trigger is refused; nothing was inserted."""
-
-    status = 400
 
 
 class TriggerConflict(TriggerError):

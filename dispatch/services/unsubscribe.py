@@ -8,7 +8,7 @@ import uuid
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from deliverability.models import EventType
+from deliverability.models import EventType, MatchedBy
 from deliverability.services import Feedback, event_record
 from dispatch.models import Message
 
@@ -49,7 +49,7 @@ def unsubscribe_one_click(*, token: str) -> Message | None:
                 dedupe=f"unsubscribe:{message.uuid.hex}",  # one per message, however often the link is used
                 sending_domain=message.sending_domain,
                 message_uuid=message.uuid,
-                matched_by="token",
+                matched_by=MatchedBy.TOKEN,
             )
         )
     return message

@@ -151,7 +151,7 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
     if message is None:
         logger.info("%s %s event for no message of ours (event %s): ignored", esp_name, event.event_type, event.event_id)
         return None
-    recipient = message.recipient if matched_by != "recipient" else (event.recipient or "")
+    recipient = message.recipient if matched_by != v.MatchedBy.RECIPIENT else (event.recipient or "")
     feedback = Feedback(
         event_type=verdict.event_type,
         recipient=recipient,
@@ -256,7 +256,7 @@ def _message_for(event: AnymailTrackingEvent) -> tuple[Message | None, str]:
     ours = str(metadata.get(ESP_METADATA_KEY) or "")
     if ours:
         message, how = message_match(token=ours)
-        return message, ("metadata" if how == "verp" else how)
+        return message, (v.MatchedBy.METADATA if how == v.MatchedBy.VERP else how)
     return message_match(message_id=f"{event.message_id or ''} {_as_text(event.esp_event)}", recipient=event.recipient or "")
 
 

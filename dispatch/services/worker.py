@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,6 +32,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from controlplane import metrics
+from controlplane.locking import lock_no_key, lock_skip_locked
 from deliverability.models import SendingDomain, SendingSwitch, Suppression
 from deliverability.selectors import suppressed_among
 from deliverability.services import counters_add, domain_rate, token_bucket_peek, token_bucket_take
@@ -38,6 +40,9 @@ from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageS
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import Outcome, Prepared, Transport, open_transport
 from dispatch.services.feedback import reply_learn
+
+if TYPE_CHECKING:
+    from controlplane.settings import DispatchSettings
 
 logger = logging.getLogger("sendplane.worker")
 # Per-message lines at these statuses are WARNING (with the address: operators act on them); the rest DEBUG.
@@ -83,11 +88,11 @@ def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = N
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.SENDPLANE_DISPATCH["LEASE_SECONDS"])
     with transaction.atomic():
-        state = SendingDomain.objects.select_for_update(**_no_key()).only("paused").get(pk=domain.pk)
+        state = SendingDomain.objects.select_for_update(**lock_no_key()).only("paused").get(pk=domain.pk)
         if state.paused or _paused_all(lock=True):
             return []
         due = (
-            Message.objects.select_for_update(of=("self",), **_skip_locked())
+            Message.objects.select_for_update(of=("self",), **lock_skip_locked())
             .filter(sending_domain=domain, status__in=WAITING, not_before__lte=now)
             .filter(campaign__status=CampaignStatus.RUNNING)
             .order_by("not_before", "id")
@@ -282,7 +287,7 @@ def _ours(ids: list[int]) -> QuerySet[Message]:
     return Message.objects.filter(id__in=ids, status=MessageStatus.SENDING)
 
 
-def _apply(message: Message, outcome: Outcome, now: datetime, cfg: dict) -> None:
+def _apply(message: Message, outcome: Outcome, now: datetime, cfg: DispatchSettings) -> None:
     message.last_code, message.last_reply = outcome.code, outcome.reply
     message.status = outcome.status
     if outcome.status == MessageStatus.DEFERRED:
@@ -318,7 +323,9 @@ def _log_message(message: Message, status: str, correlation: str) -> None:
         "status": status,
     }
     if level == logging.WARNING:
-        fields |= {"recipient": message.recipient, "code": message.last_code, "reply": message.last_reply[:200], "attempts": message.attempts}
+        fields |= {
+            "recipient": message.recipient, "code": message.last_code, "reply": message.last_reply[:200], "attempts": message.attempts,
+        }
     logger.log(level, "message %s", status, extra=fields)
 
 
@@ -340,11 +347,3 @@ class _Bucket:
 
 def _domain_bucket(domain: SendingDomain) -> _Bucket:
     return _Bucket(f"domain:{domain.pk}", domain_rate(domain), domain.burst)
-
-
-def _skip_locked() -> dict[str, bool]:
-    return {"skip_locked": True} if connection.features.has_select_for_update_skip_locked else {}
-
-
-def _no_key() -> dict[str, bool]:
-    return {"no_key": True} if connection.features.has_select_for_no_key_update else {}

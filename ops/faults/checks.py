@@ -172,7 +172,9 @@ def _count_unknown(verdict: Verdict, ledger: Ledger, rows: dict[str, _Row], drop
     verdict.counts["unexplained_unknown"] = max(0, by_crash - bound)
     if unknown:
         crashes = ", ".join(c.what for c in ledger.crashes) or "none"
-        verdict.details.append(f"unknown: {by_drop} after a connection dropped mid-DATA, {by_crash} after crashes ({crashes}; bound {bound})")
+        verdict.details.append(
+            f"unknown: {by_drop} after a connection dropped mid-DATA, {by_crash} after crashes ({crashes}; bound {bound})"
+        )
     dropped_not_unknown = sum(1 for u in dropped if rows[u].status != MessageStatus.UNKNOWN)
     if dropped_not_unknown:
         verdict.failures.append(f"{dropped_not_unknown} messages whose connection dropped mid-DATA are not unknown")
@@ -180,7 +182,11 @@ def _count_unknown(verdict: Verdict, ledger: Ledger, rows: dict[str, _Row], drop
 
 def _paused_at(windows: list[Window], row: _Row, at: float) -> bool:
     for w in windows:
-        in_scope = w.scope == "all" or (w.scope == "domain" and w.target == row.domain) or (w.scope == "campaign" and w.target == str(row.campaign_id))
+        in_scope = (
+            w.scope == "all"
+            or (w.scope == "domain" and w.target == row.domain)
+            or (w.scope == "campaign" and w.target == str(row.campaign_id))
+        )
         if in_scope and w.start < at < w.end:
             return True
     return False

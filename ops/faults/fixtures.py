@@ -63,7 +63,9 @@ def campaigns(run: Any, scenario: str, domains: int, *, per_domain: int = 1, rat
         name = f"{scenario.replace('_', '-')}-{d}.faults.example"
         domain = domain_create(domain=name, default_sender=f"news@{name}", rate_per_second=rate, burst=100)
         for c in range(per_domain):
-            made.append(campaign_create(name=f"{scenario} {d}.{c}", template=run.template, sending_domain=domain, created_by=run.users["marketer"]))
+            made.append(
+                campaign_create(name=f"{scenario} {d}.{c}", template=run.template, sending_domain=domain, created_by=run.users["marketer"])
+            )
     return made
 
 

@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ DISPATCH = {"BATCH_SIZE": "50", "LEASE_SECONDS": "10", "MAX_ATTEMPTS": "12", "RE
 
 def child_env(*, db: str, broker: str, secret: str, data_dir: Path, smtp_port: int, spamd_port: int) -> dict[str, str]:
     """The environment of every process of the run (only documented variables, ops/configuration.md)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENDPLANE_", "EMAIL_", "CELERY_", "DATABASE_", "SPAMD_", "SECRET_KEY"))}
+    ours = ("SENDPLANE_", "EMAIL_", "CELERY_", "DATABASE_", "SPAMD_", "SECRET_KEY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         DJANGO_SETTINGS_MODULE="controlplane.settings", DATABASE_URL=db, CELERY_BROKER_URL=broker, SECRET_KEY=secret,
         SENDPLANE_DATA_DIR=str(data_dir), EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1",
@@ -129,7 +130,9 @@ class Run:
             connections.close_all()
             return None
 
-    def drain(self, campaign_ids: list[int], *, events: list[tuple[float, Callable[[], None]]] = (), settle: Callable[[], bool] | None = None) -> float:
+    def drain(
+        self, campaign_ids: list[int], *, events: Sequence[tuple[float, Callable[[], None]]] = (), settle: Callable[[], bool] | None = None
+    ) -> float:
         """Beat until every row of the campaigns is terminal, firing ``events`` (seconds from now, action) on the way."""
         start = time.monotonic()
         todo = sorted(events, key=lambda e: e[0])
@@ -211,7 +214,8 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     began = time.monotonic()
-    print(f"fault suite: {'short' if args.short else 'long'} form, {size.messages} messages a scenario, {size.workers} workers, in {base}", flush=True)
+    form = "short" if args.short else "long"
+    print(f"fault suite: {form} form, {size.messages} messages a scenario, {size.workers} workers, in {base}", flush=True)
     run = _bootstrap(size, base, children)
     print(f"  services up in {time.monotonic() - began:.1f} s: PostgreSQL :{run.pg.port}, Redis :{run.redis.port}, "
           f"SMTP sink :{run.sink.port}, API :{run.api.port} ({run.api.kind})", flush=True)  # fmt: skip

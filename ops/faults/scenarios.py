@@ -103,7 +103,8 @@ def broker_restart(run: Any, ledger: Ledger) -> None:
 def _trigger_while_broker_down(run: Any, ledger: Ledger, campaign: Any, n: int) -> None:
     """The outbox commits without the broker: the API must say 202, not 500 (the sweeper publishes later)."""
     body = {"recipients": fixtures.recipients(f"down{n}", 100_000 + n * 20, 20)}
-    answer = Client(run.api.port, run.tokens["marketer"]).post(f"/api/v1/campaigns/{campaign.pk}/triggers", body, {"Idempotency-Key": f"down-{n}"})
+    api = Client(run.api.port, run.tokens["marketer"])
+    answer = api.post(f"/api/v1/campaigns/{campaign.pk}/triggers", body, {"Idempotency-Key": f"down-{n}"})
     ledger.note(f"trigger while the broker was down: {answer.status} in {answer.seconds:.2f} s")
     if answer.status != 202:
         ledger.fail(f"a trigger while the broker was down got {answer.status}: {str(answer.body)[:160]}")
@@ -256,7 +257,9 @@ def pause_resume_race(run: Any, ledger: Ledger) -> None:
         ledger.fail("fewer than 3 pauses happened")
 
 
-def _pause_loop(run: Any, ledger: Ledger, scope: tuple[str, list[str], str, str, dict[str, Any]], seconds: float, in_flight: list[int]) -> None:
+def _pause_loop(
+    run: Any, ledger: Ledger, scope: tuple[str, list[str], str, str, dict[str, Any]], seconds: float, in_flight: list[int]
+) -> None:
     kind, targets, pause_path, resume_path, resume_body = scope
     api = Client(run.api.port, run.tokens["oncall"])
     rng = random.Random(hash(kind))
@@ -328,7 +331,8 @@ def _suppress_loop(run: Any, ledger: Ledger, done: threading.Event) -> None:
             # The next few rows are likely in the chunk being handed over; the ones after, in the next chunk.
             near = Q(id__gt=row.id, id__lte=row.id + 3) | Q(id__gt=row.id + 10, id__lte=row.id + 12)
             upcoming = Message.objects.filter(near, campaign_id=row.campaign_id, status=MessageStatus.SENDING)
-            for uuid, address, domain in upcoming.exclude(recipient__startswith="hard").values_list("uuid", "recipient", "sending_domain__domain"):
+            candidates = upcoming.exclude(recipient__startswith="hard").values_list("uuid", "recipient", "sending_domain__domain")
+            for uuid, address, domain in candidates:
                 if address.lower() not in taken:
                     taken.add(address.lower())
                     _suppress_one(ledger, rng.choice(("manual", "domain", "bounce")), uuid, address.lower(), domain)

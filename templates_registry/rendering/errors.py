@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from controlplane.errors import ServiceError
 
-class RenderError(ValueError):
+
+class RenderError(ServiceError):
     """A template problem a marketer or generator can fix (syntax, variables, limits).
 
     ``field`` says which part of a version it came from (``mjml_body``,
@@ -11,10 +13,8 @@ class RenderError(ValueError):
     """
 
     def __init__(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
-        self.message = " ".join(str(message).split())
-        self.line = line
-        self.field = field
-        super().__init__(str(self))
+        self.line = line  # before the base's __init__, which formats the message with it
+        super().__init__(message, field=field)
 
     def with_field(self, field: str) -> RenderError:
         return type(self)(self.message, line=self.line, field=self.field or field)

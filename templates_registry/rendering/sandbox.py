@@ -56,7 +56,7 @@ try:  # the C escaper markupsafe's escape() wraps; private, so keep a fallback
     from markupsafe import _escape_inner
 except ImportError:  # pragma: no cover - older or future markupsafe
 
-    def _escape_inner(value: str) -> str:
+    def _escape_inner(value: str, /) -> str:
         return str(escape(value))
 
 from templates_registry.rendering.errors import RenderError, RenderLimitError

@@ -30,4 +30,5 @@ class Command(BaseCommand):
         if token_revoke(token=token, revoked_by=None):
             self.stdout.write(f"revoked token {token.prefix} ({token.name}) of {owner}")
         else:
-            self.stdout.write(f"token {token.prefix} ({token.name}) of {owner} was already revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S %Z}")
+            revoked_at = f"{token.revoked_at:%Y-%m-%d %H:%M:%S %Z}"
+            self.stdout.write(f"token {token.prefix} ({token.name}) of {owner} was already revoked at {revoked_at}")

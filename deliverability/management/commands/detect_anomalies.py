@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from django.core.management.base import BaseCommand, CommandParser
 
+from controlplane.errors import ServiceError
 from controlplane.progress import ProgressBar
 from deliverability import detector
 
@@ -28,8 +29,8 @@ COUNTS = ("sent", "bounced", "complained", "reputation")
 MAX_MINUTES = 60 * 24 * 31  # a month of minutes: beyond that the input is a mistake, not a replay
 
 
-class BadCounts(ValueError):
-    pass
+class BadCounts(ServiceError):
+    """A counts file the replay refuses: one line naming the line and the problem."""
 
 
 class Command(BaseCommand):
@@ -46,7 +47,8 @@ class Command(BaseCommand):
             self.stderr.write(" ".join(f"{options['counts']}: {reason}".split()))
             sys.exit(1)
         bar = ProgressBar(self.stderr, arrays[0].shape[1], label="minutes")
-        paused = detector.replay(*arrays, on_minute=bar.update)
+        sent, bounced, complained, reputation = arrays
+        paused = detector.replay(sent, bounced, complained, reputation, on_minute=bar.update)
         bar.clear()
         for index, minute, signal, evidence in paused:
             line = {"domain": domains[index], "minute": minute, "signal": signal, "evidence": _plain(evidence)}

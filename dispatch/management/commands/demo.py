@@ -102,11 +102,15 @@ class Command(BaseCommand):
             versions = examples_load()
             for version in versions:
                 assessment = version_assess(version_id=version.pk)
-                self.stdout.write(f"  {version}: spam score {assessment.score} ({assessment.state}), {len(assessment.blocking_failures)} blocking check failures")
+                if assessment is None:  # only a version deleted meanwhile has none
+                    raise CommandError(f"example version {version.pk} was deleted while it was scored")
+                failures = len(assessment.blocking_failures)
+                self.stdout.write(f"  {version}: spam score {assessment.score} ({assessment.state}), {failures} blocking check failures")
                 registry.version_approve(version=version, approved_by=marketer)
         except (RenderError, RegistryError) as exc:
             raise CommandError(f"an example template is invalid: {exc}") from None
-        self.stdout.write(f"Loaded, scored and approved {len(versions)} example variants of template {versions[0].variant.template.slug!r}.")
+        slug = versions[0].variant.template.slug
+        self.stdout.write(f"Loaded, scored and approved {len(versions)} example variants of template {slug!r}.")
         return versions
 
     def _start_sink(self, port: int) -> tuple[_CountingSink, Controller]:
@@ -171,7 +175,8 @@ class Command(BaseCommand):
         if evidence is None:
             self.stdout.write(self.style.ERROR("The campaign finished before the detector acted."))
             return
-        self.stdout.write(self.style.SUCCESS(f"{name} was paused after {time.time() - started:.0f} s and {progress['sent'] + progress['failed']} messages:"))
+        handed_over = progress["sent"] + progress["failed"]
+        self.stdout.write(self.style.SUCCESS(f"{name} was paused after {time.time() - started:.0f} s and {handed_over} messages:"))
         self.stdout.write(f"  {evidence.summary()}")
         self.stdout.write(f"  {progress['queued']} messages wait, unsent; {progress['failed']} unknown users were suppressed.")
         self.stdout.write("  See the evidence and the chart in the admin (Sending domains); resuming a detector pause needs force.")
