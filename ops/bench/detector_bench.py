@@ -1,6 +1,6 @@
 """The anomaly detector at scale: 100,000 domains x 1,440 minutes, against a static peer and a Python loop.
 
-Run: ops/bench/detector [--domains N] [--minutes M] [--naive-domains K]. No
+Run: ops/bench/detector [--domains N] [--minutes M] [--naive-domains K] [--smoke]. No
 database, no Django: ``deliverability.detector`` is pure numpy.
 
 1. Synthetic counts, drawn 60 minutes at a time (not timed): volumes
@@ -20,7 +20,10 @@ database, no Django: ``deliverability.detector`` is pure numpy.
    are checked against the vectorized ones on the same K domains.
 
 Timings are wall-clock on this machine; compare ratios across machines. The
-last line is RESULT ... for scripts.
+last line is RESULT ... for scripts. ``--smoke`` (CI) runs the same four parts
+on 2,000 domains x 180 minutes and 200 loop domains, in seconds. Either form
+exits 1 when the path broke: no step measured, or the loop's CUSUMs and
+numpy's disagree.
 """
 
 from __future__ import annotations
@@ -106,15 +109,11 @@ def naive_step(domains: list[dict[str, Any]], sent: list[int], events: list[list
             floor = max(c.shift_factor[s] * p0, p0 + c.shift_delta[s])
             est = (d["exc_events"][s] + c.shift_prior_events) / (d["exc_trials"][s] + c.shift_prior_events / floor)
             p1 = min(max(floor, est), 0.95)
-
-            def effect(trials: float) -> float:
-                return 1 + max(trials - 1, 0) * p0 * c.rate_noise**2 / (1 - p0)
-
-            llr = (k * math.log(p1 / p0) + (n - k) * math.log((1 - p1) / (1 - p0))) / effect(n)
+            llr = (k * math.log(p1 / p0) + (n - k) * math.log((1 - p1) / (1 - p0))) / _effect(n, p0)
             cusum = max(0.0, d["cusum"][s] + llr)
             if cusum == 0.0:  # back in control: learn this minute and the excursion it closes
                 new_k, new_n = k + d["exc_events"][s], n + d["exc_trials"][s]
-                weight = 1 / effect(new_n / (d["exc_minutes"][s] + 1))
+                weight = 1 / _effect(new_n / (d["exc_minutes"][s] + 1), p0)
                 d["base_events"][s] = d["base_events"][s] * keep + weight * new_k
                 d["base_trials"][s] = d["base_trials"][s] * keep + weight * new_n
             else:
@@ -131,6 +130,11 @@ def naive_step(domains: list[dict[str, Any]], sent: list[int], events: list[list
             d["paused"] = True
             decided.append(i)
     return decided
+
+
+def _effect(trials: float, p0: float) -> float:
+    """Overdispersion: how many binomial trials' worth of noise ``trials`` sends carry at rate p0."""
+    return 1 + max(trials - 1, 0) * p0 * DEFAULT.rate_noise**2 / (1 - p0)
 
 
 def naive_domains(k: int) -> list[dict[str, Any]]:
@@ -163,7 +167,8 @@ def full_pass(args: argparse.Namespace) -> tuple[DetectorState, list[float], lis
             peer_paused += len(index)
     listed, healthy = traffic.onset < args.minutes, traffic.onset >= args.minutes
     print(f"  traffic: {args.domains:,} domains, {int(listed.sum()):,} with a list import; paused by Sendplane {ours_paused:,} "
-          f"({int((state.paused & healthy).sum())} without one), by the peer {peer_paused:,} ({int((peer.paused & healthy).sum()):,} without one)")
+          f"({int((state.paused & healthy).sum())} without one), by the peer {peer_paused:,} "
+          f"({int((peer.paused & healthy).sum()):,} without one)")
     return state, ours_s, peer_s, ours_paused, peer_paused
 
 
@@ -190,23 +195,38 @@ def serialization(state: DetectorState, repeat: int = 10) -> tuple[int, float, f
     return len(blob), statistics.median(to_s) * 1e3, statistics.median(from_s) * 1e3
 
 
-def main() -> None:
+SMOKE = {"domains": 2000, "minutes": 180, "naive_domains": 200}
+# The loop and numpy compute the same float64 CUSUMs in a different order: they agree to rounding, not bit for bit.
+CUSUM_TOLERANCE = 1e-6
+
+
+def args_parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help=f"seconds: {SMOKE} unless given")
     parser.add_argument("--domains", type=int, default=100_000)
     parser.add_argument("--minutes", type=int, default=1440)
     parser.add_argument("--naive-domains", type=int, default=2000, help="domains for the Python loop (extrapolated)")
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    if parser.parse_known_args()[0].smoke:
+        parser.set_defaults(**SMOKE)  # explicit options still win
+    return parser.parse_args()
 
+
+def main() -> int:
+    args = args_parse()
     print(f"detector bench: {args.domains:,} domains x {args.minutes:,} minutes (numpy {np.__version__})")
     state, ours_s, peer_s, _, _ = full_pass(args)
+    if not ours_s:
+        print("FAILED: no detector step was measured", file=sys.stderr)
+        return 1
     ours_med, ours_p95 = ms(ours_s)
     peer_med, peer_p95 = ms(peer_s)
     size, to_ms, from_ms = serialization(state)
     naive_s, gap = naive(args)
     naive_ms = naive_s * 1e3 * args.domains / args.naive_domains
     ok = "yes" if ours_p95 < BAR_MS else "no"
-    print(f"  Sendplane full pass       {sum(ours_s):8.1f} s   one-minute update median {ours_med:7.1f} ms  p95 {ours_p95:7.1f} ms  (bar {BAR_MS:.0f} ms: {ok})")
+    print(f"  Sendplane full pass       {sum(ours_s):8.1f} s   one-minute update median {ours_med:7.1f} ms  p95 {ours_p95:7.1f} ms  "
+          f"(bar {BAR_MS:.0f} ms: {ok})")
     print(f"  static peer full pass     {sum(peer_s):8.1f} s   one-minute update median {peer_med:7.1f} ms  p95 {peer_p95:7.1f} ms")
     print(f"  Python loop, extrapolated from {args.naive_domains:,} domains x 20 minutes: {naive_ms:8.0f} ms a minute "
           f"({naive_ms / ours_med:.0f}x Sendplane's median; largest CUSUM gap to numpy {gap:.1e})")
@@ -215,7 +235,11 @@ def main() -> None:
     print(f"RESULT domains={args.domains} minutes={args.minutes} pass_s={sum(ours_s):.1f} update_ms_median={ours_med:.1f} "
           f"update_ms_p95={ours_p95:.1f} peer_update_ms_median={peer_med:.1f} naive_update_ms={naive_ms:.0f} "
           f"state_bytes={size} to_bytes_ms={to_ms:.1f} from_bytes_ms={from_ms:.1f} bar_ms={BAR_MS:.0f} ok={ok}")
+    if not gap <= CUSUM_TOLERANCE:  # also catches NaN
+        print(f"FAILED: the Python loop's CUSUMs differ from numpy's by {gap:.1e}: one of them changed", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
