@@ -284,6 +284,23 @@ SENDPLANE_DISPATCH: DispatchSettings = {
     # How often beat runs the sweeper (seconds): wakes rows whose not_before passed, expires leases.
     "SWEEP_SECONDS": env_float("SENDPLANE_DISPATCH_SWEEP_SECONDS", 1.0, minimum=0.1),
 }
+
+
+class SmtpSettings(TypedDict):
+    CONNECTIONS: int
+    DELIVERIES_PER_CONNECTION: int
+    IDLE_SECONDS: float
+
+
+# SMTP sessions to the relay (EMAIL_HOST), per worker process (dispatch/services/smtp_pool.py).
+SENDPLANE_SMTP: SmtpSettings = {
+    # Sessions in flight at once: a chunk's messages are handed over on up to this many.
+    "CONNECTIONS": env_int("SENDPLANE_SMTP_CONNECTIONS", 50, minimum=1, maximum=1000),
+    # A session is closed after this many messages (relays limit it; a fresh one spreads load).
+    "DELIVERIES_PER_CONNECTION": env_int("SENDPLANE_SMTP_DELIVERIES_PER_CONNECTION", 100, minimum=1),
+    # An idle session older than this is closed instead of reused (relays drop idle sessions).
+    "IDLE_SECONDS": env_float("SENDPLANE_SMTP_IDLE_SECONDS", 30.0, minimum=0.0),
+}
 CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
     # Versions spamd could not score are retried with the backoff their assessment set.
@@ -385,6 +402,9 @@ reject_unknown(
         "SENDPLANE_DISPATCH_RETRY_BASE_SECONDS",
         "SENDPLANE_DISPATCH_RECHECK_EVERY",
         "SENDPLANE_DISPATCH_SWEEP_SECONDS",
+        "SENDPLANE_SMTP_CONNECTIONS",
+        "SENDPLANE_SMTP_DELIVERIES_PER_CONNECTION",
+        "SENDPLANE_SMTP_IDLE_SECONDS",
         "SENDPLANE_SUPPRESS_HARD_BOUNCE",
         "SENDPLANE_SUPPRESS_COMPLAINT",
         "SENDPLANE_SUPPRESS_UNSUBSCRIBE",

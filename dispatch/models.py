@@ -89,6 +89,9 @@ class Message(models.Model):
     last_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_reply = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When the hand-over chunk that last carried it read the pause flags and suppressions
+    # (deliverability.services.handover): a suppression committed later may not have stopped it.
+    checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

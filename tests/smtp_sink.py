@@ -1,10 +1,12 @@
 """A real SMTP server on loopback that records every (Message-ID, recipient) it accepts.
 
 Rules by recipient local part: ``tempfail*`` gets 451 at RCPT, ``reject*``
-gets 550 at RCPT, ``datafail*`` gets 552 after DATA. Everything else is
+gets 550 at RCPT, ``datafail*`` gets 552 after DATA, ``garbled*`` gets a
+reply line without a code at RCPT (a broken middlebox). Everything else is
 accepted and recorded with the time it arrived. ``delay_seconds`` makes the
 server slow: it waits that long after each message's data before answering
-(and recording), as a loaded MTA does.
+(and recording), as a loaded MTA does. ``smtputf8=False`` makes a server that
+does not offer SMTPUTF8 (aiosmtpd's Controller offers it by default).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Received:
     mail_from: str
     at: float
     raw: bytes
+    smtputf8: bool = False  # MAIL FROM carried the SMTPUTF8 parameter
 
     def parsed(self) -> EmailMessage:
         return message_from_bytes(self.raw)
@@ -46,6 +49,8 @@ class SinkHandler:
             return "451 4.7.1 Try again later"
         if local.startswith("reject"):
             return "550 5.1.1 No such user"
+        if local.startswith("garbled"):
+            return "hello, this is not an SMTP reply"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -59,15 +64,15 @@ class SinkHandler:
         now = time.time()
         with self.lock:
             for recipient in envelope.rcpt_tos:
-                self.received.append(Received(message_id, recipient, envelope.mail_from or "", now, raw))
+                self.received.append(Received(message_id, recipient, envelope.mail_from or "", now, raw, bool(envelope.smtp_utf8)))
         return "250 OK queued"
 
 
 class SmtpSink:
-    def __init__(self, delay_seconds: float = 0.0) -> None:
+    def __init__(self, delay_seconds: float = 0.0, *, smtputf8: bool = True) -> None:
         self.handler = SinkHandler(delay_seconds=delay_seconds)
         self.port = _free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, enable_SMTPUTF8=smtputf8)
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()

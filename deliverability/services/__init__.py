@@ -37,7 +37,7 @@ def domain_update(*, domain: SendingDomain, actor: object, reason: str = "", **c
     Validated like ``domain_create``; values it already has change nothing and write no entry.
     """
     with transaction.atomic():
-        # NO KEY UPDATE: a settings change need not wait for chunks being handed over (pause.hand_overs_wait).
+        # NO KEY UPDATE: a settings change need not wait for chunks being handed over (handover.hand_overs_wait).
         locked = SendingDomain.objects.select_for_update(**lock_no_key()).get(pk=domain.pk)
         _check_domain_settings(locked.domain, changes)
         after = {name: value for name, value in changes.items() if getattr(locked, name) != value}

@@ -38,7 +38,8 @@ from deliverability.models import DetectorState, PauseEvidence, SendingDomain
 from deliverability.notify import pause_notify
 from deliverability.selectors import MinuteSeries, domain_minute_series
 from deliverability.services.counters import minute_of
-from deliverability.services.pause import domain_pause, hand_overs_wait
+from deliverability.services.handover import hand_overs_wait
+from deliverability.services.pause import domain_pause
 
 _STATE = "default"
 _IDS = np.int64

@@ -28,16 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import DETECTOR, audit_record
 from controlplane.locking import lock_no_key
 from deliverability.errors import DeliverabilityError
 from deliverability.models import PauseEvidence, SendingDomain, SendingSwitch
+from deliverability.services.handover import GLOBAL, hand_overs_wait
 
 logger = logging.getLogger("sendplane.pause")
-GLOBAL = "global"
 
 
 class ResumeRefused(DeliverabilityError):
@@ -89,22 +89,6 @@ def domain_pause(
     return PauseOutcome(locked, changed=True)
 
 
-def hand_overs_wait(model: type[models.Model], pk: int) -> None:
-    """Return once no worker is handing over a chunk under this row's pause flag.
-
-    The pause itself is written under ``FOR NO KEY UPDATE``, which does not
-    conflict with the workers' ``FOR KEY SHARE``, so it commits at once and
-    every chunk that starts afterwards sees it; this ``FOR UPDATE`` then waits
-    only for the chunks already in progress (a pause written first cannot be
-    starved by chunks that keep starting). Inside an outer transaction the
-    flag is not visible to workers yet: the caller waits after its commit.
-    """
-    if transaction.get_connection().in_atomic_block:
-        return
-    with transaction.atomic():
-        list(model._default_manager.select_for_update().filter(pk=pk).values_list("pk", flat=True))
-
-
 def domain_resume(
     *, domain: SendingDomain, actor: object, ramp_minutes: int | None = None, force: bool = False, reason: str = ""
 ) -> PauseOutcome:
@@ -149,6 +133,8 @@ def ramp_factor(domain: SendingDomain, now: datetime | None = None) -> float:
 
 
 def _actor_label(actor: object) -> str:
+    if isinstance(actor, str):  # a part of the system acting on its own ("dispatch"), as audit_record takes it
+        return actor or "system"
     name = getattr(actor, "get_username", None)
     return (name() if callable(name) else "") or "system"
 

@@ -1,6 +1,6 @@
 """On-call controls: pause and resume a campaign, a domain or everything, and say what was in flight.
 
-Each pause takes the lock its scope's hand-over guard holds (dispatch.services.worker._pause_guard),
+Each pause takes the lock its scope's hand-over guard holds (deliverability.services.handover),
 so when it returns the batches that were handing messages over have finished their chunk and every
 later chunk sees the pause: nothing of that scope reaches SMTP after the call returns. Rows that
 were claimed but not yet handed over go back to the queue; ``in_flight`` counts them at return.
@@ -18,7 +18,7 @@ from audit.services import audit_record
 from controlplane.locking import lock_no_key
 from deliverability.models import SendingDomain
 from deliverability.services import domain_pause, domain_resume, sending_pause_all, sending_resume_all
-from deliverability.services.pause import hand_overs_wait
+from deliverability.services.handover import hand_overs_wait
 from dispatch.models import Campaign, CampaignStatus, Message, MessageStatus
 from dispatch.services.campaigns import CampaignError
 from dispatch.services.hints import publish_send_batches

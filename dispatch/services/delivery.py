@@ -7,15 +7,18 @@ every ESP django-anymail supports works by setting ``EMAIL_BACKEND``.
 
 from __future__ import annotations
 
+import logging
 import smtplib
 from dataclasses import dataclass
 from typing import Any
 
+from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+from email_validator import EmailNotValidError, validate_email
 
 from controlplane import metrics
-from deliverability.dkim_signing import dkim_sign
+from deliverability.dkim_signing import DkimKeyError, dkim_key_check, dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
 from dispatch.services.unsubscribe import unsubscribe_urls
@@ -29,9 +32,53 @@ class Outcome:
     code: int | None = None
     reply: str = ""
 
+    def __post_init__(self) -> None:
+        if "\x00" in self.reply:  # PostgreSQL text cannot hold NUL: one such reply would fail the whole batch's record
+            object.__setattr__(self, "reply", self.reply.replace("\x00", "\ufffd"))
+
 
 SENT = Outcome(MessageStatus.SENT, 250)
 ESP_METADATA_KEY = "sendplane_message"
+logger = logging.getLogger("sendplane.delivery")
+
+
+class DomainFault(Exception):
+    """No message of the sending domain can be prepared (its DKIM key is missing, unreadable or not a key).
+
+    Not one message's problem: the worker releases the batch's rows and pauses
+    the domain with this text as the reason, for the on-call engineer to fix.
+    """
+
+
+class UnsendableAddress(ValueError):
+    """The recipient cannot be written into an SMTP envelope at all."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A reason for ``last_reply``: the exception named, on one line, bounded."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:1000]
+
+
+def log_unexpected(message: Message, doing: str) -> None:
+    """The traceback, with the message's uuid; its row keeps the one-line reason. Call from an ``except``."""
+    logger.exception("message %s: unexpected error while %s", message.uuid.hex, doing, extra={"message_uuid": message.uuid.hex})
+
+
+def envelope_recipient(address: str) -> tuple[str, bool]:
+    """The recipient as the envelope carries it, and whether that needs SMTPUTF8.
+
+    The domain goes as IDNA A-labels (any server takes ``user@xn--...``); a
+    local part that is not ASCII has no ASCII form and needs a server that
+    offers SMTPUTF8 (RFC 6531). The stored address is never changed: matching
+    (suppression, unsubscribe, erase) keeps using it as it is.
+    """
+    if address.isascii():
+        return address, False
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise UnsendableAddress(f"recipient address cannot be sent: {exc}") from None
+    return (checked.ascii_email, False) if checked.ascii_email else (address, True)
 
 
 def message_headers(message: Message, domain: SendingDomain, rendered: RenderedMessage) -> list[tuple[str, str]]:
@@ -39,7 +86,7 @@ def message_headers(message: Message, domain: SendingDomain, rendered: RenderedM
     return standard_headers(
         sender_name=rendered.sender_name,
         sender_address=domain.default_sender,
-        recipient=message.recipient,
+        recipient=envelope_recipient(message.recipient)[0],  # A-labels where they suffice; else UTF-8 (RFC 6532)
         subject=rendered.subject,
         message_id=message.message_id(),
         unsubscribe=unsubscribe_urls(message),
@@ -94,6 +141,8 @@ class Prepared:
 
     message: Message
     payload: Any  # bytes for SMTP, an EmailMessage for other backends
+    recipient: str = ""  # the envelope's form of message.recipient (envelope_recipient); empty: as stored
+    smtputf8: bool = False  # the recipient needs SMTPUTF8 (a local part that is not ASCII)
 
 
 class Transport:
@@ -103,6 +152,9 @@ class Transport:
     taking a token to handing the message over is as short and as even as it
     can be: the domain's rate then holds as measured at the receiving server.
     """
+
+    def check(self, domain: SendingDomain) -> None:
+        """Raise DomainFault when no message of the domain could be prepared; asked once per batch, before rendering."""
 
     def prepare(self, message: Message, domain: SendingDomain) -> Prepared | Outcome:
         raise NotImplementedError
@@ -132,18 +184,32 @@ class SmtpTransport(Transport):
         except (smtplib.SMTPException, OSError):
             pass
 
+    def check(self, domain: SendingDomain) -> None:
+        if domain.dkim_selector and domain.dkim_key_path:
+            try:
+                dkim_key_check(domain.dkim_key_path)
+            except DkimKeyError as exc:
+                raise DomainFault(str(exc)) from None
+
     def prepare(self, message: Message, domain: SendingDomain) -> Prepared | Outcome:
         try:
+            recipient, smtputf8 = envelope_recipient(message.recipient)
             raw = build_raw(message, domain)
+        except UnsendableAddress as exc:
+            return Outcome(MessageStatus.FAILED, None, str(exc)[:1000])
         except RenderError as exc:
             return Outcome(MessageStatus.FAILED, None, f"render: {exc}")
         if domain.dkim_selector and domain.dkim_key_path:
-            raw = dkim_sign(raw, domain=domain.domain, selector=domain.dkim_selector, key_path=domain.dkim_key_path)
-        return Prepared(message, raw)
+            try:
+                raw = dkim_sign(raw, domain=domain.domain, selector=domain.dkim_selector, key_path=domain.dkim_key_path)
+            except DkimKeyError as exc:  # the key went away after check(): still the whole domain's fault
+                raise DomainFault(str(exc)) from None
+        return Prepared(message, raw, recipient, smtputf8)
 
     @metrics.timed_send("smtp")
     def send(self, prepared: Prepared) -> Outcome:
-        return self._transaction(self._connection(), envelope_sender(prepared.message), prepared.message.recipient, prepared.payload)
+        # Outside the transaction's catch: a relay that cannot be reached is the batch's problem, not this message's.
+        return self._transaction(self._connection(), prepared)
 
     def _connection(self) -> smtplib.SMTP:
         """The open connection, reopened after a drop; open() raises when it cannot connect."""
@@ -153,19 +219,22 @@ class SmtpTransport(Transport):
             raise smtplib.SMTPServerDisconnected("the SMTP connection could not be opened")
         return self.backend.connection
 
-    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> Outcome:
+    def _transaction(self, smtp: smtplib.SMTP, prepared: Prepared) -> Outcome:
         phase = "envelope"
         try:
             smtp.ehlo_or_helo_if_needed()
-            code, reply = smtp.mail(sender)
+            if prepared.smtputf8 and not smtp.has_extn("smtputf8"):
+                return Outcome(MessageStatus.FAILED, None, f"recipient needs SMTPUTF8, which {self.backend.host} does not offer")
+            smtp.command_encoding = "ascii"  # smtplib leaves UTF-8 on after an SMTPUTF8 transaction: nothing 8-bit without it
+            code, reply = smtp.mail(envelope_sender(prepared.message), ["SMTPUTF8"] if prepared.smtputf8 else [])
             if code != 250:
                 return self._refused(smtp, code, reply)
-            code, reply = smtp.rcpt(recipient)
+            code, reply = smtp.rcpt(prepared.recipient or prepared.message.recipient)
             if code not in (250, 251):
                 return self._refused(smtp, code, reply)
             phase = "data"
-            code, reply = _data(smtp, raw)
-            return SENT if code == 250 else self._refused(smtp, code, reply)
+            code, reply = _data(smtp, prepared.payload)
+            return SENT if code == 250 else self._refused(smtp, code, reply, after_data=True)
         except smtplib.SMTPDataError as exc:
             return self._refused(smtp, exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
@@ -174,9 +243,24 @@ class SmtpTransport(Transport):
                 # The server may have said 250 before the line died: never send again automatically.
                 return Outcome(MessageStatus.UNKNOWN, None, f"connection lost during DATA: {exc}")
             return Outcome(MessageStatus.DEFERRED, None, f"connection lost before DATA: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one message's surprise ends that message, never the batch
+            return self._unexpected(prepared, exc, phase)
 
-    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes | str) -> Outcome:
+    def _unexpected(self, prepared: Prepared, exc: Exception, phase: str) -> Outcome:
+        """An error no SMTP reply explains: the session's state is unknown, so it is dropped (the server discards a half message)."""
+        log_unexpected(prepared.message, "sending")
+        self._drop()
+        if phase == "data":  # the message may have been written whole: as with a line lost during DATA, never re-sent
+            return Outcome(MessageStatus.UNKNOWN, None, f"unexpected error during DATA: {one_line(exc)}"[:1000])
+        return Outcome(MessageStatus.FAILED, None, one_line(exc))
+
+    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes | str, *, after_data: bool = False) -> Outcome:
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        if not 200 <= code < 600:  # not an SMTP reply (smtplib's -1 for a line without a code): the session cannot be trusted
+            self._drop()
+            if after_data:  # the message was written whole; the server may have taken it
+                return Outcome(MessageStatus.UNKNOWN, None, f"unreadable reply after DATA: {text}"[:1000])
+            return Outcome(MessageStatus.DEFERRED, None, f"unreadable reply before DATA: {text}"[:1000])
         try:
             smtp.rset()
         except (smtplib.SMTPException, OSError):
@@ -232,8 +316,13 @@ class BackendTransport(Transport):
     def send(self, prepared: Prepared) -> Outcome:
         try:
             self.backend.send_messages([prepared.payload])
-        except Exception as exc:  # noqa: BLE001 - every ESP error is a retryable provider failure here
-            return Outcome(MessageStatus.DEFERRED, None, f"{type(exc).__name__}: {exc}"[:1000])
+        except AnymailRecipientsRefused as exc:
+            return Outcome(MessageStatus.FAILED, None, one_line(exc))
+        except (AnymailError, OSError) as exc:  # the ESP or the network (requests' errors are OSErrors): retry with backoff
+            return Outcome(MessageStatus.DEFERRED, None, one_line(exc))
+        except Exception as exc:  # noqa: BLE001 - anything else is about this message (bad data, a bug): it ends here
+            log_unexpected(prepared.message, "sending")
+            return Outcome(MessageStatus.FAILED, None, one_line(exc))
         return _anymail_outcome(prepared.payload)
 
 

@@ -13,38 +13,44 @@ A batch that got all it wanted asks for the next one at once (a hint, not a
 schedule), so a chain of batches runs at the domain's rate; an empty bucket
 stops the chain and the sweeper wakes the domain again. No sleeping, no
 broker ETA.
+
+Each chunk of ``RECHECK_EVERY`` messages is handed over under the hand-over
+guard (``deliverability.services.handover``: pauses are honoured the moment
+their call returns; suppressions within one chunk), after renewing the
+batch's lease, so a slow receiver never turns a live batch into ``unknown``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db import DatabaseError, transaction
+from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from controlplane import metrics
 from controlplane.locking import lock_no_key, lock_skip_locked
-from deliverability.models import SendingDomain, SendingSwitch, Suppression
+from deliverability.models import SendingDomain
 from deliverability.selectors import suppressed_among
-from deliverability.services import counters_add, domain_rate, token_bucket_peek, token_bucket_take
+from deliverability.services import counters_add, domain_pause, domain_rate, token_bucket_peek, token_bucket_take
+from deliverability.services.handover import Scope, hand_over_guard, sending_paused
 from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
-from dispatch.services.delivery import Outcome, Prepared, Transport, open_transport
+from dispatch.services.delivery import DomainFault, Outcome, Prepared, Transport, log_unexpected, one_line, open_transport
 from dispatch.services.feedback import reply_learn
 
 if TYPE_CHECKING:
     from controlplane.settings import DispatchSettings
 
 logger = logging.getLogger("sendplane.worker")
+FAULT_ACTOR = "dispatch"  # who paused a domain for a domain-wide fault (its paused_by, the audit entry's actor)
 # Per-message lines at these statuses are WARNING (with the address: operators act on them); the rest DEBUG.
 _WARNED = frozenset({MessageStatus.FAILED, MessageStatus.DEFERRED, MessageStatus.UNKNOWN})
 
@@ -55,6 +61,7 @@ class BatchResult:
     counts: dict[str, int] = field(default_factory=dict)
     more: bool = False  # every granted token found a row: more may be due, ask for another batch
     correlation_ids: set[str] = field(default_factory=set)  # of the triggers whose messages were handed over
+    fault: str = ""  # a domain-wide fault found by this batch: the domain was paused with it as the reason
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -69,8 +76,7 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
         return BatchResult()  # an empty bucket: the sweeper wakes the domain on its next beat
     claimed = message_claim(domain=domain, limit=wanted)
     result = BatchResult(claimed=len(claimed))
-    sendable = _pace_providers(domain, claimed, result)
-    granted = _deliver(domain, bucket, sendable, transport or open_transport(), result) if sendable else len(claimed)
+    granted = _send_claimed(domain, bucket, claimed, transport, result)
     # Rows were there for every peeked token and tokens still flowed: keep the chain going.
     result.more = bool(claimed) and len(claimed) == wanted and granted > 0
     metrics.batch_recorded(domain=domain.domain, counts=result.counts)
@@ -89,7 +95,7 @@ def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = N
     lease = now + timedelta(seconds=settings.SENDPLANE_DISPATCH["LEASE_SECONDS"])
     with transaction.atomic():
         state = SendingDomain.objects.select_for_update(**lock_no_key()).only("paused").get(pk=domain.pk)
-        if state.paused or _paused_all(lock=True):
+        if state.paused or sending_paused(lock=True):
             return []
         due = (
             Message.objects.select_for_update(of=("self",), **lock_skip_locked())
@@ -103,6 +109,22 @@ def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = N
             status=MessageStatus.SENDING, lease_expires_at=lease, attempts=F("attempts") + 1
         )
     return list(Message.objects.filter(id__in=ids).select_related("version", "sending_domain").order_by("id"))
+
+
+def _send_claimed(domain: SendingDomain, bucket: _Bucket, claimed: list[Message], transport: Transport | None, result: BatchResult) -> int:
+    """Pace, then deliver; returns the tokens granted. No error leaves a claimed row ``sending`` until its lease expires.
+
+    Until ``_deliver`` takes the rows (its own ``finally`` records or releases
+    each), nothing was handed over: on any error every claimed row still
+    ``sending`` goes back to the queue, its attempt not counted.
+    """
+    try:
+        sendable = _pace_providers(domain, claimed, result)
+        chosen = (transport or open_transport()) if sendable else None
+    except BaseException:
+        messages_release(claimed, not_before=timezone.now())
+        raise
+    return _deliver(domain, bucket, sendable, chosen, result) if chosen else len(claimed)
 
 
 def _pace_providers(domain: SendingDomain, claimed: list[Message], result: BatchResult) -> list[Message]:
@@ -135,104 +157,114 @@ def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], tr
     Preparing first keeps the time from token to handover short and even, so
     the domain's rate holds as measured at the receiving server. Pause and
     suppression are re-read every RECHECK_EVERY messages.
+
+    Whatever happens, the ``finally`` records every outcome and sends the rows
+    not handed over back to the queue (attempt not counted), so none is left
+    ``sending`` to expire into ``unknown``. A domain-wide fault (the DKIM key)
+    pauses the domain before that release, so no other worker claims them.
     """
     outcomes: dict[int, Outcome] = {}
-    ready: list[Prepared] = []
     granted = 0
-    for message in messages:
-        prepared = transport.prepare(message, domain)
-        if isinstance(prepared, Prepared):
-            ready.append(prepared)
-        else:
-            outcomes[message.pk] = prepared  # a render failure costs no token
     release_at = timezone.now()
     try:
+        transport.check(domain)  # once per batch, before rendering: a broken key wastes no work
+        ready = _prepare(domain, messages, transport, outcomes)
+        release_at = timezone.now()
         transport.open()
         granted = token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=len(ready))
         if granted < len(ready):
             release_at += timedelta(seconds=(len(ready) - granted) / bucket.rate)
             metrics.tokens_denied(domain=domain.domain, count=len(ready) - granted, pushback_seconds=(len(ready) - granted) / bucket.rate)
-        _hand_over(domain, ready[:granted], transport, outcomes)
+        _hand_over(domain, ready[:granted], transport, outcomes, [m.pk for m in messages])
+    except DomainFault as fault:
+        _domain_fault(domain, fault, result)
     finally:
         transport.close()
         messages_record(messages=messages, outcomes=outcomes, result=result, release_at=release_at)
     return granted
 
 
-def _hand_over(domain: SendingDomain, ready: list[Prepared], transport: Transport, outcomes: dict[int, Outcome]) -> None:
-    every = settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]
-    for start in range(0, len(ready), every):
-        chunk = ready[start : start + every]
-        with _pause_guard(domain, {p.message.campaign_id for p in chunk}) as running:
-            if running is None:
-                return  # the domain or everything is paused: the rest goes back to the queue untouched
-            blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
-            for prepared in chunk:
-                if prepared.message.campaign_id not in running:
-                    continue  # its campaign was paused: back to the queue untouched
-                if prepared.message.recipient.lower() in blocked:
-                    outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
-                else:
-                    outcomes[prepared.message.pk] = transport.send(prepared)
+def _prepare(domain: SendingDomain, messages: list[Message], transport: Transport, outcomes: dict[int, Outcome]) -> list[Prepared]:
+    """Render, serialize and sign each message; one that cannot be prepared ends with its reason and costs no token.
 
-
-@contextmanager
-def _pause_guard(domain: SendingDomain, campaign_ids: set[int]) -> Iterator[set[int] | None]:
-    """The campaigns still running, or None when the domain or everything is paused, held for one chunk.
-
-    On PostgreSQL the domain row, the global switch and the chunk's campaign
-    rows are read ``FOR KEY SHARE`` in a transaction that lasts the chunk's
-    SMTP exchanges: a pause (``FOR UPDATE`` on one of them) waits for the chunk
-    to finish, so once a pause commits no message of its scope is handed over.
-    The suppression table is held ``SHARE`` the same way, so a suppression
-    written meanwhile commits only after the chunk.
-    Claims (``FOR NO KEY UPDATE``) do not conflict with it. The lock spans
-    network calls on purpose, for at most RECHECK_EVERY messages.
+    Only what concerns more than the message stops the loop: a DomainFault, or the database.
     """
-    with transaction.atomic():
-        if connection.vendor != "postgresql":  # SQLite (the embedded demo): one host, the re-read is enough
-            stopped = _paused(domain) or _paused_all(lock=False)
-            yield None if stopped else _running(campaign_ids, lock=False)
-            return
-        with connection.cursor() as cursor:
-            table = connection.ops.quote_name(SendingDomain._meta.db_table)
-            cursor.execute(f"SELECT paused FROM {table} WHERE id = %s FOR KEY SHARE", [domain.pk])
-            row = cursor.fetchone()
-            # SHARE conflicts with the ROW EXCLUSIVE every suppression write takes, so a suppression
-            # commits either before this chunk reads them (and is seen) or after the chunk ends.
-            cursor.execute(f"LOCK TABLE {connection.ops.quote_name(Suppression._meta.db_table)} IN SHARE MODE")
-        stopped = bool(row and row[0]) or _paused_all(lock=True)
-        yield None if stopped else _running(campaign_ids, lock=True)
+    ready: list[Prepared] = []
+    for message in messages:
+        try:
+            prepared = transport.prepare(message, domain)
+        except (DomainFault, DatabaseError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one message's surprise ends that message, never the batch
+            log_unexpected(message, "preparing")
+            prepared = Outcome(MessageStatus.FAILED, None, f"prepare: {one_line(exc)}"[:1000])
+        if isinstance(prepared, Prepared):
+            ready.append(prepared)
+        else:
+            outcomes[message.pk] = prepared
+    return ready
 
 
-def _paused_all(*, lock: bool) -> bool:
-    """The global switch (deliverability.SendingSwitch), read under a lock where the caller holds one.
+def _domain_fault(domain: SendingDomain, fault: DomainFault, result: BatchResult) -> None:
+    """Pause the domain with the fault as its reason (audited, shown with its state); the batch's rows go back untouched."""
+    result.fault = str(fault)
+    outcome = domain_pause(domain=domain, reason=result.fault, actor=FAULT_ACTOR)
+    fields = {"domain": domain.domain, "reason": result.fault, "changed": outcome.changed}
+    logger.error("domain %s paused: %s", domain.domain, result.fault, extra=fields)
 
-    The row must exist to be locked: a migration creates it, and it is created
-    here if it went missing, so "pause everything" always has a row to wait on.
+
+def _hand_over(
+    domain: SendingDomain, ready: list[Prepared], transport: Transport, outcomes: dict[int, Outcome], batch_ids: list[int]
+) -> None:
+    """Hand ``ready`` over chunk by chunk, each under the hand-over guard, renewing the batch's lease before each."""
+    position = 0
+    while position < len(ready):
+        chunk = ready[position : position + settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]]
+        _chunk_begin(batch_ids, chunk)
+        handed = _hand_over_chunk(domain, chunk, transport, outcomes)
+        if handed is None:
+            return  # the domain or everything is paused: the rest goes back to the queue untouched
+        position += handed
+
+
+def _chunk_begin(batch_ids: list[int], chunk: list[Prepared]) -> None:
+    """Renew the lease of the batch's rows still ``sending``, and stamp the chunk's ``checked_at``.
+
+    A live batch never outlives its lease, however slow the receiver: only a
+    dead worker's rows expire (and become ``unknown``). The stamp is taken
+    before the guard reads the suppressions: a message sent to an address
+    whose suppression committed before its ``checked_at`` would break the
+    guarantee (the fault suite counts those); after it, it is the bounded window.
     """
-    if not lock or connection.vendor != "postgresql":
-        return SendingSwitch.objects.filter(paused=True).exists()
-    sql = f"SELECT paused FROM {connection.ops.quote_name(SendingSwitch._meta.db_table)} WHERE name = 'global' FOR KEY SHARE"
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        row = cursor.fetchone()
-        if row is None:
-            SendingSwitch.objects.get_or_create(name="global")
-            cursor.execute(sql)
-            row = cursor.fetchone()
-    return bool(row and row[0])
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.SENDPLANE_DISPATCH["LEASE_SECONDS"])
+    Message.objects.filter(id__in=batch_ids, status=MessageStatus.SENDING).update(
+        lease_expires_at=lease, checked_at=Case(When(id__in=[p.message.pk for p in chunk], then=Value(now)), default=F("checked_at"))
+    )
 
 
-def _running(campaign_ids: set[int], *, lock: bool) -> set[int]:
-    if not lock:
-        return set(Campaign.objects.filter(id__in=campaign_ids, status=CampaignStatus.RUNNING).values_list("id", flat=True))
-    with connection.cursor() as cursor:
-        table = connection.ops.quote_name(Campaign._meta.db_table)
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) AND status = %s FOR KEY SHARE", [sorted(campaign_ids), CampaignStatus.RUNNING]
-        )
-        return {row[0] for row in cursor.fetchall()}
+def _hand_over_chunk(domain: SendingDomain, chunk: list[Prepared], transport: Transport, outcomes: dict[int, Outcome]) -> int | None:
+    """Hand over what the guard allows; returns how many of ``chunk`` were dealt with, None when paused.
+
+    The chunk stops early once half the lease has passed (a slow receiver), so
+    the next one renews the lease before going on.
+    """
+    deadline = time.monotonic() + settings.SENDPLANE_DISPATCH["LEASE_SECONDS"] / 2
+    campaigns = Scope(Campaign, frozenset(p.message.campaign_id for p in chunk), {"status": CampaignStatus.RUNNING})
+    with hand_over_guard(domain_id=domain.pk, scope=campaigns) as running:
+        if running is None:
+            return None
+        blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
+        for n, prepared in enumerate(chunk):
+            if n and time.monotonic() > deadline:
+                return n
+            if prepared.message.campaign_id not in running:
+                continue  # its campaign was paused: back to the queue untouched
+            if prepared.message.recipient.lower() in blocked:
+                outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
+            else:
+                outcomes[prepared.message.pk] = transport.send(prepared)
+    return len(chunk)
 
 
 def messages_record(
@@ -298,10 +330,6 @@ def _apply(message: Message, outcome: Outcome, now: datetime, cfg: DispatchSetti
             message.not_before = now + timedelta(seconds=cfg["RETRY_BASE_SECONDS"] * 2 ** (message.attempts - 1))
 
 
-def _paused(domain: SendingDomain) -> bool:
-    return SendingDomain.objects.filter(pk=domain.pk, paused=True).exists()
-
-
 # --- log lines: one INFO a batch (counts only), one DEBUG or WARNING a message ----------------
 
 
@@ -330,7 +358,7 @@ def _log_message(message: Message, status: str, correlation: str) -> None:
 
 
 def _log_batch(domain: SendingDomain, result: BatchResult) -> None:
-    fields = {"domain": domain.domain, "claimed": result.claimed, "counts": result.counts, "more": result.more}
+    fields = {"domain": domain.domain, "claimed": result.claimed, "counts": result.counts, "more": result.more, "fault": result.fault}
     fields["correlation_ids"] = sorted(result.correlation_ids)  # grep one trigger's id: its batches show up
     logger.log(logging.INFO if result.claimed else logging.DEBUG, "batch done", extra=fields)
 

@@ -9,7 +9,10 @@
 - sent_while_paused: a message the sink took after a pause call of its scope
   returned and before the matching resume call was made.
 - sent_to_suppressed: a message the sink took after the suppression of its
-  address (in its scope) committed.
+  address (in its scope) committed, from a chunk that read the suppressions
+  after that commit (``Message.checked_at``). One whose chunk read them
+  before is the bound the engine states (at most one chunk per worker after
+  the commit: deliverability.services.handover) and is reported, not failed.
 - unknown: rows in ``unknown``. Each must be explained: the sink dropped the
   connection after that message's data (a 250 may or may not have been
   written), or a crash happened (worker kill -9, database restart) and the
@@ -96,15 +99,16 @@ class _Row:
     status: str
     campaign_id: int
     domain: str
+    checked_at: float | None  # when the chunk that last carried it read the suppressions (epoch seconds)
 
 
 def conservation(ledger: Ledger, accepted_records: list[Any], dropped_records: list[Any]) -> Verdict:
     from dispatch.models import Message
 
     rows = {
-        str(u): _Row(str(u), r.lower(), s, c, d)
-        for u, r, s, c, d in Message.objects.filter(campaign_id__in=ledger.campaign_ids).values_list(
-            "uuid", "recipient", "status", "campaign_id", "sending_domain__domain"
+        str(u): _Row(str(u), r.lower(), s, c, d, k.timestamp() if k else None)
+        for u, r, s, c, d, k in Message.objects.filter(campaign_id__in=ledger.campaign_ids).values_list(
+            "uuid", "recipient", "status", "campaign_id", "sending_domain__domain", "checked_at"
         )
     }
     took = [(rows[u], rec) for rec in accepted_records if (u := _uuid(rec.message_id)) in rows]
@@ -116,7 +120,13 @@ def conservation(ledger: Ledger, accepted_records: list[Any], dropped_records: l
     _count_unknown(verdict, ledger, rows, dropped)
     handed = took + [(rows[u], rec) for rec in dropped_records if (u := _uuid(rec.message_id)) in rows]
     verdict.counts["sent_while_paused"] = sum(1 for row, rec in handed if _paused_at(ledger.windows, row, rec.at))
-    verdict.counts["sent_to_suppressed"] = sum(1 for row, rec in handed if _suppressed_at(ledger.suppressions, row, rec.at))
+    late = [(row, s) for row, rec in handed for s in _suppressions_before(ledger.suppressions, row, rec.at)]
+    # The bound (deliverability.services.handover): a chunk that read the suppressions before one committed may
+    # still send to its address; a chunk that read them after it must not.
+    verdict.counts["sent_to_suppressed"] = sum(1 for row, s in late if row.checked_at is None or row.checked_at > s.committed_at)
+    verdict.counts["suppressed_in_flight"] = in_flight = len(late) - verdict.counts["sent_to_suppressed"]
+    if in_flight:
+        verdict.details.append(f"{in_flight} sent to an address whose suppression committed while their chunk was in flight (the bound)")
     return verdict
 
 
@@ -192,5 +202,6 @@ def _paused_at(windows: list[Window], row: _Row, at: float) -> bool:
     return False
 
 
-def _suppressed_at(suppressions: list[Suppressed], row: _Row, at: float) -> bool:
-    return any(s.address == row.recipient and s.domain in (None, row.domain) and at > s.committed_at for s in suppressions)
+def _suppressions_before(suppressions: list[Suppressed], row: _Row, at: float) -> list[Suppressed]:
+    """The suppressions of the row's address that had committed when the sink took it at ``at``."""
+    return [s for s in suppressions if s.address == row.recipient and s.domain in (None, row.domain) and at > s.committed_at]

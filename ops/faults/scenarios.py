@@ -419,6 +419,49 @@ def spamd_down_approval(run: Any, ledger: Ledger) -> None:
     _only_approved_sent(ledger)
 
 
+# --- suppression writes while chunks are in flight to a slow receiver -------------------------------------
+
+
+def suppression_writes_under_load(run: Any, ledger: Ledger) -> None:
+    """Suppressions of unrelated addresses are written while every worker hands chunks to a receiver 100 ms a message away."""
+    _start(run, ledger, "suppression_writes_under_load", slow=0.1)
+    done, waits = threading.Event(), []
+    thread: list[threading.Thread] = []
+
+    def start() -> None:
+        thread.append(_background(lambda: _time_suppressions(done, waits)))
+
+    run.drain(ledger.campaign_ids, events=[(0.5, start)])
+    done.set()
+    thread[0].join()
+    if len(waits) < 20:
+        ledger.fail(f"only {len(waits)} suppression writes were timed")
+        return
+    waits.sort()
+    p50, p99 = waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    ledger.note(f"suppression writes during sending: {len(waits)}, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    chunk = int(run.env["SENDPLANE_DISPATCH_RECHECK_EVERY"]) * 0.1
+    if p99 > chunk / 2:  # a write that waited for a chunk in flight (the old table lock) waits up to a chunk's time
+        ledger.fail(f"suppression writes wait on SMTP: p99 {p99 * 1000:.0f} ms against a chunk of {chunk * 1000:.0f} ms")
+
+
+def _time_suppressions(done: threading.Event, waits: list[float]) -> None:
+    from django.db import connections
+
+    from deliverability.services import suppression_add
+
+    n = 0
+    try:
+        while not done.is_set():
+            n += 1
+            began = time.perf_counter()
+            suppression_add(address=f"unrelated-{time.time_ns()}-{n}@elsewhere.test", reason="manual", source="fault suite")
+            waits.append(time.perf_counter() - began)
+            time.sleep(0.02)
+    finally:
+        connections.close_all()
+
+
 def _only_approved_sent(ledger: Ledger) -> None:
     from dispatch.models import Message
 
@@ -442,6 +485,135 @@ def load(run: Any, ledger: Ledger) -> None:
     run.load_figures = figures
 
 
+# --- one bad message never blocks a queue ------------------------------------------------------------------
+
+POISON_EVERY = 25  # with batches of 50, a poison recipient sits in the middle of every batch
+
+
+def poison_recipient(run: Any, ledger: Ledger) -> None:
+    """Recipients the next hop cannot take (a Cyrillic local part; the server offers no SMTPUTF8) mid-campaign, and IDN domains."""
+    from dispatch.services.triggers import trigger_accept
+
+    made = fixtures.campaigns(run, "poison_recipient", 3)
+    ledger.campaign_ids = [c.pk for c in made]
+    share = -(-run.size.messages // len(made))
+    run.sink.offer_smtputf8(False)
+    try:
+        for n, campaign in enumerate(made):
+            people = [_poisoned(p, k) for k, p in enumerate(fixtures.recipients(f"pois{campaign.pk}", n * share, share))]
+            trigger_accept(campaign=campaign, idempotency_key=f"poison-{campaign.pk}", recipients=people)
+        run.drain(ledger.campaign_ids)
+    finally:
+        run.sink.offer_smtputf8(True)
+    _poison_ended(run, ledger)
+
+
+def _poisoned(person: dict[str, Any], k: int) -> dict[str, Any]:
+    """Every POISON_EVERY-th ``u...`` recipient gets a Cyrillic local part; another one in as many an IDN domain."""
+    local, _, domain = person["address"].partition("@")
+    if local.startswith("u") and k % POISON_EVERY == POISON_EVERY // 2:
+        return {**person, "address": f"юзер{local[1:]}@{domain}"}
+    if local.startswith("u") and k % POISON_EVERY == POISON_EVERY // 4:
+        return {**person, "address": f"{local}@{domain.replace('example', 'пример').replace('.org', '.рф')}"}
+    return person
+
+
+def _poison_ended(run: Any, ledger: Ledger) -> None:
+    from dispatch.models import Message, MessageStatus
+
+    rows = list(Message.objects.filter(campaign_id__in=ledger.campaign_ids).values_list("recipient", "status", "attempts", "last_reply"))
+    poison = [r for r in rows if r[0].startswith("юзер")]
+    idn = [r for r in rows if "пример" in r[0]]
+    # Each poison message ends failed at its first attempt with its reason; never claimed again.
+    wrong = [r for r in poison if (r[1], r[2]) != (MessageStatus.FAILED, 1) or "SMTPUTF8" not in r[3]]
+    taken = {rec.recipient for rec in run.sink.accepted()}
+    unsent_idn = [r for r in idn if r[1] != MessageStatus.SENT or _ascii_address(r[0]) not in taken]
+    others = [r for r in rows if r not in poison and r not in idn and not r[0].startswith("hard") and r[1] != MessageStatus.SENT]
+    ledger.note(f"{len(poison)} poison recipients failed with their reason, {len(idn)} IDN recipients sent as A-labels")
+    if not poison or not idn:
+        ledger.fail("the campaign had no poison or no IDN recipient")
+    for what, bad in (("poison rows not failed once with the SMTPUTF8 reason", wrong), ("IDN rows not sent as punycode", unsent_idn),
+                      ("other rows not sent", others)):  # fmt: skip
+        if bad:
+            ledger.fail(f"{len(bad)} {what}, e.g. {bad[0]}")
+
+
+def _ascii_address(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local}@{domain.encode('idna').decode('ascii')}"
+
+
+def missing_dkim_key(run: Any, ledger: Ledger) -> None:
+    """One domain's DKIM key file is missing: paused with the reason, its batches go back untouched; fixed and resumed, all go out."""
+    from deliverability.services import domain_update
+
+    made = fixtures.campaigns(run, "missing_dkim_key", 3)
+    ledger.campaign_ids = [c.pk for c in made]
+    key_path = run.base / f"dkim-{time.time_ns()}.pem"  # not there yet
+    domain = domain_update(domain=made[0].sending_domain, actor="fault suite", dkim_selector="faults", dkim_key_path=str(key_path))
+    window = Window("domain", domain.domain, time.time())  # nothing of this domain may reach the sink until the resume
+    ledger.windows.append(window)
+    fixtures.trigger_all(made, "dkim", run.size.messages)
+    run.drain(ledger.campaign_ids, events=[(0.5, lambda: _fix_dkim_key(run, ledger, domain, key_path, window))])
+    _dkim_domain_sent(run, ledger, domain, window)
+
+
+def _fix_dkim_key(run: Any, ledger: Ledger, domain: Any, key_path: Any, window: Window) -> None:
+    """Wait for the pause, read what on-call reads, restore the key, resume through the API."""
+    from deliverability.models import SendingDomain
+    from dispatch.models import Message, MessageStatus
+
+    began = time.monotonic()
+    while not SendingDomain.objects.filter(pk=domain.pk, paused=True).exists():
+        if time.monotonic() - began > 30:
+            ledger.fail("the domain with a missing DKIM key was not paused within 30 s")
+            return
+        run.beat()
+        time.sleep(0.1)
+    state = SendingDomain.objects.get(pk=domain.pk)
+    ledger.note(f"paused by {state.paused_by} after {time.monotonic() - began:.1f} s: {state.paused_reason}")
+    if (state.paused_by, state.paused_reason) != ("dispatch", f"DKIM key {key_path} unreadable: No such file or directory"):
+        ledger.fail(f"paused by {state.paused_by!r} with {state.paused_reason!r}")
+    # Released, not ended: a batch still in flight holds its rows ``sending`` until it puts them back.
+    touched = Message.objects.filter(sending_domain=domain).exclude(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING])
+    if touched.exists():
+        ledger.fail(f"rows of the paused domain ended: {sorted(set(touched.values_list('status', flat=True)))}")
+    _write_dkim_key(key_path)
+    window.end = time.time()
+    answer = Client(run.api.port, run.tokens["oncall"]).post(
+        f"/api/v1/domains/{domain.domain}/resume", {"ramp_minutes": 0, "reason": "fault suite: DKIM key restored"}
+    )
+    if answer.status != 200:
+        ledger.fail(f"resume: {answer.status} {str(answer.body)[:160]}")
+
+
+def _write_dkim_key(path: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def _dkim_domain_sent(run: Any, ledger: Ledger, domain: Any, window: Window) -> None:
+    """After the resume, every message of the domain went out at its first counted attempt; the others never stopped."""
+    from audit.models import AuditEntry
+    from dispatch.models import Message, MessageStatus
+
+    rows = Message.objects.filter(campaign_id__in=ledger.campaign_ids)
+    ours = rows.filter(sending_domain=domain).exclude(recipient__startswith="hard")
+    if ours.exclude(status=MessageStatus.SENT).exists() or ours.exclude(attempts=1).exists():
+        ledger.fail("messages of the fixed domain were not all sent at their first counted attempt")
+    others = {str(u) for u in rows.exclude(sending_domain=domain).values_list("uuid", flat=True)}
+    during = sum(1 for rec in run.sink.accepted() if rec.at < window.end and rec.message_id.strip("<>").partition("@")[0] in others)
+    ledger.note(f"the other domains sent {during} messages while the key was missing")
+    if not during:
+        ledger.fail("the other domains sent nothing while one domain's key was missing")
+    if not AuditEntry.objects.filter(action="domain.pause", target_id=str(domain.pk), actor_label="dispatch").exists():
+        ledger.fail("the pause has no audit entry by dispatch")
+    _all_sent_but_hard(ledger)
+
+
 SCENARIOS: dict[str, Callable[[Any, Ledger], None]] = {
     "worker_kill9": worker_kill9,
     "broker_restart": broker_restart,
@@ -451,6 +623,9 @@ SCENARIOS: dict[str, Callable[[Any, Ledger], None]] = {
     "duplicate_triggers": duplicate_triggers,
     "pause_resume_race": pause_resume_race,
     "suppression_mid_campaign": suppression_mid_campaign,
+    "suppression_writes_under_load": suppression_writes_under_load,
     "spamd_down_approval": spamd_down_approval,
     "load": load,
+    "poison_recipient": poison_recipient,
+    "missing_dkim_key": missing_dkim_key,
 }

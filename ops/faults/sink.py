@@ -7,7 +7,9 @@ answer 4xx or 5xx at RCPT or after DATA, answer slowly, or drop the
 connection (at RCPT, or after the data arrived and before the reply: the
 client cannot tell whether it was taken). ``until`` bounds a rule in time, so
 a 4xx storm for N seconds is one call; ``every`` applies it to one matching
-message in N; ``match`` narrows it to recipients.
+message in N; ``match`` narrows it to recipients. ``offer_smtputf8(False)``
+withdraws SMTPUTF8 (RFC 6531) from the EHLO answer, as many relays still
+lack it, and refuses it at MAIL from sessions that heard the offer before.
 
 ``tests/smtp_sink.py`` stays the small sink of the unit tests; this one is
 the fault suite's (``ops/faults/runner.py``).
@@ -87,6 +89,7 @@ class FaultHandler:
     refused: Counter[int] = field(default_factory=Counter)
     rules: list[Rule] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    smtputf8: bool = True  # offered in the EHLO answer (aiosmtpd's Controller enables it)
 
     def _firing(self, phase: str, recipients: list[str]) -> Rule | None:
         now = time.time()
@@ -95,6 +98,17 @@ class FaultHandler:
                 if rule.phase == phase and rule.fires(recipients, now):
                     return rule
         return None
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:  # noqa: N802
+        session.host_name = hostname  # what aiosmtpd does itself when no hook is set
+        return responses if self.smtputf8 else [r for r in responses if r != "250-SMTPUTF8"]
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
+        if "SMTPUTF8" in options and not self.smtputf8:
+            return "555 5.5.4 SMTPUTF8 is not offered here"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
         rule = self._firing("rcpt", [address])
@@ -166,6 +180,9 @@ class FaultSink:
     def clear(self) -> None:
         with self.handler.lock:
             self.handler.rules.clear()
+
+    def offer_smtputf8(self, offered: bool) -> None:
+        self.handler.smtputf8 = offered
 
     def accepted(self) -> list[Record]:
         with self.handler.lock:

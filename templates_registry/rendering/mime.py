@@ -64,8 +64,13 @@ def standard_headers(
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """RFC 2047 where needed; From is already encoded by formataddr."""
-    return [(name, value if name == "From" else header_value(value)) for name, value in headers]
+    """RFC 2047 where needed; From is already encoded by formataddr.
+
+    To is a bare address, where encoded-words are not allowed (RFC 2047 section 5):
+    it stays as it is, ASCII (IDN domains as A-labels) or, for a local part that
+    has no ASCII form, UTF-8 (RFC 6532), which only goes out over SMTPUTF8.
+    """
+    return [(name, value if name in ("From", "To") else header_value(value)) for name, value in headers]
 
 
 def build_mime(*, headers: list[tuple[str, str]], text: str, html: str) -> bytes:
@@ -76,7 +81,7 @@ def build_mime(*, headers: list[tuple[str, str]], text: str, html: str) -> bytes
     part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     return b"".join(
         [
-            "\r\n".join(head).encode("ascii"),
+            "\r\n".join(head).encode("utf-8"),  # ASCII but for an RFC 6532 To (encode_headers)
             f"\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode("ascii"),
             qp_encode(text),
             f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
