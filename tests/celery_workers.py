@@ -233,6 +233,7 @@ def worker_env(
     )
     env.pop("SECRET_KEY_FILE", None)
     env.pop("EMAIL_HOST_PASSWORD_FILE", None)
-    for key, value in dispatch.items():
-        env[f"SENDPLANE_DISPATCH_{key.upper()}"] = str(value)
+    for key, value in dispatch.items():  # smtp_connections=1 -> SENDPLANE_SMTP_CONNECTIONS, batch_size -> SENDPLANE_DISPATCH_...
+        name = key.upper() if key.startswith("smtp_") else f"DISPATCH_{key.upper()}"
+        env[f"SENDPLANE_{name}"] = str(value)
     return env

@@ -206,7 +206,8 @@ BATCH, LEASE, N_KILL = 10, 3, 100
 def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     campaign: Any, slow_sink: SmtpSink, fleet: Callable[..., WorkerFleet]
 ) -> None:
-    workers = fleet(slow_sink.port, batch_size=BATCH, lease_seconds=LEASE)
+    # One SMTP session per worker: the batch hands its messages over one after another, so it has a middle to be killed in.
+    workers = fleet(slow_sink.port, batch_size=BATCH, lease_seconds=LEASE, smtp_connections=1)
     first, second = workers.start_many(["kill-a", "kill-b"], pool="solo")  # solo: the worker process is the one sending
     domain_id = campaign.sending_domain_id
 

@@ -8,7 +8,10 @@ every ESP django-anymail supports works by setting ``EMAIL_BACKEND``.
 from __future__ import annotations
 
 import logging
+import math
 import smtplib
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from controlplane import metrics
 from deliverability.dkim_signing import DkimKeyError, dkim_key_check, dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
+from dispatch.services.smtp_pool import Session, session_pool
 from dispatch.services.unsubscribe import unsubscribe_urls
 from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
 from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
@@ -165,24 +169,33 @@ class Transport:
     def send(self, prepared: Prepared) -> Outcome:
         raise NotImplementedError
 
+    def send_many(self, chunk: Sequence[Prepared], *, deadline: float) -> dict[int, Outcome]:
+        """Hand a chunk over; each message's outcome by its pk. A message left without one was not handed over.
+
+        This one speaks one message at a time and stops starting new ones once
+        ``deadline`` (``time.monotonic()``) has passed, so a slow provider
+        cannot keep a chunk past its lease.
+        """
+        outcomes: dict[int, Outcome] = {}
+        for prepared in chunk:
+            if outcomes and time.monotonic() > deadline:
+                break
+            outcomes[prepared.message.pk] = self.send(prepared)
+        return outcomes
+
     def close(self) -> None:
         """Disconnect after the batch, whatever happened."""
 
 
 class SmtpTransport(Transport):
-    """One persistent SMTP connection per batch, configured by Django's EMAIL_* settings."""
+    """SMTP to the relay of Django's EMAIL_* settings, a chunk's messages on many sessions at once.
+
+    Sessions come from this process's pool for the relay (``smtp_pool.py``):
+    kept open across batches, up to ``SENDPLANE_SMTP_CONNECTIONS`` in flight.
+    """
 
     def __init__(self, backend: SmtpBackend) -> None:
         self.backend = backend
-
-    def open(self) -> None:
-        self.backend.open()
-
-    def close(self) -> None:
-        try:
-            self.backend.close()
-        except (smtplib.SMTPException, OSError):
-            pass
 
     def check(self, domain: SendingDomain) -> None:
         if domain.dkim_selector and domain.dkim_key_path:
@@ -206,71 +219,88 @@ class SmtpTransport(Transport):
                 raise DomainFault(str(exc)) from None
         return Prepared(message, raw, recipient, smtputf8)
 
-    @metrics.timed_send("smtp")
     def send(self, prepared: Prepared) -> Outcome:
-        # Outside the transaction's catch: a relay that cannot be reached is the batch's problem, not this message's.
-        return self._transaction(self._connection(), prepared)
+        outcomes = self.send_many([prepared], deadline=math.inf)
+        return outcomes[prepared.message.pk]
 
-    def _connection(self) -> smtplib.SMTP:
-        """The open connection, reopened after a drop; open() raises when it cannot connect."""
-        if self.backend.connection is None:
-            self.open()
-        if self.backend.connection is None:  # only with fail_silently, which get_connection() does not set
-            raise smtplib.SMTPServerDisconnected("the SMTP connection could not be opened")
-        return self.backend.connection
+    def send_many(self, chunk: Sequence[Prepared], *, deadline: float) -> dict[int, Outcome]:
+        """Every message of the chunk on its own session, up to the pool's limit at once.
 
-    def _transaction(self, smtp: smtplib.SMTP, prepared: Prepared) -> Outcome:
-        phase = "envelope"
-        try:
-            smtp.ehlo_or_helo_if_needed()
-            if prepared.smtputf8 and not smtp.has_extn("smtputf8"):
-                return Outcome(MessageStatus.FAILED, None, f"recipient needs SMTPUTF8, which {self.backend.host} does not offer")
-            smtp.command_encoding = "ascii"  # smtplib leaves UTF-8 on after an SMTPUTF8 transaction: nothing 8-bit without it
-            code, reply = smtp.mail(envelope_sender(prepared.message), ["SMTPUTF8"] if prepared.smtputf8 else [])
-            if code != 250:
-                return self._refused(smtp, code, reply)
-            code, reply = smtp.rcpt(prepared.recipient or prepared.message.recipient)
-            if code not in (250, 251):
-                return self._refused(smtp, code, reply)
-            phase = "data"
-            code, reply = _data(smtp, prepared.payload)
-            return SENT if code == 250 else self._refused(smtp, code, reply, after_data=True)
-        except smtplib.SMTPDataError as exc:
-            return self._refused(smtp, exc.smtp_code, exc.smtp_error)
-        except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
-            self._drop()
-            if phase == "data":
-                # The server may have said 250 before the line died: never send again automatically.
-                return Outcome(MessageStatus.UNKNOWN, None, f"connection lost during DATA: {exc}")
-            return Outcome(MessageStatus.DEFERRED, None, f"connection lost before DATA: {exc}")
-        except Exception as exc:  # noqa: BLE001 - one message's surprise ends that message, never the batch
-            return self._unexpected(prepared, exc, phase)
+        A session that cannot be opened leaves its message without an outcome
+        (nothing was sent: it goes back to the queue); when no message got one,
+        the relay is unreachable and that is the batch's error, raised.
+        """
+        results = session_pool(self.backend).map(_exchange, chunk)
+        outcomes: dict[int, Outcome] = {}
+        failure: BaseException | None = None
+        for prepared, result in zip(chunk, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                outcomes[prepared.message.pk] = result
+        if failure is not None and not outcomes:
+            raise failure
+        return outcomes
 
-    def _unexpected(self, prepared: Prepared, exc: Exception, phase: str) -> Outcome:
-        """An error no SMTP reply explains: the session's state is unknown, so it is dropped (the server discards a half message)."""
-        log_unexpected(prepared.message, "sending")
-        self._drop()
-        if phase == "data":  # the message may have been written whole: as with a line lost during DATA, never re-sent
-            return Outcome(MessageStatus.UNKNOWN, None, f"unexpected error during DATA: {one_line(exc)}"[:1000])
-        return Outcome(MessageStatus.FAILED, None, one_line(exc))
 
-    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes | str, *, after_data: bool = False) -> Outcome:
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-        if not 200 <= code < 600:  # not an SMTP reply (smtplib's -1 for a line without a code): the session cannot be trusted
-            self._drop()
-            if after_data:  # the message was written whole; the server may have taken it
-                return Outcome(MessageStatus.UNKNOWN, None, f"unreadable reply after DATA: {text}"[:1000])
-            return Outcome(MessageStatus.DEFERRED, None, f"unreadable reply before DATA: {text}"[:1000])
-        try:
-            smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            self._drop()
-        status = MessageStatus.DEFERRED if 400 <= code < 500 else MessageStatus.FAILED
-        return Outcome(status, code, text[:1000])
+@metrics.timed_send("smtp")
+def _exchange(session: Session, prepared: Prepared) -> Outcome:
+    """One message over one session, each way it can end named (a drop during DATA is ``unknown``)."""
+    smtp = session.smtp
+    phase = "envelope"
+    try:
+        smtp.ehlo_or_helo_if_needed()
+        if prepared.smtputf8 and not smtp.has_extn("smtputf8"):
+            return Outcome(MessageStatus.FAILED, None, f"recipient needs SMTPUTF8, which {session.backend.host} does not offer")
+        smtp.command_encoding = "ascii"  # smtplib leaves UTF-8 on after an SMTPUTF8 transaction: nothing 8-bit without it
+        code, reply = smtp.mail(envelope_sender(prepared.message), ["SMTPUTF8"] if prepared.smtputf8 else [])
+        if code != 250:
+            return _refused(session, code, reply)
+        code, reply = smtp.rcpt(prepared.recipient or prepared.message.recipient)
+        if code not in (250, 251):
+            return _refused(session, code, reply)
+        phase = "data"
+        code, reply = _data(smtp, prepared.payload)
+        return SENT if code == 250 else _refused(session, code, reply, after_data=True)
+    except smtplib.SMTPDataError as exc:
+        return _refused(session, exc.smtp_code, exc.smtp_error)
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
+        _drop(session)
+        if phase == "data":
+            # The server may have said 250 before the line died: never send again automatically.
+            return Outcome(MessageStatus.UNKNOWN, None, f"connection lost during DATA: {exc}")
+        return Outcome(MessageStatus.DEFERRED, None, f"connection lost before DATA: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one message's surprise ends that message, never the batch
+        return _unexpected(session, prepared, exc, phase)
 
-    def _drop(self) -> None:
-        self.close()
-        self.backend.connection = None
+
+def _unexpected(session: Session, prepared: Prepared, exc: Exception, phase: str) -> Outcome:
+    """An error no SMTP reply explains: the session's state is unknown, so it is dropped (the server discards a half message)."""
+    log_unexpected(prepared.message, "sending")
+    _drop(session)
+    if phase == "data":  # the message may have been written whole: as with a line lost during DATA, never re-sent
+        return Outcome(MessageStatus.UNKNOWN, None, f"unexpected error during DATA: {one_line(exc)}"[:1000])
+    return Outcome(MessageStatus.FAILED, None, one_line(exc))
+
+
+def _refused(session: Session, code: int, reply: bytes | str, *, after_data: bool = False) -> Outcome:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    if not 200 <= code < 600:  # not an SMTP reply (smtplib's -1 for a line without a code): the session cannot be trusted
+        _drop(session)
+        if after_data:  # the message was written whole; the server may have taken it
+            return Outcome(MessageStatus.UNKNOWN, None, f"unreadable reply after DATA: {text}"[:1000])
+        return Outcome(MessageStatus.DEFERRED, None, f"unreadable reply before DATA: {text}"[:1000])
+    try:
+        session.smtp.rset()
+    except (smtplib.SMTPException, OSError):
+        _drop(session)
+    status = MessageStatus.DEFERRED if 400 <= code < 500 else MessageStatus.FAILED
+    return Outcome(status, code, text[:1000])
+
+
+def _drop(session: Session) -> None:
+    session.healthy = False
+    session.close()
 
 
 def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:

@@ -217,14 +217,12 @@ def _hand_over(
     domain: SendingDomain, ready: list[Prepared], transport: Transport, outcomes: dict[int, Outcome], batch_ids: list[int]
 ) -> None:
     """Hand ``ready`` over chunk by chunk, each under the hand-over guard, renewing the batch's lease before each."""
-    position = 0
-    while position < len(ready):
-        chunk = ready[position : position + settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]]
+    every = settings.SENDPLANE_DISPATCH["RECHECK_EVERY"]
+    for start in range(0, len(ready), every):
+        chunk = ready[start : start + every]
         _chunk_begin(batch_ids, chunk)
-        handed = _hand_over_chunk(domain, chunk, transport, outcomes)
-        if handed is None:
+        if not _hand_over_chunk(domain, chunk, transport, outcomes):
             return  # the domain or everything is paused: the rest goes back to the queue untouched
-        position += handed
 
 
 def _chunk_begin(batch_ids: list[int], chunk: list[Prepared]) -> None:
@@ -243,28 +241,24 @@ def _chunk_begin(batch_ids: list[int], chunk: list[Prepared]) -> None:
     )
 
 
-def _hand_over_chunk(domain: SendingDomain, chunk: list[Prepared], transport: Transport, outcomes: dict[int, Outcome]) -> int | None:
-    """Hand over what the guard allows; returns how many of ``chunk`` were dealt with, None when paused.
+def _hand_over_chunk(domain: SendingDomain, chunk: list[Prepared], transport: Transport, outcomes: dict[int, Outcome]) -> bool:
+    """Hand over what the guard allows, all at once (the transport overlaps the network); False when paused.
 
-    The chunk stops early once half the lease has passed (a slow receiver), so
-    the next one renews the lease before going on.
+    A message left without an outcome (its campaign paused, a session that
+    could not open, a slow provider past half the lease) goes back to the queue.
     """
     deadline = time.monotonic() + settings.SENDPLANE_DISPATCH["LEASE_SECONDS"] / 2
     campaigns = Scope(Campaign, frozenset(p.message.campaign_id for p in chunk), {"status": CampaignStatus.RUNNING})
     with hand_over_guard(domain_id=domain.pk, scope=campaigns) as running:
         if running is None:
-            return None
+            return False
         blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
-        for n, prepared in enumerate(chunk):
-            if n and time.monotonic() > deadline:
-                return n
-            if prepared.message.campaign_id not in running:
-                continue  # its campaign was paused: back to the queue untouched
+        allowed = [p for p in chunk if p.message.campaign_id in running]
+        for prepared in allowed:
             if prepared.message.recipient.lower() in blocked:
                 outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
-            else:
-                outcomes[prepared.message.pk] = transport.send(prepared)
-    return len(chunk)
+        outcomes.update(transport.send_many([p for p in allowed if p.message.pk not in outcomes], deadline=deadline))
+    return True
 
 
 def messages_record(

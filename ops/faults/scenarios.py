@@ -21,6 +21,8 @@ from ops.faults.checks import Crash, Ledger, Suppressed, Window
 
 
 def _start(run: Any, ledger: Ledger, name: str, *, per_domain: int = 1, messages: int | None = None, slow: float = 0.0) -> list[Any]:
+    # ``slow``: the receiver's wait after DATA, seconds a message. Workers hand a chunk over on many sessions at once,
+    # so these waits (30-100 ms, a receiver in another region) are what keeps a batch in flight long enough to break.
     made = fixtures.campaigns(run, name, 3, per_domain=per_domain)
     ledger.campaign_ids = [c.pk for c in made]
     if slow:
@@ -50,7 +52,7 @@ def _background(target: Callable[[], None]) -> threading.Thread:
 
 def worker_kill9(run: Any, ledger: Ledger) -> None:
     """kill -9 a worker that is inside a batch, several times; a new worker replaces each."""
-    _start(run, ledger, "worker_kill9", slow=0.01)
+    _start(run, ledger, "worker_kill9", slow=0.1)
     kills = 2 if run.size.messages < 1000 else 4
     events = [(0.8 + 1.5 * i, lambda: _kill_busy(run, ledger)) for i in range(kills)]
     run.drain(ledger.campaign_ids, events=events)
@@ -90,7 +92,7 @@ def _kill_busy(run: Any, ledger: Ledger) -> None:
 def broker_restart(run: Any, ledger: Ledger) -> None:
     """The private Redis dies (every hint in it is lost) and comes back 2 s later; a trigger arrives meanwhile."""
     restarts = 1 if run.size.messages < 1000 else 2
-    made = _start(run, ledger, "broker_restart", slow=0.005)
+    made = _start(run, ledger, "broker_restart", slow=0.05)
     events: list[tuple[float, Callable[[], None]]] = []
     for i in range(restarts):
         at = 1.0 + 5.0 * i
@@ -112,7 +114,7 @@ def _trigger_while_broker_down(run: Any, ledger: Ledger, campaign: Any, n: int) 
 
 def database_restart(run: Any, ledger: Ledger) -> None:
     """The private PostgreSQL crashes (immediate shutdown) and restarts 2 s later, mid-batch."""
-    _start(run, ledger, "database_restart", slow=0.005)
+    _start(run, ledger, "database_restart", slow=0.05)
 
     def crash() -> None:
         _timed(ledger, "database restart", lambda: run.pg.restart(down_seconds=2))
@@ -136,7 +138,7 @@ def smtp_4xx_storm(run: Any, ledger: Ledger) -> None:
     storm = run.size.storm_seconds
     # 451 after DATA first (RCPT refusals would keep messages from reaching DATA), from the first message on.
     rules = [run.sink.storm(seconds=2 + 0.002 * run.size.messages, code=451, phase="data")]
-    _start(run, ledger, "smtp_4xx_storm", slow=0.002)
+    _start(run, ledger, "smtp_4xx_storm", slow=0.03)
     run.drain(ledger.campaign_ids, events=[(1.0, lambda: rules.append(run.sink.storm(seconds=storm, code=451, phase="rcpt")))])
     ledger.note(f"451 after DATA {rules[0].hits} times, at RCPT {rules[1].hits} times")
     if not all(rule.hits for rule in rules):
@@ -235,7 +237,7 @@ def _check_idempotency(ledger: Ledger, answers: dict[int, list[tuple[bool, Any]]
 
 def pause_resume_race(run: Any, ledger: Ledger) -> None:
     """On-call pauses and resumes domains, campaigns and everything through the API while batches run."""
-    made = _start(run, ledger, "pause_resume_race", per_domain=2, slow=0.004)
+    made = _start(run, ledger, "pause_resume_race", per_domain=2, slow=0.04)
     seconds = 5.0 if run.size.messages < 1000 else 15.0
     domains = sorted({c.sending_domain.domain for c in made})
     scopes = [
@@ -290,7 +292,7 @@ def _pause_loop(
 
 def suppression_mid_campaign(run: Any, ledger: Ledger) -> None:
     """Addresses in batches being sent are suppressed (by hand, and by a hard bounce) while the batches run."""
-    _start(run, ledger, "suppression_mid_campaign", slow=0.01)
+    _start(run, ledger, "suppression_mid_campaign", slow=0.1)
     done = threading.Event()
     thread: list[threading.Thread] = []
 
