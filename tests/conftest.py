@@ -123,6 +123,9 @@ def smtp_sink(settings: Any) -> Any:
         settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
         settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
         yield sink
+    from dispatch.services.smtp_pool import pools_close
+
+    pools_close()  # this process's sessions to the sink, and their threads
 
 
 @pytest.fixture

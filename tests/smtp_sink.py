@@ -32,6 +32,7 @@ class Received:
     at: float
     raw: bytes
     smtputf8: bool = False  # MAIL FROM carried the SMTPUTF8 parameter
+    peer: Any = None  # the client's (address, port): one per SMTP session
 
     def parsed(self) -> EmailMessage:
         return message_from_bytes(self.raw)
@@ -64,7 +65,9 @@ class SinkHandler:
         now = time.time()
         with self.lock:
             for recipient in envelope.rcpt_tos:
-                self.received.append(Received(message_id, recipient, envelope.mail_from or "", now, raw, bool(envelope.smtp_utf8)))
+                self.received.append(
+                    Received(message_id, recipient, envelope.mail_from or "", now, raw, bool(envelope.smtp_utf8), session.peer)
+                )
         return "250 OK queued"
 
 

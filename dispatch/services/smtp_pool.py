@@ -107,6 +107,8 @@ class SessionPool:
             self._idle.append(session)
 
     def close(self) -> None:
+        """Close the idle sessions and let the threads end (sessions in use close as they come back)."""
+        self._threads.shutdown(wait=False)
         with self._lock:
             idle, self._idle = self._idle, []
         for session in idle:

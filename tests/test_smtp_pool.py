@@ -1,0 +1,76 @@
+"""The SMTP session pool: a chunk on many sessions at once, sessions reused across batches and bounded."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dispatch.models import Message, MessageStatus
+from dispatch.services.smtp_pool import pools_close
+from dispatch.services.triggers import trigger_accept
+from dispatch.services.worker import batch_send
+from tests.conftest import recipients
+from tests.smtp_sink import SmtpSink, _free_port
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def slow_sink(settings: Any) -> Iterator[SmtpSink]:
+    """A receiver that waits 0.3 s after each message's data: sessions overlap only if the sender overlaps them."""
+    with SmtpSink(delay_seconds=0.3) as sink:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        pools_close()  # the pool reads SENDPLANE_SMTP when it is made: each test makes its own
+        yield sink
+    pools_close()
+
+
+def _smtp(settings: Any, **values: Any) -> None:
+    settings.SENDPLANE_SMTP = {**settings.SENDPLANE_SMTP, **values}
+    settings.SENDPLANE_DISPATCH = {**settings.SENDPLANE_DISPATCH, "BATCH_SIZE": 10, "RECHECK_EVERY": 10}
+
+
+def _send(campaign: Any, n: int, key: str) -> None:
+    trigger_accept(campaign=campaign, idempotency_key=key, recipients=recipients(n, prefix=key))
+    batch_send(domain_id=campaign.sending_domain_id)
+
+
+def test_a_chunk_goes_out_on_several_sessions_at_once(campaign: Any, slow_sink: SmtpSink, settings: Any) -> None:
+    _smtp(settings, CONNECTIONS=10)
+    _send(campaign, 10, "wide")
+    peers = {r.peer for r in slow_sink.received}
+    assert len(slow_sink.received) == 10 and len(peers) > 1, "one session spoke the whole chunk"
+    assert Message.objects.filter(campaign=campaign, status=MessageStatus.SENT).count() == 10
+
+
+def test_one_connection_allowed_means_one_session_reused_across_batches(campaign: Any, slow_sink: SmtpSink, settings: Any) -> None:
+    _smtp(settings, CONNECTIONS=1, DELIVERIES_PER_CONNECTION=100)
+    _send(campaign, 3, "first")
+    _send(campaign, 3, "second")
+    assert len({r.peer for r in slow_sink.received}) == 1
+
+
+def test_a_session_is_closed_after_its_deliveries(campaign: Any, slow_sink: SmtpSink, settings: Any) -> None:
+    _smtp(settings, CONNECTIONS=1, DELIVERIES_PER_CONNECTION=3)
+    _send(campaign, 7, "bounded")
+    per_session = sorted(Counter(r.peer for r in slow_sink.received).values())
+    assert per_session == [1, 3, 3]
+
+
+def test_an_unreachable_relay_sends_the_batch_back_to_the_queue(campaign: Any, settings: Any) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", _free_port()  # nothing listens there
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 2
+    pools_close()
+    trigger_accept(campaign=campaign, idempotency_key="down", recipients=recipients(4, prefix="down"))
+    with pytest.raises(OSError):
+        batch_send(domain_id=campaign.sending_domain_id)
+    pools_close()
+    rows = Message.objects.filter(campaign=campaign)
+    assert {m.status for m in rows} == {MessageStatus.QUEUED} and {m.attempts for m in rows} == {0}
