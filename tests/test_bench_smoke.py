@@ -35,8 +35,8 @@ def _suffix() -> str:
     return re.sub(r"[^a-z0-9_]", "_", name.lower())[:30]
 
 
-def _dispatch_databases() -> list[str]:
-    return ["--db-sendplane", f"bench_smoke_{_suffix()}_sp", "--db-postoffice", f"bench_smoke_{_suffix()}_po"]
+def _dispatch_databases(kind: str = "") -> list[str]:
+    return ["--db-sendplane", f"bench_smoke_{_suffix()}_{kind}sp", "--db-postoffice", f"bench_smoke_{_suffix()}_{kind}po"]
 
 
 def _env() -> dict[str, str]:
@@ -97,9 +97,22 @@ def test_render_smoke_renders_on_both_paths(capsys: pytest.CaptureFixture[str]) 
 def test_dispatch_smoke_delivers_every_message_once_on_both_sides(capsys: pytest.CaptureFixture[str]) -> None:
     output, elapsed = _run("dispatch", *_dispatch_databases())
     fields = _result("dispatch", output, elapsed, capsys)
-    _has(fields, "messages", "sendplane_per_s", "post_office_per_s", "ratio", "lost", "duplicates", "over_rate")
+    _has(fields, "messages", "sendplane_per_s", "post_office_per_s", "ratio", "lost", "duplicates", "over_rate", "worker_cpu_ms", "cut_off")
     assert (fields["lost"], fields["duplicates"]) == ("0", "0"), output[-6000:]
     assert float(fields["sendplane_per_s"]) > 0 and float(fields["post_office_per_s"]) > 0, output[-6000:]
+    assert float(fields["worker_cpu_ms"]) > 0, output[-6000:]
+
+
+@pytest.mark.slow
+def test_dispatch_latency_smoke_sends_to_the_distant_sink_with_the_anchor_and_a_sweep_point(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--latency-ms``: both sides and the anchor against a sink 10 ms away, and the worker sweep's path."""
+    output, elapsed = _run("dispatch", "--latency-ms", "10", *_dispatch_databases("lat_"))
+    fields = _result("dispatch --latency-ms 10", output, elapsed, capsys)
+    _has(fields, "messages", "sendplane_per_s", "post_office_per_s", "lost", "duplicates", "over_rate", "worker_cpu_ms", "cut_off",
+         "latency_ms", "anchor_per_s", "anchor_ratio", "sweep")
+    assert (fields["lost"], fields["duplicates"], fields["cut_off"], fields["latency_ms"]) == ("0", "0", "no", "10"), output[-6000:]
+    assert float(fields["sendplane_per_s"]) > 0 and float(fields["anchor_per_s"]) > 0, output[-6000:]
+    assert [point.split(":")[0] for point in fields["sweep"].split(",")] == ["1"], output[-6000:]
 
 
 @pytest.mark.slow

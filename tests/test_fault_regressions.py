@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -128,3 +129,31 @@ def test_the_first_request_after_a_database_restart_gets_a_fresh_connection() ->
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
+
+
+class StoppedMidHandOver(Transport):
+    """Sends the first message; the worker is stopped (SystemExit, as SIGTERM does) while the second is on the wire."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def prepare(self, message: Message, domain: SendingDomain) -> Prepared | Outcome:
+        return Prepared(message, b"")
+
+    def send(self, prepared: Prepared) -> Outcome:
+        if self.sent:
+            raise SystemExit(143)
+        self.sent.append(prepared.message.recipient)
+        return SENT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_stopped_mid_hand_over_marks_what_was_in_flight_unknown_never_queued(campaign: Any, settings: Any) -> None:
+    """Found by ops/bench/dispatch's cut-off: rows released after a stop were sent again when the campaign resumed."""
+    settings.SENDPLANE_DISPATCH = {**settings.SENDPLANE_DISPATCH, "RECHECK_EVERY": 3, "BATCH_SIZE": 6}
+    trigger_accept(campaign=campaign, idempotency_key="stop", recipients=recipients(6))
+    with pytest.raises(SystemExit):
+        batch_send(domain_id=campaign.sending_domain_id, transport=StoppedMidHandOver())
+    statuses = Counter(Message.objects.filter(campaign=campaign).values_list("status", flat=True))
+    # The first chunk: one sent, two handed to the transport when the stop came (unknown); the second chunk never started.
+    assert statuses == Counter({MessageStatus.SENT: 1, MessageStatus.UNKNOWN: 2, MessageStatus.QUEUED: 3})

@@ -169,19 +169,19 @@ class Transport:
     def send(self, prepared: Prepared) -> Outcome:
         raise NotImplementedError
 
-    def send_many(self, chunk: Sequence[Prepared], *, deadline: float) -> dict[int, Outcome]:
-        """Hand a chunk over; each message's outcome by its pk. A message left without one was not handed over.
+    def send_many(self, chunk: Sequence[Prepared], *, outcomes: dict[int, Outcome], deadline: float) -> None:
+        """Hand a chunk over, writing each message's outcome into ``outcomes`` (by pk) as it is known.
 
-        This one speaks one message at a time and stops starting new ones once
-        ``deadline`` (``time.monotonic()``) has passed, so a slow provider
-        cannot keep a chunk past its lease.
+        A message left without one was not handed over (it goes back to the
+        queue); an ``Exception`` raised means the same for every message
+        without an outcome. This one speaks one message at a time and starts
+        no new one once ``deadline`` (``time.monotonic()``) has passed, so a
+        slow provider cannot keep a chunk past its lease.
         """
-        outcomes: dict[int, Outcome] = {}
-        for prepared in chunk:
-            if outcomes and time.monotonic() > deadline:
-                break
+        for n, prepared in enumerate(chunk):
+            if n and time.monotonic() > deadline:
+                return
             outcomes[prepared.message.pk] = self.send(prepared)
-        return outcomes
 
     def close(self) -> None:
         """Disconnect after the batch, whatever happened."""
@@ -220,10 +220,11 @@ class SmtpTransport(Transport):
         return Prepared(message, raw, recipient, smtputf8)
 
     def send(self, prepared: Prepared) -> Outcome:
-        outcomes = self.send_many([prepared], deadline=math.inf)
+        outcomes: dict[int, Outcome] = {}
+        self.send_many([prepared], outcomes=outcomes, deadline=math.inf)
         return outcomes[prepared.message.pk]
 
-    def send_many(self, chunk: Sequence[Prepared], *, deadline: float) -> dict[int, Outcome]:
+    def send_many(self, chunk: Sequence[Prepared], *, outcomes: dict[int, Outcome], deadline: float) -> None:
         """Every message of the chunk on its own session, up to the pool's limit at once.
 
         A session that cannot be opened leaves its message without an outcome
@@ -231,16 +232,14 @@ class SmtpTransport(Transport):
         the relay is unreachable and that is the batch's error, raised.
         """
         results = session_pool(self.backend).map(_exchange, chunk)
-        outcomes: dict[int, Outcome] = {}
         failure: BaseException | None = None
         for prepared, result in zip(chunk, results, strict=True):
             if isinstance(result, BaseException):
                 failure = failure or result
             else:
                 outcomes[prepared.message.pk] = result
-        if failure is not None and not outcomes:
+        if failure is not None and not any(p.message.pk in outcomes for p in chunk):
             raise failure
-        return outcomes
 
 
 @metrics.timed_send("smtp")

@@ -257,8 +257,29 @@ def _hand_over_chunk(domain: SendingDomain, chunk: list[Prepared], transport: Tr
         for prepared in allowed:
             if prepared.message.recipient.lower() in blocked:
                 outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
-        outcomes.update(transport.send_many([p for p in allowed if p.message.pk not in outcomes], deadline=deadline))
+        _send_chunk(transport, [p for p in allowed if p.message.pk not in outcomes], outcomes, deadline)
     return True
+
+
+def _send_chunk(transport: Transport, handing: list[Prepared], outcomes: dict[int, Outcome], deadline: float) -> None:
+    """The transport's hand-over; if the worker is stopped meanwhile, what was in flight is ``unknown``.
+
+    An ``Exception`` is the transport saying that what has no outcome was not
+    handed over (it goes back to the queue). Anything else (SystemExit,
+    KeyboardInterrupt: the worker is being stopped) may strike after the
+    server took a message and before its 250 was read: released, it would be
+    sent twice, so every message handed and without an outcome is recorded
+    ``unknown``, as for a worker that died.
+    """
+    try:
+        transport.send_many(handing, outcomes=outcomes, deadline=deadline)
+    except Exception:
+        raise
+    except BaseException as stop:
+        stopped = Outcome(MessageStatus.UNKNOWN, None, f"the worker was stopped while handing it over ({type(stop).__name__})")
+        for prepared in handing:
+            outcomes.setdefault(prepared.message.pk, stopped)
+        raise
 
 
 def messages_record(
