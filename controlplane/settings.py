@@ -272,15 +272,16 @@ class DispatchSettings(TypedDict):
 
 
 SENDPLANE_DISPATCH: DispatchSettings = {
-    # Messages one claim takes at most; also the size of one SMTP connection's batch.
-    "BATCH_SIZE": env_int("SENDPLANE_DISPATCH_BATCH_SIZE", 50, minimum=1, maximum=1000),
+    # Messages one claim takes at most (rendered, signed, then handed over in chunks of RECHECK_EVERY).
+    "BATCH_SIZE": env_int("SENDPLANE_DISPATCH_BATCH_SIZE", 100, minimum=1, maximum=1000),
     # A claimed row still "sending" this long after its claim is marked unknown (never re-sent).
     "LEASE_SECONDS": env_int("SENDPLANE_DISPATCH_LEASE_SECONDS", 300, minimum=1),
     # 4xx replies are retried this many times in all, the wait doubling from the base.
     "MAX_ATTEMPTS": env_int("SENDPLANE_DISPATCH_MAX_ATTEMPTS", 6, minimum=1, maximum=50),
     "RETRY_BASE_SECONDS": env_float("SENDPLANE_DISPATCH_RETRY_BASE_SECONDS", 60.0, minimum=0.0),
-    # Pause and suppression are re-read before every this many messages handed to the transport.
-    "RECHECK_EVERY": env_int("SENDPLANE_DISPATCH_RECHECK_EVERY", 10, minimum=1),
+    # Pause and suppression are re-read before every this many messages handed to the transport; a chunk is handed
+    # over on up to SENDPLANE_SMTP_CONNECTIONS sessions at once, so this is also how much of the network one batch overlaps.
+    "RECHECK_EVERY": env_int("SENDPLANE_DISPATCH_RECHECK_EVERY", 100, minimum=1),
     # How often beat runs the sweeper (seconds): wakes rows whose not_before passed, expires leases.
     "SWEEP_SECONDS": env_float("SENDPLANE_DISPATCH_SWEEP_SECONDS", 1.0, minimum=0.1),
 }
@@ -295,7 +296,7 @@ class SmtpSettings(TypedDict):
 # SMTP sessions to the relay (EMAIL_HOST), per worker process (dispatch/services/smtp_pool.py).
 SENDPLANE_SMTP: SmtpSettings = {
     # Sessions in flight at once: a chunk's messages are handed over on up to this many.
-    "CONNECTIONS": env_int("SENDPLANE_SMTP_CONNECTIONS", 50, minimum=1, maximum=1000),
+    "CONNECTIONS": env_int("SENDPLANE_SMTP_CONNECTIONS", 100, minimum=1, maximum=1000),
     # A session is closed after this many messages (relays limit it; a fresh one spreads load).
     "DELIVERIES_PER_CONNECTION": env_int("SENDPLANE_SMTP_DELIVERIES_PER_CONNECTION", 100, minimum=1),
     # An idle session older than this is closed instead of reused (relays drop idle sessions).

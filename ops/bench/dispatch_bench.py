@@ -1001,7 +1001,7 @@ def parser_build() -> argparse.ArgumentParser:
     parser.add_argument("--po-render-at-queue", dest="po_render_on_delivery", action="store_false",
                         help="post-office renders in mail.send (its default) instead of in send_queued_mail, which is "
                              "faster here and so is the benchmark's default")
-    parser.add_argument("--recheck-every", type=int, help="SENDPLANE_DISPATCH_RECHECK_EVERY (default: Sendplane's, 10)")
+    parser.add_argument("--recheck-every", type=int, help="SENDPLANE_DISPATCH_RECHECK_EVERY (default: Sendplane's)")
     parser.add_argument("--smooth-messages", type=int, default=1500, help="0 skips the smoothing run")
     parser.add_argument("--smooth-rate", type=float, default=200.0)
     parser.add_argument("--smooth-burst", type=int, default=20)
