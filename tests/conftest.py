@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +119,23 @@ def smtp_sink(settings: Any) -> Any:
     """A real SMTP server on loopback; Django's EMAIL_* point at it for the test."""
     from tests.smtp_sink import SmtpSink
 
-    with SmtpSink() as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
-        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    with SmtpSink() as sink, relay_at(settings, sink):
         yield sink
+
+
+@contextmanager
+def relay_at(settings: Any, sink: Any) -> Iterator[None]:
+    """Django's EMAIL_* point at ``sink`` meanwhile; this process's SMTP sessions start and end with it."""
     from dispatch.services.smtp_pool import pools_close
 
-    pools_close()  # this process's sessions to the sink, and their threads
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    pools_close()  # a pool reads SENDPLANE_SMTP when it is made, and a port may be reused by a later sink
+    try:
+        yield
+    finally:
+        pools_close()
 
 
 @pytest.fixture

@@ -74,8 +74,17 @@ class SinkHandler:
 class SmtpSink:
     def __init__(self, delay_seconds: float = 0.0, *, smtputf8: bool = True) -> None:
         self.handler = SinkHandler(delay_seconds=delay_seconds)
-        self.port = _free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, enable_SMTPUTF8=smtputf8)
+        self.port, self.smtputf8 = _free_port(), smtputf8
+        self.controller = self._controller()
+
+    def _controller(self) -> Controller:
+        return Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, enable_SMTPUTF8=self.smtputf8)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, as a relay restarting does: every open session is closed."""
+        self.controller.stop()
+        self.controller = self._controller()
+        self.controller.start()
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()

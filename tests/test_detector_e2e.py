@@ -19,7 +19,7 @@ from dispatch.models import Message, MessageStatus
 from dispatch.services.feedback import bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
-from tests.conftest import recipients
+from tests.conftest import recipients, relay_at
 from tests.smtp_sink import SmtpSink
 
 WAIT_SECONDS = 60  # generous bounds for a loaded CI machine; nothing is timed
@@ -65,10 +65,7 @@ def wait_for(condition: Any, what: str) -> None:
 @pytest.fixture
 def slow_sink(settings: Any) -> Any:
     """A loaded MTA (20 ms a message): the worker spends most of its time mid-hand-over, where a pause lands."""
-    with SmtpSink(delay_seconds=0.02) as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
-        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    with SmtpSink(delay_seconds=0.02) as sink, relay_at(settings, sink):
         yield sink
 
 

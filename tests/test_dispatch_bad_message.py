@@ -24,7 +24,7 @@ from dispatch.services.campaigns import campaign_create
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
 from templates_registry import services
-from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES, recipients
+from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES, recipients, relay_at
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.django_db
@@ -55,10 +55,7 @@ def statuses() -> dict[str, tuple[str, int, str]]:
 @pytest.fixture
 def plain_sink(settings: Any) -> Iterator[SmtpSink]:
     """A server that does not offer SMTPUTF8, as many relays still don't."""
-    with SmtpSink(smtputf8=False) as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
-        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    with SmtpSink(smtputf8=False) as sink, relay_at(settings, sink):
         yield sink
 
 

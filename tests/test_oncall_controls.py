@@ -17,7 +17,7 @@ from deliverability.services import domain_pause
 from dispatch.models import Campaign, CampaignStatus, Message, MessageStatus
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
-from tests.conftest import assert_error, recipients
+from tests.conftest import assert_error, recipients, relay_at
 from tests.smtp_sink import SmtpSink
 
 DOMAIN = "mail.example.com"
@@ -167,10 +167,7 @@ def test_a_completed_campaign_cannot_be_paused(campaign: Any, api_as: Any, oncal
 @pytest.fixture
 def slow_sink(settings: Any) -> Iterator[SmtpSink]:
     """A loaded MTA (20 ms a message), so a pause lands while workers are mid-hand-over."""
-    with SmtpSink(delay_seconds=0.02) as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
-        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    with SmtpSink(delay_seconds=0.02) as sink, relay_at(settings, sink):
         yield sink
 
 

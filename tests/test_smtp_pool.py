@@ -12,7 +12,7 @@ from dispatch.models import Message, MessageStatus
 from dispatch.services.smtp_pool import pools_close
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
-from tests.conftest import recipients
+from tests.conftest import recipients, relay_at
 from tests.smtp_sink import SmtpSink, _free_port
 
 pytestmark = pytest.mark.django_db
@@ -21,13 +21,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def slow_sink(settings: Any) -> Iterator[SmtpSink]:
     """A receiver that waits 0.3 s after each message's data: sessions overlap only if the sender overlaps them."""
-    with SmtpSink(delay_seconds=0.3) as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
-        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-        pools_close()  # the pool reads SENDPLANE_SMTP when it is made: each test makes its own
+    with SmtpSink(delay_seconds=0.3) as sink, relay_at(settings, sink):
         yield sink
-    pools_close()
 
 
 def _smtp(settings: Any, **values: Any) -> None:
@@ -74,3 +69,13 @@ def test_an_unreachable_relay_sends_the_batch_back_to_the_queue(campaign: Any, s
     pools_close()
     rows = Message.objects.filter(campaign=campaign)
     assert {m.status for m in rows} == {MessageStatus.QUEUED} and {m.attempts for m in rows} == {0}
+
+
+def test_a_kept_session_the_relay_closed_is_reopened_and_nothing_is_deferred(campaign: Any, slow_sink: SmtpSink, settings: Any) -> None:
+    _smtp(settings, CONNECTIONS=1, DELIVERIES_PER_CONNECTION=100)
+    _send(campaign, 2, "before")
+    slow_sink.restart()  # the session this process kept is closed under it
+    _send(campaign, 2, "after")
+    rows = Message.objects.filter(campaign=campaign)
+    assert {m.status for m in rows} == {MessageStatus.SENT} and {m.attempts for m in rows} == {1}
+    assert len({r.peer for r in slow_sink.received}) == 2

@@ -242,17 +242,32 @@ class SmtpTransport(Transport):
             raise failure
 
 
+class _StaleSession(Exception):
+    """A kept session the relay had closed: it failed at its first command, before anything of this message was sent."""
+
+
 @metrics.timed_send("smtp")
 def _exchange(session: Session, prepared: Prepared) -> Outcome:
+    """One message over one session; a kept session found closed is reopened once (nothing was sent on it)."""
+    try:
+        return _transaction(session, prepared, reused=session.deliveries > 0)
+    except _StaleSession:
+        session.backend.open()  # raises when the relay cannot be reached: the pool's caller hears of it
+        session.healthy, session.deliveries = True, 0
+        return _transaction(session, prepared, reused=False)
+
+
+def _transaction(session: Session, prepared: Prepared, *, reused: bool) -> Outcome:
     """One message over one session, each way it can end named (a drop during DATA is ``unknown``)."""
     smtp = session.smtp
-    phase = "envelope"
+    phase = "first command"
     try:
         smtp.ehlo_or_helo_if_needed()
         if prepared.smtputf8 and not smtp.has_extn("smtputf8"):
             return Outcome(MessageStatus.FAILED, None, f"recipient needs SMTPUTF8, which {session.backend.host} does not offer")
         smtp.command_encoding = "ascii"  # smtplib leaves UTF-8 on after an SMTPUTF8 transaction: nothing 8-bit without it
         code, reply = smtp.mail(envelope_sender(prepared.message), ["SMTPUTF8"] if prepared.smtputf8 else [])
+        phase = "envelope"
         if code != 250:
             return _refused(session, code, reply)
         code, reply = smtp.rcpt(prepared.recipient or prepared.message.recipient)
@@ -265,6 +280,8 @@ def _exchange(session: Session, prepared: Prepared) -> Outcome:
         return _refused(session, exc.smtp_code, exc.smtp_error)
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
         _drop(session)
+        if reused and phase == "first command" and isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
+            raise _StaleSession from exc
         if phase == "data":
             # The server may have said 250 before the line died: never send again automatically.
             return Outcome(MessageStatus.UNKNOWN, None, f"connection lost during DATA: {exc}")
