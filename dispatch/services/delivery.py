@@ -21,6 +21,7 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from email_validator import EmailNotValidError, validate_email
 
 from controlplane import metrics
+from controlplane.errors import ServiceError
 from deliverability.dkim_signing import DkimKeyError, dkim_key_check, dkim_sign
 from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
@@ -54,8 +55,8 @@ class DomainFault(Exception):
     """
 
 
-class UnsendableAddress(ValueError):
-    """The recipient cannot be written into an SMTP envelope at all."""
+class UnsendableAddress(ServiceError):
+    """The recipient cannot be written into an SMTP envelope at all (a refusal of that input, like any service's)."""
 
 
 def one_line(exc: BaseException) -> str:

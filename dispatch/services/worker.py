@@ -45,6 +45,7 @@ from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageS
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import DomainFault, Outcome, Prepared, Transport, log_unexpected, one_line, open_transport
 from dispatch.services.feedback import reply_learn
+from dispatch.services.hints import publish_send_batches
 
 if TYPE_CHECKING:
     from controlplane.settings import DispatchSettings
@@ -71,17 +72,38 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
     """Send one batch for the domain; the task asks for another while ``more`` is true."""
     domain = SendingDomain.objects.get(pk=domain_id)
     bucket = _domain_bucket(domain)
-    wanted = min(settings.SENDPLANE_DISPATCH["BATCH_SIZE"], token_bucket_peek(key=bucket.key, rate=bucket.rate, burst=bucket.burst))
+    peeked = token_bucket_peek(key=bucket.key, rate=bucket.rate, burst=bucket.burst)
+    wanted = min(settings.SENDPLANE_DISPATCH["BATCH_SIZE"], peeked)
     if wanted <= 0:
         return BatchResult()  # an empty bucket: the sweeper wakes the domain on its next beat
     claimed = message_claim(domain=domain, limit=wanted)
     result = BatchResult(claimed=len(claimed))
+    _fan_out(domain, claimed=len(claimed), peeked=peeked)
     granted = _send_claimed(domain, bucket, claimed, transport, result)
     # Rows were there for every peeked token and tokens still flowed: keep the chain going.
     result.more = bool(claimed) and len(claimed) == wanted and granted > 0
     metrics.batch_recorded(domain=domain.domain, counts=result.counts)
     _log_batch(domain, result)
     return result
+
+
+def _fan_out(domain: SendingDomain, *, claimed: int, peeked: int) -> None:
+    """A hot domain spreads over the fleet: ask for one more batch now, while this one renders and sends.
+
+    Only while the bucket holds tokens for this batch and another whole one,
+    and a whole batch more is due: then the two never render for the same
+    tokens. A domain held to its rate stays on one chain (its bucket is never
+    that full), so smoothing is unchanged. Each batch that spawns one is
+    itself followed by one (``more``), so the chains grow with the backlog
+    and end with it.
+    """
+    batch = settings.SENDPLANE_DISPATCH["BATCH_SIZE"]
+    if claimed < batch or peeked < 2 * batch:
+        return
+    now = timezone.now()
+    due = Message.objects.filter(sending_domain=domain, status__in=WAITING, not_before__lte=now, campaign__status=CampaignStatus.RUNNING)
+    if due.order_by()[batch - 1 : batch].exists():  # the message_claimable index answers it
+        publish_send_batches([domain.pk])
 
 
 def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = None) -> list[Message]:
