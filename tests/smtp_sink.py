@@ -43,6 +43,13 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay_seconds: float = 0.0
+    pipelining: bool = False  # advertise PIPELINING (RFC 2920); aiosmtpd reads pipelined commands one by one either way
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to a handler that takes over EHLO
+        return responses[:-1] + ["250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
         local = address.partition("@")[0].lower()
@@ -72,8 +79,8 @@ class SinkHandler:
 
 
 class SmtpSink:
-    def __init__(self, delay_seconds: float = 0.0, *, smtputf8: bool = True) -> None:
-        self.handler = SinkHandler(delay_seconds=delay_seconds)
+    def __init__(self, delay_seconds: float = 0.0, *, smtputf8: bool = True, pipelining: bool = False) -> None:
+        self.handler = SinkHandler(delay_seconds=delay_seconds, pipelining=pipelining)
         self.port, self.smtputf8 = _free_port(), smtputf8
         self.controller = self._controller()
 

@@ -79,3 +79,24 @@ def test_a_kept_session_the_relay_closed_is_reopened_and_nothing_is_deferred(cam
     rows = Message.objects.filter(campaign=campaign)
     assert {m.status for m in rows} == {MessageStatus.SENT} and {m.attempts for m in rows} == {1}
     assert len({r.peer for r in slow_sink.received}) == 2
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_every_reply_means_the_same_with_or_without_pipelining(campaign: Any, settings: Any, pipelining: bool) -> None:
+    """MAIL, RCPT and DATA in one write when the server offers PIPELINING: refusals still land where they belong."""
+    people = [{"address": a, "context": r["context"]} for a, r in zip(
+        ["ok1@example.org", "reject1@example.org", "tempfail1@example.org", "datafail1@example.org", "ok2@example.org"],
+        recipients(5), strict=True,
+    )]
+    _smtp(settings, CONNECTIONS=1)  # one session speaks all five: each refusal must leave it ready for the next
+    with SmtpSink(pipelining=pipelining) as sink, relay_at(settings, sink):
+        trigger_accept(campaign=campaign, idempotency_key="replies", recipients=people)
+        batch_send(domain_id=campaign.sending_domain_id)
+        status = dict(Message.objects.filter(campaign=campaign).values_list("recipient", "status"))
+        codes = dict(Message.objects.filter(campaign=campaign).values_list("recipient", "last_code"))
+        assert sorted(r for _, r in sink.pairs()) == ["ok1@example.org", "ok2@example.org"]
+    assert status == {
+        "ok1@example.org": MessageStatus.SENT, "ok2@example.org": MessageStatus.SENT, "reject1@example.org": MessageStatus.FAILED,
+        "tempfail1@example.org": MessageStatus.DEFERRED, "datafail1@example.org": MessageStatus.FAILED,
+    }
+    assert (codes["reject1@example.org"], codes["tempfail1@example.org"], codes["datafail1@example.org"]) == (550, 451, 552)
