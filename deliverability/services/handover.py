@@ -91,20 +91,18 @@ def sending_paused(*, lock: bool) -> bool:
 def _flag(model: type[models.Model], where: dict[str, Any], *, lock: bool) -> bool | None:
     """The row's ``paused`` flag (None when there is no row), ``FOR KEY SHARE`` when ``lock``."""
     rows = model._default_manager.filter(**where).values_list("paused", flat=True)
-    if not lock:
-        return next(iter(rows), None)
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} FOR KEY SHARE", params)  # the ORM offers FOR UPDATE and FOR NO KEY UPDATE, not this
-        row = cursor.fetchone()
-    return None if row is None else bool(row[0])
+    found = _key_share(rows) if lock else list(rows)
+    return bool(found[0]) if found else None
 
 
 def _running(scope: Scope, *, lock: bool) -> set[int]:
     rows = scope.model._default_manager.filter(pk__in=sorted(scope.ids), **scope.running).values_list("pk", flat=True)
-    if not lock:
-        return set(rows)
+    return set(_key_share(rows) if lock else rows)
+
+
+def _key_share(rows: models.QuerySet[Any, Any]) -> list[Any]:
+    """A one-column ``values_list`` read ``FOR KEY SHARE``: the ORM offers FOR UPDATE and FOR NO KEY UPDATE, not this."""
     sql, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(f"{sql} FOR KEY SHARE", params)
-        return {row[0] for row in cursor.fetchall()}
+        return [row[0] for row in cursor.fetchall()]

@@ -100,10 +100,13 @@ def _fan_out(domain: SendingDomain, *, claimed: int, peeked: int) -> None:
     batch = settings.SENDPLANE_DISPATCH["BATCH_SIZE"]
     if claimed < batch or peeked < 2 * batch:
         return
-    now = timezone.now()
-    due = Message.objects.filter(sending_domain=domain, status__in=WAITING, not_before__lte=now, campaign__status=CampaignStatus.RUNNING)
-    if due.order_by()[batch - 1 : batch].exists():  # the message_claimable index answers it
+    if _due(domain, timezone.now()).order_by()[batch - 1 : batch].exists():  # the message_claimable index answers it
         publish_send_batches([domain.pk])
+
+
+def _due(domain: SendingDomain, now: datetime) -> QuerySet[Message]:
+    """The domain's rows a claim may take now: waiting, due, of a running campaign."""
+    return Message.objects.filter(sending_domain=domain, status__in=WAITING, not_before__lte=now, campaign__status=CampaignStatus.RUNNING)
 
 
 def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = None) -> list[Message]:
@@ -120,9 +123,8 @@ def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = N
         if state.paused or sending_paused(lock=True):
             return []
         due = (
-            Message.objects.select_for_update(of=("self",), **lock_skip_locked())
-            .filter(sending_domain=domain, status__in=WAITING, not_before__lte=now)
-            .filter(campaign__status=CampaignStatus.RUNNING)
+            _due(domain, now)
+            .select_for_update(of=("self",), **lock_skip_locked())
             .order_by("not_before", "id")
             .values_list("id", flat=True)[:limit]
         )
