@@ -63,6 +63,7 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
     readonly_fields = ["reputation", "evidence"]
     fieldsets = [
         (None, {"fields": ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason", "paused_at"]}),
+        ("SMTP sessions (empty: the relay's limits)", {"fields": ["smtp_connections", "smtp_deliveries_per_connection"]}),
         ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -29,6 +30,17 @@ class SendingDomain(models.Model):
     warmup_started_on = models.DateField(null=True, blank=True)
     # Optional second bucket per mailbox provider group: {"gmail": 5.0, "microsoft": 3.0}.
     provider_rates = models.JSONField(default=dict, blank=True)
+    # The relay's session limits (SENDPLANE_SMTP_*) for this domain's mail, where its relay or its receivers
+    # want fewer: set either and the domain gets sessions of its own in each worker process
+    # (dispatch/services/smtp_pool.py), never more at once than the relay's limit.
+    smtp_connections = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="At most this many SMTP sessions carry this domain's mail at once, per worker process; empty: the relay's limit",
+    )
+    smtp_deliveries_per_connection = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="A session of this domain is closed after this many messages; empty: the relay's limit",
+    )
     paused = models.BooleanField(default=False)
     paused_reason = models.TextField(blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)

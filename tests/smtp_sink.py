@@ -43,6 +43,8 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay_seconds: float = 0.0
+    sessions_open: int = 0  # SMTP connections open now, and the most ever open at once (_CountingSmtp)
+    most_sessions_at_once: int = 0
     pipelining: bool = False  # advertise PIPELINING (RFC 2920); aiosmtpd reads pipelined commands one by one either way
 
     async def handle_EHLO(  # noqa: N802
@@ -78,6 +80,27 @@ class SinkHandler:
         return "250 OK queued"
 
 
+class _CountingSmtp(SMTP):
+    """aiosmtpd's SMTP protocol, counting the connections open at once on its handler."""
+
+    def connection_made(self, transport: Any) -> None:
+        handler = self.event_handler
+        with handler.lock:
+            handler.sessions_open += 1
+            handler.most_sessions_at_once = max(handler.most_sessions_at_once, handler.sessions_open)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        with self.event_handler.lock:
+            self.event_handler.sessions_open -= 1
+        super().connection_lost(exc)
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _CountingSmtp(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpSink:
     def __init__(self, delay_seconds: float = 0.0, *, smtputf8: bool = True, pipelining: bool = False) -> None:
         self.handler = SinkHandler(delay_seconds=delay_seconds, pipelining=pipelining)
@@ -85,7 +108,7 @@ class SmtpSink:
         self.controller = self._controller()
 
     def _controller(self) -> Controller:
-        return Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, enable_SMTPUTF8=self.smtputf8)
+        return _Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, enable_SMTPUTF8=self.smtputf8)
 
     def restart(self) -> None:
         """Stop and start again on the same port, as a relay restarting does: every open session is closed."""
@@ -104,6 +127,10 @@ class SmtpSink:
     def received(self) -> list[Received]:
         with self.handler.lock:
             return list(self.handler.received)
+
+    @property
+    def most_sessions_at_once(self) -> int:
+        return self.handler.most_sessions_at_once
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(r.message_id, r.recipient) for r in self.received]

@@ -47,3 +47,23 @@ def test_structure_and_line_endings() -> None:
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert b"\n" not in raw.replace(b"\r\n", b"")
     assert parsed["Message-ID"] == "<x@y>" and parsed["Date"] and parsed["MIME-Version"] == "1.0"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["", ".", ". ", "=", "é"]), st.integers(0, 240), st.sampled_from(["", " ", "\t", "=", "."])),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_lines_at_every_length_with_a_leading_dot_or_trailing_space(shapes: list[tuple[str, int, str]]) -> None:
+    # The edges a random text rarely hits: a line near 76 that starts with '.' (escaped to =2E, three
+    # bytes), ends in white space (escaped), or whose soft break would fall on an escape or a '.'.
+    text = "\n".join(head + ("a." * length)[:length] + tail for head, length, tail in shapes)
+    encoded = qp_encode(text)
+    lines = encoded.split(b"\r\n")
+    assert all(len(line) <= 76 for line in lines)
+    assert not any(line.startswith(b".") or line.endswith((b" ", b"\t")) for line in lines)
+    parsed = parse(build_mime(headers=[("Subject", "s")], text=text, html="h"))
+    assert next(parsed.iter_parts()).get_content().replace("\r\n", "\n") == text

@@ -100,3 +100,25 @@ def test_every_reply_means_the_same_with_or_without_pipelining(campaign: Any, se
         "tempfail1@example.org": MessageStatus.DEFERRED, "datafail1@example.org": MessageStatus.FAILED,
     }
     assert (codes["reject1@example.org"], codes["tempfail1@example.org"], codes["datafail1@example.org"]) == (550, 451, 552)
+
+
+def test_a_domain_with_its_own_limits_gets_its_own_sessions(campaign: Any, slow_sink: SmtpSink, settings: Any) -> None:
+    """The relay allows 10 sessions of 100 messages; the domain asks for 2 sessions of 3: the domain's limits hold."""
+    _smtp(settings, CONNECTIONS=10, DELIVERIES_PER_CONNECTION=100)
+    domain = campaign.sending_domain
+    domain.smtp_connections, domain.smtp_deliveries_per_connection = 2, 3
+    domain.save(update_fields=["smtp_connections", "smtp_deliveries_per_connection"])
+    _send(campaign, 10, "own")
+    per_session = Counter(r.peer for r in slow_sink.received)
+    assert sum(per_session.values()) == 10
+    assert max(per_session.values()) <= 3 and len(per_session) >= 4, per_session
+    assert slow_sink.most_sessions_at_once <= 2, "the domain's connection limit was exceeded"
+
+
+def test_a_domain_never_gets_more_sessions_than_the_relay_allows(campaign: Any, slow_sink: SmtpSink, settings: Any) -> None:
+    _smtp(settings, CONNECTIONS=1, DELIVERIES_PER_CONNECTION=100)
+    domain = campaign.sending_domain
+    domain.smtp_connections = 50
+    domain.save(update_fields=["smtp_connections"])
+    _send(campaign, 4, "capped")
+    assert len({r.peer for r in slow_sink.received}) == 1

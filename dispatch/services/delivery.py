@@ -232,7 +232,9 @@ class SmtpTransport(Transport):
         (nothing was sent: it goes back to the queue); when no message got one,
         the relay is unreachable and that is the batch's error, raised.
         """
-        results = session_pool(self.backend).map(_exchange, chunk)
+        if not chunk:
+            return
+        results = session_pool(self.backend, chunk[0].message.sending_domain).map(_exchange, chunk)  # a chunk is one domain's
         failure: BaseException | None = None
         for prepared, result in zip(chunk, results, strict=True):
             if isinstance(result, BaseException):

@@ -5,7 +5,8 @@ session that speaks one message at a time sends at most a few a second. A
 chunk's messages therefore go out on up to ``CONNECTIONS`` sessions at once,
 and a session stays open across batches for up to ``DELIVERIES_PER_CONNECTION``
 messages (Postfix's destination concurrency limit and KumoMTA's
-``connection_limit`` / ``max_deliveries_per_connection`` are the models).
+``connection_limit`` / ``max_deliveries_per_connection`` are the models). A
+sending domain may set lower limits of its own: it then gets its own pool.
 
 Each session is driven by a thread that blocks on its socket: Python releases
 the GIL while it waits, so a hundred sessions in flight cost little CPU, and
@@ -23,10 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+
+if TYPE_CHECKING:
+    from deliverability.models import SendingDomain
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,33 +119,46 @@ class SessionPool:
             session.close()
 
 
-_pools: dict[tuple[Any, ...], SessionPool] = {}
+_pools: dict[tuple[Any, ...], tuple[tuple[int, int], SessionPool]] = {}
 _pools_pid = 0
 _pools_lock = threading.Lock()
 
 
-def session_pool(backend: SmtpBackend) -> SessionPool:
-    """This process's pool for the relay ``backend`` points at (EMAIL_* settings), made on first use."""
+def session_pool(backend: SmtpBackend, domain: SendingDomain | None = None) -> SessionPool:
+    """This process's pool for the relay ``backend`` points at (EMAIL_* settings), made on first use.
+
+    A sending domain with limits of its own (``smtp_connections``,
+    ``smtp_deliveries_per_connection``) gets a pool of its own for that relay,
+    never allowed more sessions than the relay's; a domain whose limits
+    changed gets a new pool and its old one is closed.
+    """
     global _pools_pid
-    key = (backend.host, backend.port, backend.username, backend.use_tls, backend.use_ssl)
+    cfg = settings.SENDPLANE_SMTP
+    limits = (cfg["CONNECTIONS"], cfg["DELIVERIES_PER_CONNECTION"])
+    key: tuple[Any, ...] = (backend.host, backend.port, backend.username, backend.use_tls, backend.use_ssl)
+    if domain is not None and (domain.smtp_connections or domain.smtp_deliveries_per_connection):
+        key += (domain.pk,)
+        limits = (min(domain.smtp_connections or limits[0], limits[0]), domain.smtp_deliveries_per_connection or limits[1])
+    stale: SessionPool | None = None
     with _pools_lock:
         if _pools_pid != os.getpid():  # a forked child: the parent's threads and sockets are not ours
             _pools.clear()
             _pools_pid = os.getpid()
-        pool = _pools.get(key)
-        if pool is None:
-            cfg = settings.SENDPLANE_SMTP
-            factory = _backend_factory(backend)
-            pool = _pools[key] = SessionPool(
-                factory, limit=cfg["CONNECTIONS"], per_connection=cfg["DELIVERIES_PER_CONNECTION"], idle_seconds=cfg["IDLE_SECONDS"]
-            )
-        return pool
+        known = _pools.get(key)
+        if known is not None and known[0] == limits:
+            return known[1]
+        stale = known[1] if known else None
+        pool = SessionPool(_backend_factory(backend), limit=limits[0], per_connection=limits[1], idle_seconds=cfg["IDLE_SECONDS"])
+        _pools[key] = (limits, pool)
+    if stale is not None:
+        stale.close()
+    return pool
 
 
 def pools_close() -> None:
     """Close every idle session of this process (tests, worker shutdown)."""
     with _pools_lock:
-        pools = list(_pools.values()) if _pools_pid == os.getpid() else []
+        pools = [pool for _, pool in _pools.values()] if _pools_pid == os.getpid() else []
         _pools.clear()
     for pool in pools:
         pool.close()
