@@ -58,7 +58,10 @@ def sandbox_message(version: VariantVersion, rendered: object, domain: SendingDo
         message_id=f"<sandbox-{version.content_hash[:24]}@{domain_name}>",
         unsubscribe=(f"{settings.SENDPLANE_PUBLIC_URL}/u/{token}", f"mailto:unsubscribe+{token}@{domain_name}"),
     )
-    raw = build_mime(headers=encode_headers(headers), text=rendered.text, html=rendered.html)  # type: ignore[attr-defined]
+    raw = build_mime(
+        headers=encode_headers(headers), text=rendered.text, html=rendered.html,  # type: ignore[attr-defined]
+        text_parts=rendered.text_parts, html_parts=rendered.html_parts,  # type: ignore[attr-defined]
+    )
     if domain and domain.dkim_selector and domain.dkim_key_path:
         raw = dkim_sign(raw, domain=domain.domain, selector=domain.dkim_selector, key_path=domain.dkim_key_path)
     return raw

@@ -116,7 +116,8 @@ def build_raw(message: Message, domain: SendingDomain) -> bytes:
     """The exact bytes an SMTP server receives (before DKIM). Raises RenderError."""
     rendered = render_message(message)
     headers = encode_headers(message_headers(message, domain, rendered))
-    return build_mime(headers=headers, text=rendered.text, html=rendered.html)
+    parts = {"text_parts": rendered.text_parts, "html_parts": rendered.html_parts}  # encoded part by part: see build_mime
+    return build_mime(headers=headers, text=rendered.text, html=rendered.html, **parts)
 
 
 def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternatives:

@@ -29,6 +29,7 @@ from templates_registry.rendering.sandbox import (
     Limits,
     environment,
     render_prepared,
+    render_prepared_parts,
     shared_budget,
     with_globals,
 )
@@ -76,6 +77,10 @@ class RenderedMessage:
     preheader: str
     html: str
     text: str
+    # The same two parts as the template yielded them (constant text and values; empty: not known). The MIME
+    # encoder encodes each constant once per process instead of the whole part per recipient (rendering/mime.py).
+    html_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    text_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 class CompiledVersion:
@@ -111,27 +116,30 @@ class CompiledVersion:
 
     def _render(self, variables: dict[str, Any]) -> RenderedMessage:
         try:
-            subject, sender_name, preheader, text = self._render_text_parts(variables)
+            (subject, sender_name, preheader, text), text_parts = self._render_text_parts(variables)
             variables[PREHEADER_VAR] = preheader  # the dict is this message's own (with_globals)
-            html = _render_field(self.html, variables, "mjml_body", self.limits)
+            html_parts = _render_field_parts(self.html, variables, "mjml_body", self.limits)
         except RenderError as exc:
             if exc.field != "mjml_body":
                 raise
             raise self._located(exc, variables) from None
         return RenderedMessage(
-            check_header(subject, "subject"), check_header(sender_name, "sender_name"), preheader, html, text
+            check_header(subject, "subject"), check_header(sender_name, "sender_name"), preheader, "".join(html_parts), text,
+            html_parts=tuple(html_parts), text_parts=text_parts,
         )
 
-    def _render_text_parts(self, variables: dict[str, Any]) -> list[str]:
+    def _render_text_parts(self, variables: dict[str, Any]) -> tuple[list[str], tuple[str, ...]]:
+        """Subject, sender name, preheader and text, and the text's chunks as the template yielded them."""
         try:
-            combined = _render_field(self._text_combined, variables, "text", self.limits)
+            chunks = _render_field_parts(self._text_combined, variables, "text", self.limits)
             # maxsplit stops the scan after the short header parts (a full split scans ~40 KB)
-            parts = combined.split(_PART_SEPARATOR, len(_HEADER_FIELDS))
+            parts = "".join(chunks).split(_PART_SEPARATOR, len(_HEADER_FIELDS))
         except RenderError:
             parts = []
         if len(parts) != len(self._text_parts):  # an error, or a value holding the separator
             parts = [_render_field(tpl, variables, name, self.limits) for name, tpl in self._text_parts]
-        return parts
+            return parts, (parts[-1],)
+        return parts, _suffix(chunks, len(parts[-1]))
 
     def _located(self, exc: RenderError, ctx: Mapping[str, Any]) -> RenderError:
         """Re-run Jinja over the MJML source to report the line there, not in generated HTML."""
@@ -286,6 +294,24 @@ def _render_field(template: Template | str, variables: Mapping[str, Any], name: 
     if isinstance(template, str):
         return template
     return _labelled(name, render_prepared, template, variables, limits)
+
+
+def _render_field_parts(template: Template | str, variables: Mapping[str, Any], name: str, limits: Limits) -> list[str]:
+    """``_render_field``'s output as the chunks the template yielded."""
+    if isinstance(template, str):
+        return [template]
+    return _labelled(name, render_prepared_parts, template, variables, limits)
+
+
+def _suffix(chunks: list[str], length: int) -> tuple[str, ...]:
+    """The chunks that make up the last ``length`` characters of their concatenation (the first one cut)."""
+    tail: list[str] = []
+    for chunk in reversed(chunks):
+        if length <= 0:
+            break
+        tail.append(chunk if len(chunk) <= length else chunk[-length:])
+        length -= len(chunk)
+    return tuple(reversed(tail))
 
 
 def _labelled(name: str, func: Any, *args: Any) -> Any:
