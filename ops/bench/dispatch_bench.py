@@ -630,12 +630,26 @@ class SendplaneRun:
         return self.worker_cpu_s * 1000 / self.received if self.received else 0.0
 
 
+def dkim_options(s: Setup) -> dict[str, str]:
+    """With ``--dkim``: a selector and a fresh 2048-bit key in the run's directory (made once a run)."""
+    if not s.args.dkim:
+        return {}
+    path = s.workdir / "dkim.pem"
+    if not path.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return {"dkim_selector": "bench", "dkim_key_path": str(path)}
+
+
 def sendplane_run(s: Setup, *, label: str, prefix: str, n: int, domain: str, rate: float, burst: int, workers: int) -> SendplaneRun:
     from deliverability.services import domain_create
     from dispatch.models import Campaign
     from dispatch.selectors import campaign_progress
 
-    domain_create(domain=domain, default_sender=f"news@{domain}", rate_per_second=rate, burst=burst)
+    domain_create(domain=domain, default_sender=f"news@{domain}", rate_per_second=rate, burst=burst, **dkim_options(s))
     _, created = http(s, "POST", "/campaigns/", json.dumps(
         {"name": f"bench {label}", "template": TEMPLATE_SLUG, "sending_domain": domain}).encode())
     campaign = Campaign.objects.get(pk=created["id"])
@@ -1017,6 +1031,9 @@ def parser_build() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true",
                         help="instead of the comparison: cProfile the trigger service and the worker's batch loop in one process")
     parser.add_argument("--profile-top", type=int, default=25, help="functions shown per profile table")
+    parser.add_argument("--dkim", action="store_true",
+                        help="Sendplane's sending domains sign every message with a 2048-bit RSA key, as production does "
+                             "(post-office, like Django, cannot sign: its side is unchanged)")
     parser.add_argument("--pidfile", help="where to list started process groups (the bash entry's EXIT trap reads it)")
     return parser
 
@@ -1127,7 +1144,7 @@ def comparison_report(s: Setup, runs: Runs) -> int:
     bars_say(runs, lost, dups, w["aligned_over"], ratio, args)
     result = (f"RESULT messages={args.messages} sendplane_per_s={sp_rate:.1f} post_office_per_s={po_rate:.1f} ratio={ratio:.2f} "
               f"lost={lost} duplicates={dups} over_rate={w['aligned_over']} worker_cpu_ms={sp.cpu_ms:.2f} "
-              f"cut_off={'yes' if sp.timed_out else 'no'}")
+              f"cut_off={'yes' if sp.timed_out else 'no'} dkim={'yes' if args.dkim else 'no'}")
     if args.latency_ms is not None:
         anchor_rate = runs.anchor.per_s if runs.anchor else 0.0
         result += (f" latency_ms={args.latency_ms:g} anchor_per_s={anchor_rate:.0f} anchor_ratio={anchor_ratio:.3f}"
@@ -1225,7 +1242,8 @@ def profile_run(s: Setup, n: int) -> int:
     from dispatch.services.worker import batch_send
     from templates_registry.models import Template
 
-    domain = domain_create(domain=THROUGHPUT_DOMAIN, default_sender=f"news@{THROUGHPUT_DOMAIN}", rate_per_second=100_000, burst=100_000)
+    domain = domain_create(domain=THROUGHPUT_DOMAIN, default_sender=f"news@{THROUGHPUT_DOMAIN}", rate_per_second=100_000, burst=100_000,
+                           **dkim_options(s))
     template = Template.objects.get(slug=TEMPLATE_SLUG)
     campaign = campaign_create(name="bench profile", template=template, sending_domain=domain)
     recipients = people("pf", n)
@@ -1270,7 +1288,8 @@ def profile_run(s: Setup, n: int) -> int:
     time.sleep(0.5)
     delivery = Delivery({r["address"].lower() for r in recipients}, split_arrivals(s.sink.collect(), "pf"))
     say(f"PROFILE messages={n} received={len(delivery.arrivals)} lost={delivery.lost} duplicates={delivery.duplicates} "
-        f"trigger_ms={t_wall * 1000 / n:.3f} send_ms={d_wall * 1000 / n:.3f} send_cpu_ms={d_cpu * 1000 / n:.3f}")
+        f"trigger_ms={t_wall * 1000 / n:.3f} send_ms={d_wall * 1000 / n:.3f} send_cpu_ms={d_cpu * 1000 / n:.3f} "
+        f"dkim={'yes' if s.args.dkim else 'no'}")
     if delivery.lost or delivery.duplicates or not delivery.arrivals:
         print("FAILED: the profiled run lost, duplicated or delivered nothing", file=sys.stderr)
         return 1

@@ -67,6 +67,9 @@ def qp_encode_parts(parts: Sequence[str]) -> bytes:
     for part in parts:
         if not part:
             continue
+        if len(part) <= _LINE and part.isascii() and part.isprintable() and "=" not in part and part[0] != "." and part[-1] != " ":
+            encoded.append(part.encode("ascii"))  # a short value (most are): it is its own encoding
+            continue
         known = _encoded.get(part)
         if known is None:
             known = qp_encode(part)
