@@ -302,6 +302,17 @@ SENDPLANE_SMTP: SmtpSettings = {
     # An idle session older than this is closed instead of reused (relays drop idle sessions).
     "IDLE_SECONDS": env_float("SENDPLANE_SMTP_IDLE_SECONDS", 30.0, minimum=0.0),
 }
+
+
+class EspSettings(TypedDict):
+    CONCURRENCY: int
+
+
+# ESP API calls (any EMAIL_BACKEND that is not SMTP: django-anymail), per worker process (dispatch/services/esp.py).
+SENDPLANE_ESP: EspSettings = {
+    # Calls in flight at once, each on its own thread and backend (measured: ops/architecture.md, "ESP transport").
+    "CONCURRENCY": env_int("SENDPLANE_ESP_CONCURRENCY", 100, minimum=1, maximum=1000),
+}
 CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
     # Versions spamd could not score are retried with the backoff their assessment set.
@@ -406,6 +417,7 @@ reject_unknown(
         "SENDPLANE_SMTP_CONNECTIONS",
         "SENDPLANE_SMTP_DELIVERIES_PER_CONNECTION",
         "SENDPLANE_SMTP_IDLE_SECONDS",
+        "SENDPLANE_ESP_CONCURRENCY",
         "SENDPLANE_SUPPRESS_HARD_BOUNCE",
         "SENDPLANE_SUPPRESS_COMPLAINT",
         "SENDPLANE_SUPPRESS_UNSUBSCRIBE",

@@ -122,3 +122,36 @@ def test_a_domain_never_gets_more_sessions_than_the_relay_allows(campaign: Any, 
     domain.save(update_fields=["smtp_connections"])
     _send(campaign, 4, "capped")
     assert len({r.peer for r in slow_sink.received}) == 1
+
+
+def test_a_stop_while_a_chunk_is_in_flight_reaches_the_caller_and_nothing_more_starts(slow_sink: SmtpSink, settings: Any) -> None:
+    """SystemExit in the waiting thread (a worker being stopped) is not one message's result: it propagates."""
+    import signal
+    import time
+
+    from django.core.mail import get_connection
+
+    from dispatch.services.smtp_pool import session_pool
+
+    _smtp(settings, CONNECTIONS=1)
+    pool = session_pool(get_connection())
+    started: list[int] = []
+
+    def work(session: Any, item: int) -> int:
+        started.append(item)
+        time.sleep(0.3)
+        return item
+
+    def stop(*_: Any) -> None:
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(SystemExit):
+            pool.map(work, list(range(5)))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.5)
+    assert started == [0], "messages queued behind the stop were still handed over"

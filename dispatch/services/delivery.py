@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from email_validator import EmailNotValidError, validate_email
@@ -137,6 +136,8 @@ def envelope_sender(message: Message) -> str:
 
 
 def open_transport() -> Transport:
+    from dispatch.services.esp import BackendTransport  # here, not at the top: esp.py imports this module
+
     backend = get_connection()
     return SmtpTransport(backend) if isinstance(backend, SmtpBackend) else BackendTransport(backend)
 
@@ -384,48 +385,3 @@ def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
     # peer's delayed ACK (Nagle), ~40 ms a message.
     smtp.send((raw if raw.endswith(b"\r\n") else raw + b"\r\n") + b".\r\n")
     return smtp.getreply()
-
-
-class BackendTransport(Transport):
-    """Any other Django backend (anymail ESPs, locmem, console): one call per message."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-
-    def open(self) -> None:
-        self.backend.open()
-
-    def close(self) -> None:
-        self.backend.close()
-
-    def prepare(self, message: Message, domain: SendingDomain) -> Prepared | Outcome:
-        try:
-            email = build_email(message, domain)
-        except RenderError as exc:
-            return Outcome(MessageStatus.FAILED, None, f"render: {exc}")
-        email.extra_headers["Return-Path"] = envelope_sender(message)
-        # ESPs echo metadata in their tracking webhooks: how a webhook event finds its message.
-        email.metadata = {ESP_METADATA_KEY: message.uuid.hex}  # type: ignore[attr-defined]
-        return Prepared(message, email)
-
-    @metrics.timed_send("backend")
-    def send(self, prepared: Prepared) -> Outcome:
-        try:
-            self.backend.send_messages([prepared.payload])
-        except AnymailRecipientsRefused as exc:
-            return Outcome(MessageStatus.FAILED, None, one_line(exc))
-        except (AnymailError, OSError) as exc:  # the ESP or the network (requests' errors are OSErrors): retry with backoff
-            return Outcome(MessageStatus.DEFERRED, None, one_line(exc))
-        except Exception as exc:  # noqa: BLE001 - anything else is about this message (bad data, a bug): it ends here
-            log_unexpected(prepared.message, "sending")
-            return Outcome(MessageStatus.FAILED, None, one_line(exc))
-        return _anymail_outcome(prepared.payload)
-
-
-def _anymail_outcome(email: EmailMultiAlternatives) -> Outcome:
-    status = getattr(email, "anymail_status", None)
-    statuses = set(getattr(status, "status", None) or {"sent"})
-    # "unknown": the ESP took the message but reports no per-recipient status.
-    if statuses & {"rejected", "invalid", "failed"}:
-        return Outcome(MessageStatus.FAILED, None, f"ESP status {sorted(statuses)}")
-    return SENT

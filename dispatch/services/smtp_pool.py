@@ -69,13 +69,15 @@ class SessionPool:
     def map(self, work: Callable[[Session, T], R], items: Sequence[T]) -> list[R | BaseException]:
         """``work(session, item)`` for every item, up to ``limit`` at once; each result or the exception it raised, in order."""
         futures = [self._threads.submit(self._run, work, item) for item in items]
-        results: list[R | BaseException] = []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller, which knows what it means
-                results.append(exc)
-        return results
+        # future.exception() hands back what the work raised; whatever strikes this thread while it waits
+        # (SystemExit, KeyboardInterrupt: the worker is being stopped) is not caught here and reaches the
+        # worker, which records what was in flight as ``unknown`` (worker._send_chunk), never as unsent.
+        try:
+            return [exc if (exc := future.exception()) is not None else future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()  # what has not started never will
+            raise
 
     def _run(self, work: Callable[[Session, T], R], item: T) -> R:
         session = self._acquire()
