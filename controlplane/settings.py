@@ -265,6 +265,7 @@ class DispatchSettings(TypedDict):
     # Typed so that settings.SENDPLANE_DISPATCH["BATCH_SIZE"] is an int to mypy, not the dict's joined float.
     BATCH_SIZE: int
     LEASE_SECONDS: int
+    HOLD_SECONDS: float
     MAX_ATTEMPTS: int
     RETRY_BASE_SECONDS: float
     RECHECK_EVERY: int
@@ -276,6 +277,9 @@ SENDPLANE_DISPATCH: DispatchSettings = {
     "BATCH_SIZE": env_int("SENDPLANE_DISPATCH_BATCH_SIZE", 100, minimum=1, maximum=1000),
     # A claimed row still "sending" this long after its claim is marked unknown (never re-sent).
     "LEASE_SECONDS": env_int("SENDPLANE_DISPATCH_LEASE_SECONDS", 300, minimum=1),
+    # A batch's reserved tokens are its own this long (reserve to hand-over: the render, ~0.1 s for 100 messages);
+    # a dead worker's come back after it. Short, so that a crash never stalls a small-burst domain for long.
+    "HOLD_SECONDS": env_float("SENDPLANE_DISPATCH_HOLD_SECONDS", 30.0, minimum=1.0),
     # 4xx replies are retried this many times in all, the wait doubling from the base.
     "MAX_ATTEMPTS": env_int("SENDPLANE_DISPATCH_MAX_ATTEMPTS", 6, minimum=1, maximum=50),
     "RETRY_BASE_SECONDS": env_float("SENDPLANE_DISPATCH_RETRY_BASE_SECONDS", 60.0, minimum=0.0),
@@ -410,6 +414,7 @@ reject_unknown(
         "SENDPLANE_PUBLIC_URL",
         "SENDPLANE_DISPATCH_BATCH_SIZE",
         "SENDPLANE_DISPATCH_LEASE_SECONDS",
+        "SENDPLANE_DISPATCH_HOLD_SECONDS",
         "SENDPLANE_DISPATCH_MAX_ATTEMPTS",
         "SENDPLANE_DISPATCH_RETRY_BASE_SECONDS",
         "SENDPLANE_DISPATCH_RECHECK_EVERY",

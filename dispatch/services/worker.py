@@ -1,13 +1,15 @@
-"""One batch of one sending domain: peek, claim, prepare, take tokens, hand over, record.
+"""One batch of one sending domain: reserve tokens, claim, prepare, spend the tokens, hand over, record.
 
-A worker peeks at the domain's bucket and claims that many due rows (a
-paused domain yields none). Where a mailbox provider has its own rate, the
-claimed rows of that provider take from its bucket; the rest are released
-with a ``not_before`` at its refill time. Then every message is rendered,
-serialized and signed, the connection opened, and only then are the domain's
-tokens taken and the messages handed over at once: the time from token to
-handover is short and even, so the rate holds as measured at the receiving
-server. Rows the bucket could not cover go back with a ``not_before``.
+A worker reserves up to a batch of the domain's tokens (no other batch can
+get them) and claims at most that many due rows (a paused domain yields
+none); tokens it found no row for go back at once. Where a mailbox provider
+has its own rate, the claimed rows of that provider take from its bucket;
+the rest are released with a ``not_before`` at its refill time. Then every
+message is rendered, serialized and signed, the connection opened, and only
+then are the held tokens spent and the messages handed over at once: the
+time from token to handover is short and even, so the rate holds as
+measured at the receiving server, and no batch renders a message another
+batch will get the token for.
 
 A batch that got all it wanted asks for the next one at once (a hint, not a
 schedule), so a chain of batches runs at the domain's rate; an empty bucket
@@ -39,7 +41,16 @@ from controlplane import metrics
 from controlplane.locking import lock_no_key, lock_skip_locked
 from deliverability.models import SendingDomain
 from deliverability.selectors import suppressed_among
-from deliverability.services import counters_add, domain_pause, domain_rate, token_bucket_peek, token_bucket_take
+from deliverability.services import (
+    Reservation,
+    counters_add,
+    domain_pause,
+    domain_rate,
+    token_bucket_release,
+    token_bucket_reserve,
+    token_bucket_spend,
+    token_bucket_take,
+)
 from deliverability.services.handover import Scope, hand_over_guard, sending_paused
 from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
@@ -69,36 +80,50 @@ class BatchResult:
 
 
 def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchResult:
-    """Send one batch for the domain; the task asks for another while ``more`` is true."""
+    """Send one batch for the domain; the task asks for another while ``more`` is true.
+
+    Whatever happens, the tokens still held at the end go back to the bucket
+    (after a hand-over none are: spending ends the hold).
+    """
     domain = SendingDomain.objects.get(pk=domain_id)
-    bucket = _domain_bucket(domain)
-    peeked = token_bucket_peek(key=bucket.key, rate=bucket.rate, burst=bucket.burst)
-    wanted = min(settings.SENDPLANE_DISPATCH["BATCH_SIZE"], peeked)
-    if wanted <= 0:
+    reservation = _reserve(domain)
+    if not reservation.tokens:
         return BatchResult()  # an empty bucket: the sweeper wakes the domain on its next beat
-    claimed = message_claim(domain=domain, limit=wanted)
-    result = BatchResult(claimed=len(claimed))
-    _fan_out(domain, claimed=len(claimed), peeked=peeked)
-    granted = _send_claimed(domain, bucket, claimed, transport, result)
-    # Rows were there for every peeked token and tokens still flowed: keep the chain going.
-    result.more = bool(claimed) and len(claimed) == wanted and granted > 0
+    try:
+        claimed = message_claim(domain=domain, limit=reservation.tokens)
+        held = token_bucket_release(reservation=reservation, keep=len(claimed))  # unclaimed tokens go back before any render
+        result = BatchResult(claimed=len(claimed))
+        _fan_out(domain, claimed=len(claimed))
+        granted = _send_claimed(domain, held, claimed, transport, result)
+    finally:
+        token_bucket_release(reservation=reservation)
+    # Rows were there for every reserved token and tokens still flowed: keep the chain going.
+    result.more = bool(claimed) and len(claimed) == reservation.tokens and granted > 0
     metrics.batch_recorded(domain=domain.domain, counts=result.counts)
     _log_batch(domain, result)
     return result
 
 
-def _fan_out(domain: SendingDomain, *, claimed: int, peeked: int) -> None:
-    """A hot domain spreads over the fleet: ask for one more batch now, while this one renders and sends.
+def _reserve(domain: SendingDomain) -> Reservation:
+    """Hold up to a batch's tokens of the domain's bucket for ``HOLD_SECONDS`` (a dead worker's come back after it)."""
+    cfg = settings.SENDPLANE_DISPATCH
+    return token_bucket_reserve(
+        key=f"domain:{domain.pk}", rate=domain_rate(domain), burst=domain.burst, wanted=cfg["BATCH_SIZE"], ttl=cfg["HOLD_SECONDS"]
+    )
 
-    Only while the bucket holds tokens for this batch and another whole one,
-    and a whole batch more is due: then the two never render for the same
-    tokens. A domain held to its rate stays on one chain (its bucket is never
-    that full), so smoothing is unchanged. Each batch that spawns one is
-    itself followed by one (``more``), so the chains grow with the backlog
-    and end with it.
+
+def _fan_out(domain: SendingDomain, *, claimed: int) -> None:
+    """A hot domain spreads over the fleet: a batch that got a whole batch asks for one more now, while it renders and sends.
+
+    Only when another whole batch is due. The next batch reserves its own
+    tokens (it cannot see this one's), so no two batches render for the same
+    tokens: a domain held to its rate fans out only as far as its bucket
+    grants whole batches, and a batch that gets none claims nothing. Each
+    batch that spawns one is itself followed by one (``more``), so the
+    chains grow with the backlog and end with it.
     """
     batch = settings.SENDPLANE_DISPATCH["BATCH_SIZE"]
-    if claimed < batch or peeked < 2 * batch:
+    if claimed < batch:
         return
     if _due(domain, timezone.now()).order_by()[batch - 1 : batch].exists():  # the message_claimable index answers it
         publish_send_batches([domain.pk])
@@ -132,10 +157,14 @@ def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = N
         Message.objects.filter(id__in=ids).update(
             status=MessageStatus.SENDING, lease_expires_at=lease, attempts=F("attempts") + 1
         )
-    return list(Message.objects.filter(id__in=ids).select_related("version", "sending_domain").order_by("id"))
+    # Not the version: a batch's rows share one or two, and a 50 KB version row fetched per message cost more than
+    # the render; the compiled-version cache needs only version_id (render_message loads a version it has not seen).
+    return list(Message.objects.filter(id__in=ids).select_related("sending_domain").order_by("id"))
 
 
-def _send_claimed(domain: SendingDomain, bucket: _Bucket, claimed: list[Message], transport: Transport | None, result: BatchResult) -> int:
+def _send_claimed(
+    domain: SendingDomain, reservation: Reservation, claimed: list[Message], transport: Transport | None, result: BatchResult
+) -> int:
     """Pace, then deliver; returns the tokens granted. No error leaves a claimed row ``sending`` until its lease expires.
 
     Until ``_deliver`` takes the rows (its own ``finally`` records or releases
@@ -144,11 +173,12 @@ def _send_claimed(domain: SendingDomain, bucket: _Bucket, claimed: list[Message]
     """
     try:
         sendable = _pace_providers(domain, claimed, result)
+        reservation = token_bucket_release(reservation=reservation, keep=len(sendable))  # rows a provider holds back need none
         chosen = (transport or open_transport()) if sendable else None
     except BaseException:
         messages_release(claimed, not_before=timezone.now())
         raise
-    return _deliver(domain, bucket, sendable, chosen, result) if chosen else len(claimed)
+    return _deliver(domain, reservation, sendable, chosen, result) if chosen else len(claimed)
 
 
 def _pace_providers(domain: SendingDomain, claimed: list[Message], result: BatchResult) -> list[Message]:
@@ -175,12 +205,14 @@ def _pace_providers(domain: SendingDomain, claimed: list[Message], result: Batch
     return sendable
 
 
-def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], transport: Transport, result: BatchResult) -> int:
-    """Prepare every message, then take tokens and hand over at once; returns the tokens granted.
+def _deliver(domain: SendingDomain, reservation: Reservation, messages: list[Message], transport: Transport, result: BatchResult) -> int:
+    """Prepare every message, then spend the held tokens and hand over at once; returns the tokens granted.
 
-    Preparing first keeps the time from token to handover short and even, so
-    the domain's rate holds as measured at the receiving server. Pause and
-    suppression are re-read every RECHECK_EVERY messages.
+    The tokens were reserved before the claim (no other batch could get
+    them) but are spent only now: the time from token to handover stays short
+    and even, so the domain's rate holds as measured at the receiving server.
+    The bucket refuses some only if the hold expired first (a batch that
+    outlived its lease). Pause and suppression are re-read every RECHECK_EVERY messages.
 
     Whatever happens, the ``finally`` records every outcome and sends the rows
     not handed over back to the queue (attempt not counted), so none is left
@@ -195,10 +227,11 @@ def _deliver(domain: SendingDomain, bucket: _Bucket, messages: list[Message], tr
         ready = _prepare(domain, messages, transport, outcomes)
         release_at = timezone.now()
         transport.open()
-        granted = token_bucket_take(key=bucket.key, rate=bucket.rate, burst=bucket.burst, wanted=len(ready))
+        granted = token_bucket_spend(reservation=reservation, tokens=len(ready))
         if granted < len(ready):
-            release_at += timedelta(seconds=(len(ready) - granted) / bucket.rate)
-            metrics.tokens_denied(domain=domain.domain, count=len(ready) - granted, pushback_seconds=(len(ready) - granted) / bucket.rate)
+            pushback = (len(ready) - granted) / reservation.rate
+            release_at += timedelta(seconds=pushback)
+            metrics.tokens_denied(domain=domain.domain, count=len(ready) - granted, pushback_seconds=pushback)
         _hand_over(domain, ready[:granted], transport, outcomes, [m.pk for m in messages])
     except DomainFault as fault:
         _domain_fault(domain, fault, result)
@@ -400,17 +433,3 @@ def _log_batch(domain: SendingDomain, result: BatchResult) -> None:
     fields = {"domain": domain.domain, "claimed": result.claimed, "counts": result.counts, "more": result.more, "fault": result.fault}
     fields["correlation_ids"] = sorted(result.correlation_ids)  # grep one trigger's id: its batches show up
     logger.log(logging.INFO if result.claimed else logging.DEBUG, "batch done", extra=fields)
-
-
-# --- the domain's bucket -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Bucket:
-    key: str
-    rate: float
-    burst: int
-
-
-def _domain_bucket(domain: SendingDomain) -> _Bucket:
-    return _Bucket(f"domain:{domain.pk}", domain_rate(domain), domain.burst)

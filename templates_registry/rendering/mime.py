@@ -52,44 +52,54 @@ def qp_encode(text: str) -> bytes:
 _LINE = 75
 
 
-def qp_encode_parts(parts: Sequence[str]) -> bytes:
+def qp_encode_parts(parts: Sequence[str], *, has_cr: bool | None = None) -> bytes:
     """``qp_encode("".join(parts))`` in meaning (it decodes to the same text), each part on lines of its own.
 
     A rendered part is mostly the template's constant text, yielded as the
-    same string objects for every recipient: each is encoded once per process
-    (cached) and only the values between them per message, joined by soft
-    line breaks (``=`` CRLF, which decoding removes). Text holding a CR is
-    encoded whole: a CRLF split across two parts must stay one line break.
+    same string objects for every recipient: each part is encoded once per
+    process (cached) and looked up after, the values between them too (most
+    are short and cheap), all joined by soft line breaks (``=`` CRLF, which
+    decoding removes). Text holding a CR is encoded whole: a CRLF split across
+    two parts must stay one line break. ``has_cr``: whether it does, when the
+    caller knows (the joined text is at hand), which saves a pass over every part.
     """
-    if any("\r" in part for part in parts):
+    if has_cr if has_cr is not None else any("\r" in part for part in parts):
         return qp_encode("".join(parts))
     encoded = []
     for part in parts:
-        if not part:
-            continue
-        if len(part) <= _LINE and part.isascii() and part.isprintable() and "=" not in part and part[0] != "." and part[-1] != " ":
-            encoded.append(part.encode("ascii"))  # a short value (most are): it is its own encoding
-            continue
         known = _encoded.get(part)
         if known is None:
-            known = qp_encode(part)
+            if not part:
+                continue
+            known = _short(part) or qp_encode(part)
             _remember(part, known)
         encoded.append(known)
     return b"=\r\n".join(encoded)
 
 
-# Constant text of the templates in use, encoded; cleared when it outgrows its budget (a new set fills it again).
+def _short(part: str) -> bytes | None:
+    """A short printable ASCII part (most values) encodes with a replace or two, no encoder call; else None."""
+    if len(part) > _LINE or not (part.isascii() and part.isprintable()) or part[0] == "." or part[-1] == " ":
+        return None
+    data = part.encode("ascii")
+    if "=" in part:
+        data = data.replace(b"=", b"=3D")
+        if len(data) > _LINE:
+            return None
+    return data
+
+
+# The template's constant text (and values seen again), encoded; cleared when it outgrows its budget (what is
+# still in use fills it again). Entries are counted too: a dict entry costs ~200 bytes whatever its size.
 _encoded: dict[str, bytes] = {}
 _encoded_size = 0
 _ENCODED_BUDGET = 32 * 1024 * 1024
-_ENCODED_MIN = 64  # shorter parts are mostly values, cheap to encode and rarely seen again
+_ENCODED_ENTRIES = 100_000
 
 
 def _remember(part: str, encoded: bytes) -> None:
     global _encoded_size
-    if len(part) < _ENCODED_MIN:
-        return
-    if _encoded_size + len(encoded) > _ENCODED_BUDGET:
+    if _encoded_size + len(encoded) > _ENCODED_BUDGET or len(_encoded) >= _ENCODED_ENTRIES:
         _encoded.clear()
         _encoded_size = 0
     _encoded[part] = encoded
@@ -157,9 +167,9 @@ def build_mime(
         [
             "\r\n".join(head).encode("utf-8"),  # ASCII but for an RFC 6532 To (encode_headers)
             f"\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode("ascii"),
-            qp_encode_parts(text_parts) if text_parts else qp_encode(text),
+            qp_encode_parts(text_parts, has_cr="\r" in text) if text_parts else qp_encode(text),
             f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
-            qp_encode_parts(html_parts) if html_parts else qp_encode(html),
+            qp_encode_parts(html_parts, has_cr="\r" in html) if html_parts else qp_encode(html),
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         ]
     )
