@@ -144,3 +144,14 @@ def test_detector_smoke_steps_and_agrees_with_the_python_loop(capsys: pytest.Cap
     output, elapsed = _run("detector")
     fields = _result("detector", output, elapsed, capsys)
     _has(fields, "domains", "pass_s", "update_ms_median", "update_ms_p95", "peer_update_ms_median", "naive_update_ms", "ok")
+
+
+@pytest.mark.slow
+def test_esp_smoke_sends_every_message_with_calls_overlapping_at_the_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    """BackendTransport against the Postmark-speaking sink: concurrency 1 (the peer) and 32, every message sent, calls overlapped."""
+    output, elapsed = _run("esp")
+    fields = _result("esp", output, elapsed, capsys)
+    _has(fields, "messages", "delay_ms", "concurrency_1_per_s", "concurrency_32_per_s", "speedup", "top_concurrency", "max_in_flight",
+         "sent", "failed", "received")
+    assert fields["sent"] == fields["messages"] == fields["received"] and fields["failed"] == "0", output[-6000:]
+    assert int(fields["max_in_flight"]) > 1, output[-6000:]
