@@ -53,15 +53,15 @@ def approved_template(run: Any) -> None:
         services.version_approve(version=version, approved_by=run.users["marketer"])
 
 
-def campaigns(run: Any, scenario: str, domains: int, *, per_domain: int = 1, rate: float = 400.0) -> list[Any]:
+def campaigns(run: Any, scenario: str, domains: int, *, per_domain: int = 1, rate: float = 400.0, burst: int = 100) -> list[Any]:
     """Fresh sending domains for the scenario, ``per_domain`` campaigns on each."""
     from deliverability.services import domain_create
     from dispatch.services.campaigns import campaign_create
 
     made = []
     for d in range(domains):
-        name = f"{scenario.replace('_', '-')}-{d}.faults.example"
-        domain = domain_create(domain=name, default_sender=f"news@{name}", rate_per_second=rate, burst=100)
+        name = f"{scenario.replace('_', '-')}{run.tag}-{d}.faults.example"  # the tag keeps a second pass's domains apart
+        domain = domain_create(domain=name, default_sender=f"news@{name}", rate_per_second=rate, burst=burst)
         for c in range(per_domain):
             made.append(
                 campaign_create(name=f"{scenario} {d}.{c}", template=run.template, sending_domain=domain, created_by=run.users["marketer"])

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ops.faults.checks import Ledger, Verdict, conservation
+from ops.faults.sink import latency_text
 
 FIELDS = ("accepted", "lost", "duplicates", "sent_while_paused", "sent_to_suppressed", "unknown")
 
@@ -15,7 +16,8 @@ FIELDS = ("accepted", "lost", "duplicates", "sent_while_paused", "sent_to_suppre
 def report_scenario(name: str, scenario: Callable[[Any, Ledger], None], run: Any) -> Verdict:
     from django.db import connections
 
-    print(f"--- {name}: {(scenario.__doc__ or '').strip().splitlines()[0]}", flush=True)
+    latency = latency_text(run.sink.latency_ms)
+    print(f"--- {name} (receiver {latency} ms): {(scenario.__doc__ or '').strip().splitlines()[0]}", flush=True)
     ledger = Ledger(name)
     run.sink.clear()
     run.sink.add(action="reject", phase="rcpt", match=lambda address: address.startswith("hard"), text="5.1.1 No such user")
@@ -36,11 +38,13 @@ def report_scenario(name: str, scenario: Callable[[Any, Ledger], None], run: Any
         print(f"  FAILED: {failure}", flush=True)
     counts = " ".join(f"{f}={verdict.counts[f]}" for f in FIELDS)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(verdict.statuses.items()))
-    print(f"  {'ok' if verdict.ok else 'FAIL'} {name} in {time.monotonic() - began:.1f} s: {counts} ({statuses})", flush=True)
+    print(f"  {'ok' if verdict.ok else 'FAIL'} {name} at {latency} ms in {time.monotonic() - began:.1f} s: {counts} ({statuses})",
+          flush=True)  # fmt: skip
     return verdict
 
 
-def result_line(verdicts: list[Verdict]) -> tuple[str, bool]:
+def result_line(verdicts: list[Verdict], latencies: str) -> tuple[str, bool]:
+    """The suite's last line; ``latency_ms`` names the receiver of each pass (``30-100``, or ``0,30-100``)."""
     totals = {f: sum(v.counts[f] for v in verdicts) for f in FIELDS}
-    line = f"RESULT scenarios={len(verdicts)} " + " ".join(f"{f}={totals[f]}" for f in FIELDS)
+    line = f"RESULT scenarios={len(verdicts)} " + " ".join(f"{f}={totals[f]}" for f in FIELDS) + f" latency_ms={latencies}"
     return line, all(v.ok for v in verdicts)

@@ -1,6 +1,6 @@
 """The fault suite: campaigns of thousands of messages through real workers while things break.
 
-Usage: ops/faults/run [--short] [--only NAME ...] [--messages N] [--workers N] [--load-seconds S]
+Usage: ops/faults/run [--short] [--only NAME ...] [--latency-ms LO-HI ...] [--messages N] [--workers N] [--load-seconds S]
 
 Everything runs against services this runner starts and tears down itself:
 a private PostgreSQL cluster and a private Redis broker on free loopback
@@ -9,9 +9,14 @@ RabbitMQ are never touched), the fault SMTP sink, the API under gunicorn (or
 the stdlib's WSGI server), and several ``celery worker --pool=solo``
 processes. The runner plays beat: it calls the sweeper every half second.
 
+Every scenario runs once for each receiver latency given (``--latency-ms``,
+each ``LO-HI`` or ``MS``: every SMTP reply of the sink waits a delay drawn
+uniformly in [LO, HI] ms): the short form at 30-100 ms, the long form at 0
+and at 30-100 ms.
+
 After each scenario the conservation check (ops/faults/checks.py) runs; the
 last line is ``RESULT scenarios=K accepted=N lost=L duplicates=D
-sent_while_paused=P sent_to_suppressed=S unknown=U``. Exit 1 when any of
+sent_while_paused=P sent_to_suppressed=S unknown=U latency_ms=LO-HI[,LO-HI]``. Exit 1 when any of
 lost, duplicates, sent_while_paused, sent_to_suppressed is not 0, when an
 unknown row is unexplained, or when a scenario's own assertion failed.
 """
@@ -26,7 +31,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[0] = str(ROOT)  # not ops/faults: its module names must not shadow the stdlib
 
 from ops.faults.infra import ApiServer, Children, PrivatePostgres, PrivateRedis, free_port  # noqa: E402
-from ops.faults.sink import FaultSink  # noqa: E402
+from ops.faults.sink import FaultSink, latency_text  # noqa: E402
 
 TICK = 0.5  # the runner's beat: the sweeper's period
 
@@ -48,10 +54,16 @@ class Size:
     load_clients: int
     drain_timeout: float
     storm_seconds: float
+    short: bool
+    latencies: tuple[tuple[float, float], ...]  # the receiver's reply delays (ms), one pass of every scenario each
 
 
-SHORT = Size(messages=300, workers=3, load_seconds=8, load_clients=8, drain_timeout=120, storm_seconds=3)
-LONG = Size(messages=3000, workers=3, load_seconds=20, load_clients=16, drain_timeout=600, storm_seconds=8)
+RECEIVER = (30.0, 100.0)  # a receiver in another region (DESIGN.md: "receivers are 10-100 ms away")
+SHORT = Size(messages=300, workers=3, load_seconds=8, load_clients=8, drain_timeout=120, storm_seconds=3, short=True, latencies=(RECEIVER,))
+LONG = Size(
+    messages=3000, workers=3, load_seconds=20, load_clients=16, drain_timeout=600, storm_seconds=8, short=False,
+    latencies=((0.0, 0.0), RECEIVER),
+)  # fmt: skip
 DISPATCH = {"BATCH_SIZE": "50", "LEASE_SECONDS": "10", "MAX_ATTEMPTS": "12", "RETRY_BASE_SECONDS": "0.5", "RECHECK_EVERY": "10"}
 
 
@@ -89,6 +101,7 @@ class Run:
     spamd_port: int = 783
     closed_port: int = 0
     load_figures: Any = None
+    tag: str = ""  # in the names a scenario creates (sending domains, templates): "" in the first pass, "-p2" in the second
     _worker_serial: int = 0
 
     # --- workers -------------------------------------------------------------------------
@@ -104,6 +117,32 @@ class Run:
     def worker_kill9(self, worker: Any) -> None:
         worker.kill9()
         self.workers.remove(worker)
+
+    @contextmanager
+    def more_workers(self, processes: int, *, per_host: int = 1) -> Iterator[list[Any]]:
+        """Extra workers until ``processes`` worker processes send at once; stopped on the way out.
+
+        ``per_host`` > 1 starts prefork workers of that many processes (a host
+        of a fleet); 1 starts solo workers, one process each, each with its own log.
+        """
+        from tests.celery_workers import Worker
+
+        extra: list[Any] = []
+        missing = processes - len(self.workers)
+        try:
+            while missing > 0:
+                self._worker_serial += 1
+                n = min(per_host, missing)
+                pool = {"pool": "prefork", "concurrency": n} if per_host > 1 else {}
+                extra.append(Worker(f"faults{self._worker_serial}", self.env, self.base, **pool))
+                self.children.adopt(extra[-1].proc)
+                missing -= n
+            for worker in extra:
+                worker.wait_ready()
+            yield extra
+        finally:
+            for worker in extra:
+                worker.stop()
 
     # --- the runner's beat ---------------------------------------------------------------
     def beat(self) -> None:
@@ -131,16 +170,25 @@ class Run:
             return None
 
     def drain(
-        self, campaign_ids: list[int], *, events: Sequence[tuple[float, Callable[[], None]]] = (), settle: Callable[[], bool] | None = None
+        self,
+        campaign_ids: list[int],
+        *,
+        events: Sequence[tuple[float, Callable[[], None]]] = (),
+        settle: Callable[[], bool] | None = None,
+        quiet: float = 0.0,
     ) -> float:
-        """Beat until every row of the campaigns is terminal, firing ``events`` (seconds from now, action) on the way."""
+        """Beat until every row of the campaigns is terminal, firing ``events`` (seconds from now, action) on the way.
+
+        ``quiet``: no beat for that many seconds first, so no sweeper hint spreads the work (what the workers do alone).
+        """
         start = time.monotonic()
         todo = sorted(events, key=lambda e: e[0])
         while True:
             elapsed = time.monotonic() - start
             while todo and todo[0][0] <= elapsed:
                 todo.pop(0)[1]()
-            self.beat()
+            if elapsed >= quiet:
+                self.beat()
             left = self.pending(campaign_ids)
             if left == 0 and not todo and (settle is None or settle()):
                 return time.monotonic() - start
@@ -195,12 +243,25 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Size]:
     parser.add_argument("--messages", type=int, help="messages per scenario")
     parser.add_argument("--workers", type=int, help="celery worker processes")
     parser.add_argument("--load-seconds", type=float, help="duration of the load scenario")
+    parser.add_argument("--latency-ms", nargs="+", type=_latency, metavar="LO-HI",
+                        help="the receiver's reply delay; every scenario runs once per value (short: 30-100; long: 0 30-100)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs) afterwards")
     args = parser.parse_args(argv)
     size = SHORT if args.short else LONG
-    overrides = {"messages": args.messages, "workers": args.workers, "load_seconds": args.load_seconds}
-    size = Size(**{**size.__dict__, **{k: v for k, v in overrides.items() if v}})
+    overrides = {"messages": args.messages, "workers": args.workers, "load_seconds": args.load_seconds, "latencies": args.latency_ms}
+    size = Size(**{**size.__dict__, **{k: (tuple(v) if k == "latencies" else v) for k, v in overrides.items() if v}})
     return args, size
+
+
+def _latency(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition("-")
+    try:
+        got = (float(lo), float(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want LO-HI or MS (milliseconds)") from None
+    if not 0 <= got[0] <= got[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: want 0 <= LO <= HI")
+    return got
 
 
 def main(argv: list[str]) -> int:
@@ -215,18 +276,24 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     began = time.monotonic()
     form = "short" if args.short else "long"
-    print(f"fault suite: {form} form, {size.messages} messages a scenario, {size.workers} workers, in {base}", flush=True)
+    receivers = ", ".join(f"{latency_text(lat)} ms" for lat in size.latencies)
+    print(f"fault suite: {form} form, {size.messages} messages a scenario, {size.workers} workers, receiver latency {receivers}, "
+          f"in {base}", flush=True)  # fmt: skip
     run = _bootstrap(size, base, children)
     print(f"  services up in {time.monotonic() - began:.1f} s: PostgreSQL :{run.pg.port}, Redis :{run.redis.port}, "
           f"SMTP sink :{run.sink.port}, API :{run.api.port} ({run.api.kind})", flush=True)  # fmt: skip
     from ops.faults.report import report_scenario, result_line
 
     verdicts = []
-    for name in args.only or list(SCENARIOS):
-        verdicts.append(report_scenario(name, SCENARIOS[name], run))
+    for n, latency in enumerate(size.latencies, start=1):
+        run.sink.latency(*latency)  # the receiver every scenario of this pass talks to
+        run.tag = f"-p{n}" if n > 1 else ""
+        print(f"=== receiver: every reply {latency_text(latency)} ms", flush=True)
+        for name in args.only or list(SCENARIOS):
+            verdicts.append(report_scenario(name, SCENARIOS[name], run))
     run.close()
     print(f"  total {time.monotonic() - began:.0f} s", flush=True)
-    line, ok = result_line(verdicts)
+    line, ok = result_line(verdicts, ",".join(latency_text(lat) for lat in size.latencies))
     print(line, flush=True)
     return 0 if ok else 1
 

@@ -9,10 +9,16 @@ refused with 550 at RCPT, so every campaign also has permanent failures to recor
 from __future__ import annotations
 
 import random
+import re
+import signal
+import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ops.faults import fixtures
@@ -21,11 +27,12 @@ from ops.faults.checks import Crash, Ledger, Suppressed, Window
 
 
 def _start(run: Any, ledger: Ledger, name: str, *, per_domain: int = 1, messages: int | None = None, slow: float = 0.0) -> list[Any]:
-    # ``slow``: the receiver's wait after DATA, seconds a message. Workers hand a chunk over on many sessions at once,
-    # so these waits (30-100 ms, a receiver in another region) are what keeps a batch in flight long enough to break.
+    # ``slow``: the receiver's wait after DATA, seconds a message, when it has no distance of its own (the 0 ms pass).
+    # Workers hand a chunk over on many sessions at once, so a receiver's waits (30-100 ms, in another region) are what
+    # keeps a batch in flight long enough to break; at 30-100 ms a reply the distance does that already.
     made = fixtures.campaigns(run, name, 3, per_domain=per_domain)
     ledger.campaign_ids = [c.pk for c in made]
-    if slow:
+    if slow and not run.sink.latency_ms[1]:
         run.sink.add(action="slow", phase="data", delay=slow)
     fixtures.trigger_all(made, name[:4], messages or run.size.messages)
     return made
@@ -386,7 +393,7 @@ def spamd_down_approval(run: Any, ledger: Ledger) -> None:
     from templates_registry import services
     from templates_registry.services import RegistryError
 
-    template = services.template_create(slug="faults-spamd", name="spamd down")
+    template = services.template_create(slug=f"faults-spamd{run.tag}", name="spamd down")
     variant = services.variant_create(template=template, slug="a", weight=1)
     saved, settings.SPAMD_PORT = settings.SPAMD_PORT, run.closed_port
     try:
@@ -423,45 +430,70 @@ def spamd_down_approval(run: Any, ledger: Ledger) -> None:
 
 # --- suppression writes while chunks are in flight to a slow receiver -------------------------------------
 
+SUPPRESSION_PROCESSES = 16  # concurrent sending worker processes (the issue's acceptance: 16 workers, a 100 ms receiver)
+SUPPRESSION_P99_MS = 50.0  # the long form's bar for a suppression write's p99 while they send
+_TIMED = re.compile(r"^(\d+\.\d+) (\d+\.\d+)$", re.MULTILINE)  # timed_writes.py: "write_ms peer_ms"
+
 
 def suppression_writes_under_load(run: Any, ledger: Ledger) -> None:
-    """Suppressions of unrelated addresses are written while every worker hands chunks to a receiver 100 ms a message away."""
-    _start(run, ledger, "suppression_writes_under_load", slow=0.1)
-    done, waits = threading.Event(), []
-    thread: list[threading.Thread] = []
+    """Suppressions of unrelated addresses are written while 16 worker processes hand chunks to a receiver 100 ms away."""
+    messages = max(run.size.messages, 2 * _batch(run) * SUPPRESSION_PROCESSES)  # two batches a process: every one sends
+    with run.more_workers(SUPPRESSION_PROCESSES, per_host=8), _receiver_100ms(run):
+        _start(run, ledger, "suppression_writes_under_load", messages=messages)
+        writer = _timed_writes(run)  # Django's start-up takes the first second, while the workers get going
+        try:
+            run.drain(ledger.campaign_ids)
+        finally:
+            waits, peers = _timed_writes_stop(run, writer)
+    _judge_suppression_waits(run, ledger, waits, peers)
 
-    def start() -> None:
-        thread.append(_background(lambda: _time_suppressions(done, waits)))
 
-    run.drain(ledger.campaign_ids, events=[(0.5, start)])
-    done.set()
-    thread[0].join()
+@contextmanager
+def _receiver_100ms(run: Any) -> Iterator[None]:
+    """Every reply 100 ms away; in the 0 ms pass the older model, 100 ms after DATA only (a slow server, not a far one)."""
+    before = run.sink.latency_ms
+    if before[1]:
+        run.sink.latency(100, 100)
+    else:
+        run.sink.add(action="slow", phase="data", delay=0.1)
+    try:
+        yield
+    finally:
+        run.sink.latency(*before)
+
+
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+def _judge_suppression_waits(run: Any, ledger: Ledger, waits: list[float], peers: list[float]) -> None:
+    """Print p50 and p99; the long form holds p99 to the bar, the short form only to "never waits on SMTP"."""
     if len(waits) < 20:
         ledger.fail(f"only {len(waits)} suppression writes were timed")
         return
-    waits.sort()
-    p50, p99 = waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-    ledger.note(f"suppression writes during sending: {len(waits)}, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    chunk = int(run.env["SENDPLANE_DISPATCH_RECHECK_EVERY"]) * 0.1
-    if p99 > chunk / 2:  # a write that waited for a chunk in flight (the old table lock) waits up to a chunk's time
-        ledger.fail(f"suppression writes wait on SMTP: p99 {p99 * 1000:.0f} ms against a chunk of {chunk * 1000:.0f} ms")
+    (p50, p99), (peer50, peer99) = _quantiles(waits), _quantiles(peers)
+    ledger.note(f"suppression writes during sending ({SUPPRESSION_PROCESSES} worker processes, receiver 100 ms): {len(waits)}, "
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; a SELECT 1 after each: p50 {peer50:.1f} ms, p99 {peer99:.1f} ms")  # fmt: skip
+    # A write that waited for a chunk in flight (the old table lock) waits at least one exchange: two 100 ms replies.
+    bar = 200.0 if run.size.short else SUPPRESSION_P99_MS
+    if p99 > bar:
+        ledger.fail(f"suppression writes: p99 {p99:.0f} ms over the bar of {bar:.0f} ms")
 
 
-def _time_suppressions(done: threading.Event, waits: list[float]) -> None:
-    from django.db import connections
+def _timed_writes(run: Any) -> Any:
+    """Start ops/faults/timed_writes.py (suppression writes from a process of their own); its lines go to a log."""
+    script = Path(__file__).with_name("timed_writes.py")
+    return run.children.start([sys.executable, str(script)], log=run.base / f"timed_writes{run.tag}.log", env=run.env)
 
-    from deliverability.services import suppression_add
 
-    n = 0
-    try:
-        while not done.is_set():
-            n += 1
-            began = time.perf_counter()
-            suppression_add(address=f"unrelated-{time.time_ns()}-{n}@elsewhere.test", reason="manual", source="fault suite")
-            waits.append(time.perf_counter() - began)
-            time.sleep(0.02)
-    finally:
-        connections.close_all()
+def _timed_writes_stop(run: Any, proc: Any) -> tuple[list[float], list[float]]:
+    """Stop it (SIGTERM: it ends after the write in progress); the writes' and the peers' times, seconds."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    timed = _TIMED.findall((run.base / f"timed_writes{run.tag}.log").read_text())
+    return [float(w) / 1000 for w, _ in timed], [float(p) / 1000 for _, p in timed]
 
 
 def _only_approved_sent(ledger: Ledger) -> None:
@@ -616,6 +648,67 @@ def _dkim_domain_sent(run: Any, ledger: Ledger, domain: Any, window: Window) -> 
     _all_sent_but_hard(ledger)
 
 
+# --- a hot domain drained by 8 worker processes ------------------------------------------------------------
+
+HOT_WORKERS = 8
+HOT_SHARED = 6  # at least this many of the 8 hand messages over within HOT_WINDOW of the trigger
+HOT_WINDOW = 6.0  # seconds with no sweeper: only the trigger's one hint and the fan-out (dispatch.services.worker._fan_out) spread it
+HOT_RATE, HOT_BURST = 1000.0, 500  # a big sender's domain: its bucket is not what holds 8 workers back
+_BATCH_DONE = re.compile(
+    r"^(\S+ \S+) INFO sendplane\.worker batch done .*?\bdomain=(?P<domain>\S+) .*?counts=\{(?P<counts>[^}]*)\}",
+    re.MULTILINE,
+)
+_COUNT = re.compile(r"MessageStatus\.(SENT|FAILED|DEFERRED|UNKNOWN): (\d+)")  # handed over (not QUEUED, not SUPPRESSED)
+
+
+def hot_domain_8_workers(run: Any, ledger: Ledger) -> None:
+    """One sending domain with a large backlog, drained by 8 worker processes: the batches spread over all, the rate holds."""
+    backlog = run.size.messages * (4 if run.size.short else 2)
+    with run.more_workers(HOT_WORKERS) as extra:
+        made = fixtures.campaigns(run, "hot_domain_8_workers", 1, rate=HOT_RATE, burst=HOT_BURST)
+        ledger.campaign_ids = [made[0].pk]
+        fixtures.trigger_all(made, "hot", backlog, chunk=backlog)  # one trigger, one commit, one hint: the fan-out does the rest
+        triggered = time.time()
+        drained = run.drain(ledger.campaign_ids, quiet=HOT_WINDOW)
+        workers = [*run.workers, *extra]
+        domain = made[0].sending_domain.domain
+        ledger.note(f"{backlog} messages of one domain drained by {len(workers)} worker processes in {drained:.1f} s")
+        _hot_shared(ledger, workers, domain, triggered)
+    _hot_rate(run, ledger, domain)
+
+
+def _hot_shared(ledger: Ledger, workers: list[Any], domain: str, triggered: float) -> None:
+    """Each worker's batches of the domain from its own log ("batch done" lines); enough of them busy early."""
+    first: dict[str, float] = {}
+    handed: dict[str, int] = {}
+    for worker in workers:
+        for found in _BATCH_DONE.finditer(worker.log()):
+            count = sum(int(n) for _, n in _COUNT.findall(found.group("counts")))
+            if found.group("domain") != domain or not count:
+                continue
+            handed[worker.name] = handed.get(worker.name, 0) + count
+            at = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time, as the worker wrote it
+            first[worker.name] = min(first.get(worker.name, at), at)
+    early = sorted(name for name, at in first.items() if at - triggered <= HOT_WINDOW)
+    shares = ", ".join(f"{name} {handed.get(name, 0)}" for name in sorted(w.name for w in workers))
+    ledger.note(f"handed over per worker: {shares}; {len(early)} of {len(workers)} had within {HOT_WINDOW:.0f} s of the trigger")
+    if len(early) < HOT_SHARED:
+        ledger.fail(f"only {len(early)} of {len(workers)} workers handed messages over within {HOT_WINDOW:.0f} s: {early}")
+
+
+def _hot_rate(run: Any, ledger: Ledger, domain: str) -> None:
+    """The bucket's promise as the receiver sees it: never more than rate + burst in any one second."""
+    times = sorted(rec.at for rec in run.sink.accepted() if rec.message_id.strip("<>").partition("@")[2] == domain)
+    most, lo = 0, 0
+    for hi, at in enumerate(times):
+        while at - times[lo] >= 1.0:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    ledger.note(f"the sink took at most {most} of its messages in one second (rate {HOT_RATE:g}/s, burst {HOT_BURST})")
+    if most > HOT_RATE + HOT_BURST:
+        ledger.fail(f"over rate: {most} messages in one second against {HOT_RATE:g}/s + {HOT_BURST}")
+
+
 SCENARIOS: dict[str, Callable[[Any, Ledger], None]] = {
     "worker_kill9": worker_kill9,
     "broker_restart": broker_restart,
@@ -630,4 +723,5 @@ SCENARIOS: dict[str, Callable[[Any, Ledger], None]] = {
     "load": load,
     "poison_recipient": poison_recipient,
     "missing_dkim_key": missing_dkim_key,
+    "hot_domain_8_workers": hot_domain_8_workers,
 }
