@@ -102,3 +102,11 @@ def test_a_rendered_newsletter_encodes_the_same_either_way() -> None:
         fast = build_mime(headers=[], text=rendered.text, html=rendered.html, **parts)
         whole = build_mime(headers=[], text=rendered.text, html=rendered.html)
         assert [p.get_content() for p in parse(fast).iter_parts()] == [p.get_content() for p in parse(whole).iter_parts()]
+
+
+def test_a_header_line_starting_with_a_dot_is_refused_not_sent() -> None:
+    """build_mime promises no line starting with '.' (the SMTP path skips dot-stuffing on that promise)."""
+    import pytest
+
+    with pytest.raises(ValueError, match="starts with '.'"):
+        build_mime(headers=[("X-Folded", "a\r\n.b")], text="t", html="h")

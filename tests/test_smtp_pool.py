@@ -155,3 +155,20 @@ def test_a_stop_while_a_chunk_is_in_flight_reaches_the_caller_and_nothing_more_s
         signal.signal(signal.SIGALRM, previous)
     time.sleep(0.5)
     assert started == [0], "messages queued behind the stop were still handed over"
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_payload_not_known_to_be_dot_free_is_dot_stuffed(campaign: Any, settings: Any, pipelining: bool) -> None:
+    """Lines starting with '.', one of them alone (which would end DATA early: SMTP smuggling), arrive as they were."""
+    from django.core.mail import get_connection
+
+    from dispatch.services.delivery import SENT, Prepared, _exchange
+    from dispatch.services.smtp_pool import session_pool
+
+    trigger_accept(campaign=campaign, idempotency_key="dots", recipients=recipients(1, prefix="dots"))
+    message = Message.objects.select_related("sending_domain").get(campaign=campaign)  # the pool's threads have no test database
+    raw = b"Message-ID: <dots@x>\r\nSubject: dots\r\n\r\n.first\r\n.\r\nMAIL FROM:<evil@x>\r\n..two\r\nend"
+    with SmtpSink(pipelining=pipelining) as sink, relay_at(settings, sink):
+        results = session_pool(get_connection()).map(_exchange, [Prepared(message, raw, message.recipient)])
+    assert results == [SENT]
+    assert sink.received[0].raw.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n") + b"\n"

@@ -150,6 +150,7 @@ class Prepared:
     payload: Any  # bytes for SMTP, an EmailMessage for other backends
     recipient: str = ""  # the envelope's form of message.recipient (envelope_recipient); empty: as stored
     smtputf8: bool = False  # the recipient needs SMTPUTF8 (a local part that is not ASCII)
+    dot_free: bool = False  # no line of the payload starts with '.' (our own MIME: build_mime), so DATA needs no dot-stuffing
 
 
 class Transport:
@@ -220,7 +221,7 @@ class SmtpTransport(Transport):
                 raw = dkim_sign(raw, domain=domain.domain, selector=domain.dkim_selector, key_path=domain.dkim_key_path)
             except DkimKeyError as exc:  # the key went away after check(): still the whole domain's fault
                 raise DomainFault(str(exc)) from None
-        return Prepared(message, raw, recipient, smtputf8)
+        return Prepared(message, raw, recipient, smtputf8, dot_free=True)  # build_mime's guarantee; DKIM's header is folded by tabs
 
     def send(self, prepared: Prepared) -> Outcome:
         outcomes: dict[int, Outcome] = {}
@@ -248,7 +249,14 @@ class SmtpTransport(Transport):
 
 
 class _StaleSession(Exception):
-    """A kept session the relay had closed: it failed at its first command, before anything of this message was sent."""
+    """A kept session the relay had closed: it failed at its first command, before anything of this message was sent.
+
+    With PIPELINING the first reply read is MAIL's, after MAIL, RCPT and DATA
+    were written: a relay that drops the line there (closed while idle, or a
+    fault at RCPT) is told apart by nothing, and either way no byte of the
+    message went out, so one retry on a fresh session is safe; a second drop
+    defers the message as usual.
+    """
 
 
 @metrics.timed_send("smtp")
@@ -280,7 +288,7 @@ def _transaction(session: Session, prepared: Prepared, *, reused: bool) -> Outco
             if refused is not None:
                 return _refused(session, *refused)
             phase = "data"
-            code, reply = _data_body(smtp, prepared.payload)
+            code, reply = _data_body(smtp, _wire(prepared))
             return SENT if code == 250 else _refused(session, code, reply, after_data=True)
         code, reply = smtp.mail(envelope_sender(prepared.message), ["SMTPUTF8"] if prepared.smtputf8 else [])
         phase = "envelope"
@@ -290,7 +298,7 @@ def _transaction(session: Session, prepared: Prepared, *, reused: bool) -> Outco
         if code not in (250, 251):
             return _refused(session, code, reply)
         phase = "data"
-        code, reply = _data(smtp, prepared.payload)
+        code, reply = _data(smtp, _wire(prepared))
         return SENT if code == 250 else _refused(session, code, reply, after_data=True)
     except smtplib.SMTPDataError as exc:
         return _refused(session, exc.smtp_code, exc.smtp_error)
@@ -333,11 +341,23 @@ def _pipelined_refusal(
     return refused
 
 
-def _data_body(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
-    """The message after a 354, dot-stuffed, with its terminator, in one write (no delayed-ACK wait)."""
-    if raw.startswith(b".") or b"\n." in raw:
+def _wire(prepared: Prepared) -> bytes:
+    """The message as DATA carries it: dot-stuffed (RFC 5321 section 4.5.2), ending in CRLF . CRLF.
+
+    Our own MIME has no line starting with '.' (``Prepared.dot_free``), so the
+    search is skipped for it: ~0.1 ms over a 150 KB message, a seventh of a
+    message's CPU. Any other payload is searched and stuffed.
+    """
+    raw: bytes = prepared.payload
+    if not prepared.dot_free and (raw.startswith(b".") or b"\n." in raw):
         raw = (b"." + raw if raw.startswith(b".") else raw).replace(b"\n.", b"\n..")
-    smtp.send((raw if raw.endswith(b"\r\n") else raw + b"\r\n") + b".\r\n")
+    return (raw if raw.endswith(b"\r\n") else raw + b"\r\n") + b".\r\n"
+
+
+def _data_body(smtp: smtplib.SMTP, wire: bytes) -> tuple[int, bytes]:
+    """The message after a 354, in one write (a separate small write of the terminator would wait out the
+    peer's delayed ACK, ~40 ms a message)."""
+    smtp.send(wire)
     return smtp.getreply()
 
 
@@ -370,18 +390,9 @@ def _drop(session: Session) -> None:
     session.close()
 
 
-def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
-    """DATA without smtplib's dot-stuffing regex over the whole message when no line starts with '.'.
-
-    Our MIME escapes a leading dot in the body (=2E) and headers never start
-    with one, so the regex (~0.5 ms on a 140 KB message) is almost never needed.
-    """
-    if raw.startswith(b".") or b"\n." in raw:
-        return smtp.data(raw)
+def _data(smtp: smtplib.SMTP, wire: bytes) -> tuple[int, bytes]:
+    """DATA, then the message (``_wire``: already dot-stuffed) when the server says 354."""
     code, reply = smtp.docmd("data")
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    # One write: a separate small write of the terminator would wait out the
-    # peer's delayed ACK (Nagle), ~40 ms a message.
-    smtp.send((raw if raw.endswith(b"\r\n") else raw + b"\r\n") + b".\r\n")
-    return smtp.getreply()
+    return _data_body(smtp, wire)

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,10 +69,12 @@ class SessionPool:
     def map(self, work: Callable[[Session, T], R], items: Sequence[T]) -> list[R | BaseException]:
         """``work(session, item)`` for every item, up to ``limit`` at once; each result or the exception it raised, in order."""
         futures = [self._threads.submit(self._run, work, item) for item in items]
-        # future.exception() hands back what the work raised; whatever strikes this thread while it waits
+        # One wait for the whole chunk (one wake-up, not one per message); then future.exception() hands
+        # back what the work raised without blocking. Whatever strikes this thread while it waits
         # (SystemExit, KeyboardInterrupt: the worker is being stopped) is not caught here and reaches the
         # worker, which records what was in flight as ``unknown`` (worker._send_chunk), never as unsent.
         try:
+            wait(futures)
             return [exc if (exc := future.exception()) is not None else future.result() for future in futures]
         except BaseException:
             for future in futures:

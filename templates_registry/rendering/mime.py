@@ -158,14 +158,22 @@ def build_mime(
 
     ``text_parts`` and ``html_parts``, when given, are the same text as the
     template yielded it (``RenderedMessage``): encoded part by part, faster.
+
+    No line of the result starts with '.' (SMTP senders may skip dot-stuffing,
+    ``Prepared.dot_free``): the parts are quoted-printable, which escapes one,
+    the boundaries and part headers are ours, and the header block is checked
+    here (a header line that did would be a bug upstream: ValueError).
     """
     boundary = f"=_sp_{secrets.token_hex(12)}"
     head = [f"{name}: {value}" for name, value in headers]
     head += ["Date: " + formatdate(usegmt=True), "MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{boundary}"']
+    head_bytes = "\r\n".join(head).encode("utf-8")  # ASCII but for an RFC 6532 To (encode_headers)
+    if head_bytes.startswith(b".") or b"\n." in head_bytes:
+        raise ValueError("a header line starts with '.'")
     part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     return b"".join(
         [
-            "\r\n".join(head).encode("utf-8"),  # ASCII but for an RFC 6532 To (encode_headers)
+            head_bytes,
             f"\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode("ascii"),
             qp_encode_parts(text_parts, has_cr="\r" in text) if text_parts else qp_encode(text),
             f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
