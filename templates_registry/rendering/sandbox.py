@@ -9,6 +9,14 @@ memory or loop counts, so this module adds, per render:
   loop step, call, filter and output chunk;
 * a size cap on every intermediate string or collection (string repetition,
   ``+``, ``~``, filter and method results) and on the streamed output;
+* a memory bound: every operation that can make a big string or list from
+  small inputs (``replace``, ``join``, ``indent``, ``center``, ``wordwrap``,
+  ``urlize``, ``tojson``, ``~``, printing a list, ``str.expandtabs``...) has
+  the size of its result computed before it runs, and is refused when that
+  would pass the value cap or what is left of the render's allocation budget
+  (``ALLOC_FACTOR`` x the output cap, in characters and list slots, summed over
+  everything the render builds). So no template within the limits can make a
+  render hold more than a small multiple of the output cap;
 * a compile-time allow-list of statements: ``if``, ``for`` (not recursive),
   ``set`` (expression form), ``with`` and ``raw``. Macros, call/filter blocks,
   block-``set``, ``autoescape`` and template loading are refused, because they
@@ -47,8 +55,9 @@ from jinja2.lexer import (
     TOKEN_VARIABLE_END,
     TOKEN_WHITESPACE,
 )
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace
+from jinja2.utils import Namespace, pass_eval_context
 from jinja2.visitor import NodeTransformer
 from markupsafe import escape
 
@@ -89,13 +98,21 @@ class Limits:
 class _Budget:
     """What one render may still spend. Lives in a context variable."""
 
-    __slots__ = ("deadline", "iterations", "calls", "limits")
+    __slots__ = ("deadline", "iterations", "calls", "limits", "alloc")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.deadline = time.monotonic() + limits.timeout_ms / 1000
         self.iterations = limits.max_iterations
         self.calls = limits.max_calls
+        self.alloc = ALLOC_FACTOR * limits.max_output_bytes
+
+    def spend(self, units: int, what: str) -> None:
+        """Take ``units`` (characters, or 8 a list slot) from the allocation budget, before allocating them."""
+        self.alloc -= units
+        if self.alloc < 0:
+            total = ALLOC_FACTOR * self.limits.max_output_bytes
+            raise RenderLimitError(f"{what} would take the render past {total} characters of values built")
 
     def step(self) -> None:
         self.iterations -= 1
@@ -114,6 +131,12 @@ class _Budget:
         if time.monotonic() > self.deadline:
             raise RenderLimitError(f"render took longer than {self.limits.timeout_ms} ms")
 
+
+# What one render may build, summed over every value it makes, as a multiple of the output cap.
+ALLOC_FACTOR = 8
+_SLOT = 8  # a list slot is a pointer: charged as 8 characters
+_SPLIT = 16  # splitting text into words or lines: a str object per piece, charged per input character
+_BIG = 4096  # below this, a string is too small to bother measuring exactly
 
 _budget: ContextVar[_Budget | None] = ContextVar("sendplane_render_budget", default=None)
 
@@ -164,6 +187,90 @@ def _check_size(value: Any) -> Any:
     return value
 
 
+def _charged(value: Any, *sources: Any) -> Any:
+    """``_check_size``, then charge a new value (not one of ``sources`` handed back) to the budget."""
+    _check_size(value)
+    budget = _budget.get()
+    if budget is not None and value.__class__ not in _SCALARS and not any(value is s for s in sources):
+        size = _size_of(value)
+        budget.spend(size if isinstance(value, (str, bytes)) else size * _SLOT, "building values")
+    return value
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _spend(units: int, what: str) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.spend(units, what)
+
+
+def _allow(size: int, what: str) -> None:
+    """Refuse ``what`` before it runs when its result (``size`` characters) would pass the value cap."""
+    limit = _limits().max_output_bytes
+    if size > limit:
+        raise RenderLimitError(f"{what} would make a value of more than {limit} characters")
+    _spend(size, what)
+
+
+def _text_len(value: Any, limit: int, depth: int = 0) -> int:
+    """An upper bound on ``len(str(value))``, given up on (returned as is) once it passes ``limit``.
+
+    A list holding the same 1 MB string a thousand times is small in memory and a GB once printed,
+    so containers are walked, every reference counted; the walk stops as soon as the bound passes
+    ``limit``, so it costs at most O(limit) however the value is shared.
+    """
+    if isinstance(value, str):
+        return len(value)
+    return _repr_len(value, limit, depth)
+
+
+def _repr_len(value: Any, limit: int, depth: int) -> int:
+    cls = value.__class__
+    if cls in _SCALARS:
+        return value.bit_length() // 3 + 2 if cls is int else 32
+    if isinstance(value, str):  # repr() escapes: \\, \x00 (4), \U0001f600 (10)
+        n = len(value)
+        return 2 * n + 2 if n > _BIG and value.isprintable() else 10 * n + 2
+    if isinstance(value, (bytes, bytearray)):
+        return 4 * len(value) + 3
+    if depth > 32:
+        return limit + 1
+    if isinstance(value, Namespace):
+        value = object.__getattribute__(value, "_Namespace__attrs")
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = (x for pair in value.items() for x in pair)
+    elif isinstance(value, (list, tuple, set, frozenset)) or type(value).__name__.startswith("dict_"):
+        items = value
+    else:  # generators, range, loop objects, callables: a short repr
+        return 200
+    total = 16
+    for item in items:
+        total += _repr_len(item, limit, depth + 1) + 4
+        if total > limit:
+            break
+    return total
+
+
+def _escaped_len(value: str) -> int:
+    """``len(escape(value))`` for a str: & and quotes grow by 4, < and > by 3."""
+    if len(value) <= _BIG:
+        return 5 * len(value)
+    count = value.count
+    return len(value) + 4 * (count("&") + count('"') + count("'")) + 3 * (count("<") + count(">"))
+
+
+def _text_arg(value: Any, what: str, factor: int = 1) -> None:
+    """A filter is about to turn ``value`` into text (and may grow it ``factor`` times): pay for it first."""
+    if value.__class__ is not str:
+        budget = _budget.get()
+        remaining = budget.alloc if budget is not None else ALLOC_FACTOR * _limits().max_output_bytes
+        _spend(factor * _text_len(value, remaining), what)
+    elif factor > 1 and len(value) > _BIG:
+        _spend(factor * len(value), what)
+
+
 def _check_int_args(args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
     """Width and count arguments (``center(10**9)``, ``ljust``) are capped before the call allocates."""
     limit = _limits().max_output_bytes
@@ -180,8 +287,9 @@ def _guard_iter(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
-def _guard_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+def _guard_filter(func: Callable[..., Any], name: str = "") -> Callable[..., Any]:
     skip = 2 if getattr(func, "jinja_pass_arg", None) is not None else 1  # context/env arg, then the value
+    pre = _FILTER_PRECHECKS.get(name)
 
     @functools.wraps(func)  # keeps jinja_pass_arg, so Jinja still passes the context
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -189,9 +297,162 @@ def _guard_filter(func: Callable[..., Any]) -> Callable[..., Any]:
         budget = _budget.get()
         if budget is not None:
             budget.call()
-        return _check_size(func(*args, **kwargs))
+        if pre is not None and len(args) >= skip:
+            value = pre(args[0] if skip == 2 else None, *args[skip - 1 :], **kwargs)
+            args = (*args[: skip - 1], value, *args[skip:])
+        result = func(*args, **kwargs)
+        if name in _LAZY_FILTERS:
+            return _charged_iter(result)
+        return _charged(result, *args[skip - 1 : skip])
 
     return guarded
+
+
+def _charged_iter(items: Iterable[Any]) -> Iterator[Any]:
+    """``batch`` and ``slice`` yield new lists: each is charged as it is made."""
+    for item in items:
+        _spend((_size_of(item) + 8) * _SLOT, "batching")
+        yield item
+
+
+def _autoescape(passed: Any) -> bool:
+    return bool(getattr(passed, "autoescape", False))
+
+
+def _as_text(value: Any, autoescape: bool, what: str) -> str:
+    """``value`` as the text a filter would see (escaped when autoescaping), paid for before it is made."""
+    if autoescape and not hasattr(value, "__html__"):
+        _text_arg(value, what, 5)
+        return escape(value)
+    _text_arg(value, what)
+    return value if isinstance(value, str) else str(value)
+
+
+def _replace_size(s: str, old: str, new: str, count: int) -> int:
+    hits = s.count(old) if old else len(s) + 1
+    if count >= 0:
+        hits = min(hits, count)
+    return len(s) + hits * (len(new) - len(old))
+
+
+def _pre_replace(passed: Any, s: Any, old: Any = "", new: Any = "", count: Any = None) -> Any:
+    # the same conversions as Jinja's do_replace, paid for first; it redoes them as no-ops
+    if _autoescape(passed):
+        escape_s = hasattr(old, "__html__") or hasattr(new, "__html__") and not hasattr(s, "__html__")
+        s = _as_text(s, escape_s, "replace")
+    else:
+        s = _as_text(s, False, "replace")
+        s = str.__str__(s)
+    markup = hasattr(s, "__html__")
+    old, new = _as_text(old, markup, "replace"), _as_text(new, markup, "replace")
+    _allow(_replace_size(s, old, new, -1 if count is None else int(count)), "replace")
+    return s
+
+
+def _pre_join(passed: Any, value: Any, d: Any = "", attribute: Any = None) -> Any:
+    items = value = list(value)
+    if attribute is not None:  # join maps the attribute again on the list returned
+        from jinja2.filters import make_attrgetter
+
+        getter = make_attrgetter(passed.environment, attribute)
+        items = [getter(item) for item in items]
+    budget = _budget.get()
+    remaining = budget.alloc if budget is not None else ALLOC_FACTOR * _limits().max_output_bytes
+    factor = 5 if _autoescape(passed) else 1
+    size = _text_len(d, remaining) * factor * max(len(items) - 1, 0)
+    for item in items:
+        if size > remaining:
+            break
+        size += factor * _text_len(item, remaining)
+    _allow(size, "join")
+    return value
+
+
+def _pre_indent(passed: Any, s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> Any:
+    s = _as_text(s, False, "indent")
+    w = len(width) if isinstance(width, str) else max(int(width), 0)
+    lines = len(s) + 1 if len(s) <= _BIG else sum(map(s.count, _LINE_BREAKS)) + 1
+    _spend(lines * _SLOT, "indent")
+    _allow(len(s) + 1 + w * (lines + 1), "indent")
+    return s
+
+
+_LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def _pre_center(passed: Any, value: Any, width: Any = 80) -> Any:
+    value = _as_text(value, False, "center")
+    _allow(max(len(value), int(width)), "center")
+    return value
+
+
+def _pre_wordwrap(
+    passed: Any, s: Any, width: Any = 79, break_long_words: Any = True, wrapstring: Any = None, *a: Any, **k: Any
+) -> Any:
+    s = _as_text(s, False, "wordwrap")
+    sep = len(wrapstring) if isinstance(wrapstring, str) else _text_len(wrapstring, 1 << 30) if wrapstring else 1
+    _spend(_SPLIT * len(s) + (len(s) + 1) * sep, "wordwrap")
+    return s
+
+
+def _pre_urlize(
+    passed: Any, value: Any, trim_url_limit: Any = None, nofollow: Any = False, target: Any = None, rel: Any = None,
+    *a: Any, **k: Any,
+) -> Any:
+    text = _as_text(value, False, "urlize")
+    links = sum(map(text.count, ".@:")) if len(text) > _BIG else len(text)
+    per_link = 80 + _text_len(rel or "", 1 << 30) + 5 * _text_len(target or "", 1 << 30)
+    _spend((_SPLIT + 10) * len(text) + links * per_link, "urlize")
+    return value
+
+
+def _pre_text(factor: int, split: bool = False) -> Callable[..., Any]:
+    """Filters that turn their value into text of at most ``factor`` times its size."""
+
+    def pre(passed: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _text_arg(value, "a filter", factor)
+        if split and isinstance(value, str):
+            _spend(_SPLIT * len(value), "splitting text")
+        return value
+
+    return pre
+
+
+def _pre_items_text(passed: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+    """sort, unique, min, max, groupby, dictsort lower-case every item at once (case_sensitive=False)."""
+    if not isinstance(value, (list, tuple, dict, str)):
+        value = list(value)
+    budget = _budget.get()
+    remaining = budget.alloc if budget is not None else ALLOC_FACTOR * _limits().max_output_bytes
+    _spend(_text_len(value, remaining) + _size_of(value) * _SLOT, "sorting")
+    return value
+
+
+def _pre_sum(passed: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+    items = list(iterable)
+    if attribute is None and not isinstance(start, (int, float)) or any(not isinstance(i, (int, float)) for i in items):
+        _allow(_size_of(start) + sum(map(_size_of, items)), "sum")
+        _spend(_SLOT * (_size_of(start) + sum(map(_size_of, items))), "sum")
+    return items
+
+
+_FILTER_PRECHECKS: dict[str, Callable[..., Any]] = {
+    "replace": _pre_replace,
+    "join": _pre_join,
+    "indent": _pre_indent,
+    "center": _pre_center,
+    "wordwrap": _pre_wordwrap,
+    "urlize": _pre_urlize,
+    "sum": _pre_sum,
+    **dict.fromkeys(("sort", "unique", "min", "max", "groupby", "dictsort"), _pre_items_text),
+    **dict.fromkeys(("e", "escape", "xmlattr"), _pre_text(5)),
+    **dict.fromkeys(("string", "lower", "trim", "truncate", "capitalize"), _pre_text(1)),
+    "upper": _pre_text(3),
+    "tojson": _pre_text(12),
+    "urlencode": _pre_text(12),
+    **dict.fromkeys(("title", "striptags", "wordcount"), _pre_text(1, split=True)),
+}
+_LAZY_FILTERS = frozenset({"batch", "slice"})
 
 
 class _GuardTransformer(NodeTransformer):
@@ -212,7 +473,24 @@ class _GuardTransformer(NodeTransformer):
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         node = self.generic_visit(node)
-        return nodes.Filter(node, "_sp_size", [], [], None, None, lineno=node.lineno)
+        pieces = nodes.List(node.nodes, lineno=node.lineno)
+        return nodes.Filter(pieces, "_sp_concat", [], [], None, None, lineno=node.lineno)
+
+
+@pass_eval_context
+def _concat(eval_ctx: Any, pieces: list[Any]) -> str:
+    """``a ~ b ~ c``: Jinja's own join, once the size of the result is known to fit."""
+    budget = _budget.get()
+    remaining = budget.alloc if budget is not None else ALLOC_FACTOR * _limits().max_output_bytes
+    size = 0
+    for piece in pieces:
+        size += _text_len(piece, remaining)
+        if size > remaining:
+            break
+    if eval_ctx.autoescape and any(hasattr(p, "__html__") for p in pieces):
+        size *= 5  # markup_join escapes the other pieces
+    _allow(size, "~")
+    return _check_size((markup_join if eval_ctx.autoescape else str_join)(pieces))
 
 
 def _escape_to_str(value: Any) -> str:
@@ -222,10 +500,21 @@ def _escape_to_str(value: Any) -> str:
     """
     cls = value.__class__
     if cls is str:
+        if len(value) > _BIG:  # 128 values are escaped before the output cap is looked at
+            _allow(_escaped_len(value), "output")
         return _escape_inner(value)
     if cls is int or cls is float:
         return str(value)
+    _text_arg(value, "output", 1 if hasattr(value, "__html__") else 5)
     return str(escape(value))
+
+
+def _to_str(value: Any) -> str:
+    """``str`` for the plain-text output stream, paid for first when the value is not text already."""
+    if isinstance(value, str):
+        return value
+    _text_arg(value, "output")
+    return str(value)
 
 
 class _GuardedCodeGenerator(CodeGenerator):
@@ -238,6 +527,11 @@ class _GuardedCodeGenerator(CodeGenerator):
         # where a plain str is all that is needed.
         if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
             self.write("environment.sp_escape(")
+            if finalize.src is not None:
+                self.write(finalize.src)
+            return
+        if not frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
+            self.write("environment.sp_str(")
             if finalize.src is not None:
                 self.write(finalize.src)
             return
@@ -262,10 +556,12 @@ class SendplaneSandbox(ImmutableSandboxedEnvironment):
             lstrip_blocks=not autoescape,
         )
         self.sp_escape = _escape_to_str
+        self.sp_str = _to_str
         self.globals = {"range": self._range, "dict": dict, "namespace": Namespace}
-        self.filters = {name: _guard_filter(f) for name, f in self.filters.items() if name in _ALLOWED_FILTERS}
+        self.filters = {name: _guard_filter(f, name) for name, f in self.filters.items() if name in _ALLOWED_FILTERS}
         self.filters["_sp_iter"] = _guard_iter
         self.filters["_sp_size"] = _check_size
+        self.filters["_sp_concat"] = _concat
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Context values are JSON, so a dict key wins over a dict method (``item.name``).
@@ -291,20 +587,25 @@ class SendplaneSandbox(ImmutableSandboxedEnvironment):
         return rng
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "%" and isinstance(left, str):
+        if operator == "%" and isinstance(left, (str, bytes, bytearray)):
             raise SecurityError("'%' string formatting is not allowed in templates")
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
             raise RenderLimitError("exponent larger than 64")
         if operator in {"*", "+"}:
             _precheck_growth(operator, left, right)
-        return _check_size(self.binop_table[operator](left, right))
+        return _charged(self.binop_table[operator](left, right), left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         _check_int_args(args, kwargs)
         budget = _budget.get()
         if budget is not None:
             budget.call()
-        return _check_size(super().call(__context, __obj, *args, **kwargs))
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, (str, bytes, bytearray)):
+            pre = _METHOD_PRECHECKS.get(getattr(__obj, "__name__", ""))
+            if pre is not None:
+                args = pre(owner, *args, **kwargs) or args
+        return _charged(super().call(__context, __obj, *args, **kwargs), owner)
 
     def compile_checked(self, source: str) -> Template:
         """Compile ``source`` or raise one-line ``RenderError``; nothing deeper leaks."""
@@ -339,6 +640,60 @@ def _precheck_growth(operator: str, left: Any, right: Any) -> None:
                 raise RenderLimitError("a number grew too large")
     elif _size_of(left) + _size_of(right) > limit:
         raise RenderLimitError(f"concatenation would exceed {limit} characters")
+
+
+def _m_replace(s: Any, old: Any = None, new: Any = None, count: Any = -1, *a: Any, **k: Any) -> None:
+    if isinstance(old, type(s)) and isinstance(new, type(s)) and isinstance(count, int):
+        _allow(_replace_size(s, old, new, count), "replace()")
+
+
+def _m_join(sep: Any, iterable: Any = (), *a: Any, **k: Any) -> tuple[Any, ...]:
+    items = list(iterable)  # str.join needs str items: their length is their size
+    _allow(len(sep) * max(len(items) - 1, 0) + sum(map(_size_of, items)), "join()")
+    return (items,)
+
+
+def _m_pad(s: Any, width: Any = 0, *a: Any, **k: Any) -> None:
+    if isinstance(width, int):
+        _allow(max(len(s), width), "padding")
+
+
+def _m_expandtabs(s: Any, tabsize: Any = 8, *a: Any, **k: Any) -> None:
+    tabsize = k.get("tabsize", tabsize)
+    tab = "\t" if isinstance(s, str) else b"\t"
+    if isinstance(tabsize, int):
+        _allow(len(s) + s.count(tab) * max(tabsize, 0), "expandtabs()")
+
+
+def _m_translate(s: Any, table: Any = None, *a: Any, **k: Any) -> None:
+    widest = 1
+    if isinstance(s, str) and isinstance(table, Mapping):
+        widest = max([_text_len(v, 1 << 30) for v in table.values() if isinstance(v, str)], default=1)
+    _allow(len(s) * max(widest, 1), "translate()")
+
+
+def _m_split(s: Any, *a: Any, **k: Any) -> None:
+    _spend(_SPLIT * len(s), "splitting text")
+
+
+def _m_grow(factor: int) -> Callable[..., None]:
+    def pre(s: Any, *a: Any, **k: Any) -> None:
+        _spend(factor * len(s), "a string method")
+
+    return pre
+
+
+_METHOD_PRECHECKS: dict[str, Callable[..., Any]] = {
+    "replace": _m_replace,
+    "join": _m_join,
+    **dict.fromkeys(("center", "ljust", "rjust", "zfill"), _m_pad),
+    "expandtabs": _m_expandtabs,
+    "translate": _m_translate,
+    **dict.fromkeys(("split", "rsplit", "splitlines"), _m_split),
+    **dict.fromkeys(("upper", "lower", "title", "swapcase", "casefold", "capitalize"), _m_grow(3)),
+    "encode": _m_grow(10),
+    "hex": _m_grow(3),
+}
 
 
 def check_nesting(env: SendplaneSandbox, source: str, max_depth: int) -> None:
