@@ -22,11 +22,32 @@ from deliverability.bounces.smtp_command import smtp_command
 # attachment we would only decode to throw away: the cap bounds memory and time
 # per message whatever a bounce mailbox receives (a 20 MB original costs as much as 2 MB).
 MAX_BYTES = 2 * 1024 * 1024
+# How much of a message the readers examine, whatever a bounce address receives. Every
+# scan below is linear; these caps bound its constant (the reason tables cost about 5 us
+# a character), so a 1 MB body costs what 32 KB does. Measured on the corpus (589 reports):
+# - MAX_TEXT: characters of human-readable text (the text/* parts before the echoed
+#   original; largest in the corpus 18 KB). DSN status parts are read whole (MAX_BYTES).
+# - MAX_DIAGNOSTIC: characters of one Diagnostic-Code (largest 3 KB; an SMTP reply line
+#   is at most 512 octets). A diagnostic taken from the prose is a part of MAX_TEXT.
+# - MAX_RECIPIENTS: recipients taken from one report (largest 5). We send one recipient
+#   per message, so a report on one of ours names one; a hostile one may list thousands.
+MAX_TEXT = 32 * 1024
+MAX_DIAGNOSTIC = 4 * 1024
+MAX_RECIPIENTS = 20
 
-ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+")
+# Address patterns are written so that no scan of the same characters repeats: the
+# domain is matched atomically (it is followed by no alternative worth backtracking for),
+# a standalone ADDRESS starts only where a run of local-part characters starts (an address
+# never starts inside one: "aaaa...@" is read once, not once per "a"), and where a prefix
+# anchors the address (ADDRESS_AFTER) the local part is bounded by RFC 5321's 64 octets.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]"
+_DOMAIN = r"[A-Za-z0-9](?>[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)++"
+ADDRESS = re.compile(rf"(?<!{_LOCAL}){_LOCAL}+@{_DOMAIN}")
+ADDRESS_AFTER = rf"{_LOCAL}{{1,64}}@{_DOMAIN}"
 STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 REPLY = re.compile(r"(?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*\.\d+\.\d+\.)")
-VERP = re.compile(r"bounces\+([0-9a-fA-F]+)@", re.IGNORECASE)
+# The token, with its signature where it has one (dispatch.services.verp signs and checks it).
+VERP = re.compile(r"bounces\+([0-9a-fA-F]+(?:\.[A-Za-z2-7]+)?)@", re.IGNORECASE)
 
 # Where the echoed original message starts: below this no address is a recipient.
 _ORIGINAL_MARKERS = re.compile(
@@ -131,7 +152,9 @@ def _text(part: Message) -> str:
         raw = part.get_payload()
         if isinstance(raw, list):
             # message/* parts hold header blocks (delivery-status, feedback-report): keep the fields
-            return "\n\n".join(_as_string(p) if isinstance(p, Message) else str(p) for p in raw)
+            # of the first ones (a per-message block, then one per recipient; re-serializing is slow)
+            blocks = raw[: 2 * MAX_RECIPIENTS + 1]
+            return "\n\n".join(_as_string(p) if isinstance(p, Message) else str(p) for p in blocks)
         return raw if isinstance(raw, str) else ""
     charset = "utf-8"
     try:
@@ -251,13 +274,17 @@ def _all_text(msg: Message) -> str:
             break
         lost_structure = ctype.startswith("multipart/")  # a multipart without parts: its body is all we have
         if (ctype.startswith("text/") or lost_structure) and not part.is_multipart():
-            texts.append(_html_to_text(_text(part)) if ctype == "text/html" else _text(part))
-    return "\n".join(texts)
+            text = _text(part)  # HTML is cut once reduced to text: its markup outweighs the words
+            texts.append((_html_to_text(text) if ctype == "text/html" else text)[:MAX_TEXT])
+    return "\n".join(texts)[:MAX_TEXT]
 
 
 def _html_to_text(body: str) -> str:
     body = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", body, flags=re.IGNORECASE)
-    body = re.sub(r"<[^>]+>", " ", body)
+    # "<[^>]+>" tried at every "<" of a text with no ">" after it rescans to the end each
+    # time; past the last ">" no tag can match, so the substitution stops there.
+    end = body.rfind(">") + 1
+    body = re.sub(r"<[^>]+>", " ", body[:end]) + body[end:]
     return re.sub(r"&lt;", "<", re.sub(r"&gt;", ">", re.sub(r"&nbsp;|&#160;", " ", body)))
 
 
@@ -272,7 +299,7 @@ def parse_arf(msg: Message) -> ParsedReport | None:
     fields = [(n.strip().lower(), v.strip()) for n, _, v in (line.partition(":") for line in text.splitlines()) if n.strip()]
     feedback_type = next((v.lower() for n, v in fields if n == "feedback-type"), "abuse")
     recipients = [_address(v) for n, v in fields if n in ("original-rcpt-to", "removal-recipient")]
-    recipients = [r for r in recipients if r]
+    recipients = [r for r in recipients if r][:MAX_RECIPIENTS]
     if not recipients:
         # RFC 5965 makes Original-Rcpt-To optional: the echoed message's To is the complainer.
         for part in _parts(msg):
@@ -305,7 +332,9 @@ def parse_provider_complaint(msg: Message) -> ParsedReport | None:
 
 _SES_TYPE = re.compile(r'"notificationType"\s*:\s*"(\w+)"')
 _SES_BOUNCED = re.compile(r'\{\s*"emailAddress"\s*:\s*"([^"]+)"([^{}]*)\}')
-_SES_DELIVERED = re.compile(r'"delivery"\s*:\s*\{[^{}]*?"recipients"\s*:\s*\[([^\]]*)\][^{}]*?(?:"smtpResponse"\s*:\s*"([^"]*)")?')
+# The recipients array stays inside the delivery object (no brace): unbounded, every
+# '"delivery":{"recipients":[' of a body without "]" rescanned the rest of it.
+_SES_DELIVERED = re.compile(r'"delivery"\s*:\s*\{[^{}]*?"recipients"\s*:\s*\[([^\]{}]*)\][^{}]*?(?:"smtpResponse"\s*:\s*"([^"]*)")?')
 
 
 def parse_ses_notification(msg: Message) -> ParsedReport | None:
@@ -320,7 +349,7 @@ def parse_ses_notification(msg: Message) -> ParsedReport | None:
     if notification == "complaint":
         feedback = re.search(r'"complaintFeedbackType"\s*:\s*"([^"]+)"', body)
         complained = body[body.find('"complainedRecipients"'):]
-        rcpts = [m.group(1).lower() for m in _SES_BOUNCED.finditer(complained.split("]", 1)[0])]
+        rcpts = [m.group(1).lower() for m in _SES_BOUNCED.finditer(complained.split("]", 1)[0])][:MAX_RECIPIENTS]
         return ParsedReport(
             fmt="arf", feedback_type=feedback.group(1) if feedback else "abuse", recipients=[RecipientStatus(r) for r in rcpts]
         )
@@ -330,17 +359,20 @@ def parse_ses_notification(msg: Message) -> ParsedReport | None:
             return None
         response = re.search(r'"smtpResponse"\s*:\s*"([^"]*)"', body)
         reply = response.group(1) if response else ""
-        rcpts = [a.lower() for a in re.findall(r'"([^"]+@[^"]+)"', match.group(1))]
+        # Atomic: however the quoted string is split at an "@", it ends at the same quote.
+        rcpts = [a.lower() for a in re.findall(r'"((?>[^"]+@[^"]+))"', match.group(1))][:MAX_RECIPIENTS]
         delivered = [
             RecipientStatus(r, action="delivered", status=status_in(reply), smtp_reply=reply_in(reply), diagnostic=reply) for r in rcpts
         ]
         return ParsedReport(fmt="dsn", recipients=delivered)
     bounced = body[body.find('"bouncedRecipients"'):]
     permanent = '"bounceType":"Permanent"' in body.replace(" ", "")
-    recipients = []
+    recipients: list[RecipientStatus] = []
     for match in _SES_BOUNCED.finditer(bounced.split("]", 1)[0]):
+        if len(recipients) == MAX_RECIPIENTS:
+            break
         fields = dict(re.findall(r'"(\w+)"\s*:\s*"([^"]*)"', match.group(2)))
-        diagnostic = re.sub(r"^\s*smtp;\s*", "", fields.get("diagnosticCode", ""), flags=re.IGNORECASE)
+        diagnostic = re.sub(r"^\s*smtp;\s*", "", fields.get("diagnosticCode", ""), flags=re.IGNORECASE)[:MAX_DIAGNOSTIC]
         recipients.append(
             RecipientStatus(
                 match.group(1).lower(),
@@ -367,7 +399,9 @@ def parse_dsn(msg: Message) -> ParsedReport | None:
         address = _address(block.get("final-recipient", "")) or _address(block.get("original-recipient", ""))
         if not address:
             continue
-        diagnostic_type, diagnostic = _split_diagnostic(block.get("diagnostic-code", ""))
+        if len(recipients) == MAX_RECIPIENTS:
+            break
+        diagnostic_type, diagnostic = _split_diagnostic(block.get("diagnostic-code", "")[:MAX_DIAGNOSTIC])
         status = status_in(block.get("status", ""))
         recipients.append(
             RecipientStatus(
@@ -417,8 +451,9 @@ def _fill_commands(recipients: list[RecipientStatus], human: str) -> None:
     (in reply to end of DATA command)") does, next to the recipient it concerns.
     """
     addresses = [r.recipient for r in recipients]
+    sections = _sections(human, addresses)
     for rcpt in recipients:
-        section = _section(human, rcpt.recipient, addresses)
+        section = sections[rcpt.recipient]
         rcpt.command = rcpt.command or smtp_command(rcpt.diagnostic) or smtp_command(section)
         if not rcpt.diagnostic:
             # A DSN without Diagnostic-Code: the prose above it says why, in the recipient's paragraph.
@@ -430,17 +465,27 @@ def _paragraph(text: str, address: str) -> str:
     return next((p for p in re.split(r"\n\s*\n", text) if address in p.lower()), "")
 
 
-def _section(text: str, address: str, addresses: list[str]) -> str:
-    """The lines about one recipient: from its first mention to the first mention of another recipient."""
-    if len(set(addresses)) <= 1:
-        return text
+def _sections(text: str, addresses: list[str]) -> dict[str, str]:
+    """The lines about each recipient: from its first mention to the first mention of another recipient ("": none).
+
+    Which addresses each line mentions is worked out once for all of them: one
+    pass per address, not one per pair of addresses and line.
+    """
+    distinct = list(dict.fromkeys(addresses))
+    if len(distinct) <= 1:
+        return dict.fromkeys(distinct, text)
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if address in line.lower()), None)
-    if start is None:
-        return ""
-    others = [a for a in addresses if a != address]
-    end = next((i for i in range(start + 1, len(lines)) if any(a in lines[i].lower() for a in others)), len(lines))
-    return "\n".join(lines[start:end])
+    lowered = [line.lower() for line in lines]
+    mentions = [[a for a in distinct if a in line] for line in lowered]
+    sections: dict[str, str] = {}
+    for address in distinct:
+        start = next((i for i, named in enumerate(mentions) if address in named), None)
+        if start is None:
+            sections[address] = ""
+            continue
+        end = next((i for i in range(start + 1, len(lines)) if any(a != address for a in mentions[i])), len(lines))
+        sections[address] = "\n".join(lines[start:end])
+    return sections
 
 
 # ---------------------------------------------------------------- auto-replies (RFC 3834)
@@ -476,11 +521,12 @@ _BOUNCE_HINT = re.compile(
 # A line that starts with one recipient: alone (Exim, Courier), quoted (GMX), "addr: reason"
 # (qmail, OpenSMTPD), "addr on <date>" (Exchange), or Sendmail's "550 <addr>... reason".
 _RECIPIENT_LINE = re.compile(
-    r"^\s*(?:recipient:?|rcpt to:|address:|(?:<<< )?[45]\d\d)?\s*[\"'<]?(" + ADDRESS.pattern + r")(?![\w.-]*\w)[\"'>]?(?:[\s:,.(\[]|$)",
+    r"^\s*+(?:recipient:?|rcpt to:|address:|(?:<<< )?[45]\d\d)?\s*+[\"'<]?(" + _LOCAL + "+@" + _DOMAIN + r")"
+    r"(?![\w.-]*\w)[\"'>]?(?:[\s:,.(\[]|$)",
     re.IGNORECASE,
 )
 _RECIPIENT_IN_PROSE = re.compile(
-    r"(?:rcpt to:?|recipient:?|to:|<|address:?|delivery to|message to|mail to|sent to|for)\s*<?(" + ADDRESS.pattern + r")>?",
+    r"(?:rcpt to:?|recipient:?|to:|<|address:?|delivery to|message to|mail to|sent to|for)\s*+<?(" + ADDRESS_AFTER + r")>?",
     re.IGNORECASE,
 )
 
@@ -503,16 +549,23 @@ def parse_text_bounce(msg: Message) -> ParsedReport | None:
     )
     if not found:
         return ParsedReport(fmt="text", summary=text) if is_bounce_sender else None
-    addresses = [a for _, a in found]
-    recipients = [_text_recipient(address, _section(text, address, addresses) or text) for address in addresses]
+    addresses = [a for _, a in found[:MAX_RECIPIENTS]]
+    sections = _sections(text, addresses)
+    recipients = [_text_recipient(address, sections[address] or text) for address in addresses]
     _fill_commands(recipients, text)
     return ParsedReport(fmt="text", recipients=recipients, summary=" ".join(text.split()))
 
 
 def _failed_recipients_header(msg: Message, lines: list[str]) -> list[tuple[int, str]]:
     """Exim and Gmail name the failed recipients in a header: the most reliable source."""
-    failed = dict.fromkeys(a for a in (_address(v) for v in _header(msg, "X-Failed-Recipients").split(",")) if a)
-    return sorted((next((i for i, line in enumerate(lines) if a in line.lower()), 0), a) for a in failed)
+    named = (a for a in (_address(v) for v in _header(msg, "X-Failed-Recipients").split(",")) if a)
+    failed: dict[str, None] = {}
+    for address in named:
+        failed.setdefault(address)
+        if len(failed) == MAX_RECIPIENTS:
+            break
+    lowered = [line.lower() for line in lines]
+    return sorted((next((i for i, line in enumerate(lowered) if a in line), 0), a) for a in failed)
 
 
 def _recipient_lines(lines: list[str], own: set[str]) -> list[tuple[int, str]]:

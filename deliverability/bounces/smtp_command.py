@@ -9,6 +9,7 @@ the last command mentioned is the one that failed (transcripts run in order).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -39,8 +40,12 @@ _EXPLICIT: Final = re.compile(
 _BARE: Final = re.compile(r"\b(?P<a>RCPT TO|MAIL FROM|DATA|EHLO|HELO)\b")
 
 
+@functools.lru_cache(maxsize=32)
 def smtp_command(text: str) -> str:
-    """The failing command ("RCPT", "DATA", ...), or "" when the text does not say."""
+    """The failing command ("RCPT", "DATA", ...), or "" when the text does not say.
+
+    Cached: recipients of one report often share their text (the whole prose).
+    """
     for pattern in (_EXPLICIT, _BARE):
         last = ""
         for match in pattern.finditer(text or ""):

@@ -17,6 +17,7 @@ reasons themselves, so a new provider phrasing is a one-line change here.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -147,7 +148,7 @@ _TEXT_TABLE: Final[tuple[tuple[str, str], ...]] = (
     (Reason.MAILBOX_FULL, r"mailbox (is )?full|over ?quota|quota (exceeded|full)|exceeded (the|storage|their)?.{0,20}(quota|storage)|insufficient (disk )?space|mailbox.{0,30}(exceed|size limit)|mail ?box (size )?limit|user.{0,10}is over|out of storage|storage space|disk quota|full mailbox|mailfolder is full|account is full|is full|not enough (storage|space)"),
     (Reason.TOO_BIG, r"line limit exceeded|message (size|is too (big|large)|too (big|large))|too large|exceeds? (the )?(maximum|max)?.{0,20}size|size limit"),
     (Reason.VIRUS_DETECTED, r"virus|malware|infected"),
-    (Reason.SPAM_DETECTED, r"\bspam\b|junk mail|blacklisted content|content (was )?rejected|message content|bulk mail|unsolicited|spamhaus.*dbl|considered as spam|message has been blocked|likely (to be )?spam"),
+    (Reason.SPAM_DETECTED, r"\bspam\b|junk mail|blacklisted content|content (was )?rejected|message content|bulk mail|unsolicited|spamhaus.{0,100}dbl|considered as spam|message has been blocked|likely (to be )?spam"),
     (Reason.SUSPENDED, r"suspended|disabled|deactivated|inactive|account (has been |is )?(locked|closed|expired|frozen)|mailbox (is )?(disabled|inactive|unavailable due)|not active|temporarily (disabled|unavailable)|is no longer active"),
     (Reason.HAS_MOVED, r"has moved|address changed|no longer (at|with)|moved to"),
     (Reason.NOT_ACCEPT, r"null mx|indicated no smtp service|not accepting (any )?(network )?(messages|mail)"),
@@ -262,8 +263,13 @@ def reason_from_status(status: str) -> str:
     return STATUS_REASONS.get("X." + status.split(".", 1)[1], "")
 
 
+@functools.lru_cache(maxsize=32)
 def reason_from_text(text: str) -> str:
-    """The first reason whose provider phrasing appears in the diagnostic text, or ""."""
+    """The first reason whose provider phrasing appears in the diagnostic text, or "".
+
+    Cached: recipients of one report often share their text (the whole prose when
+    only it names them), and the tables cost about 5 us a character.
+    """
     if not text:
         return ""
     for reason, pattern in TEXT_REASONS:
@@ -290,6 +296,38 @@ def unknown_after_data(text: str) -> bool:
 def answers_for_a_filter(text: str) -> bool:
     """Whether an unknown-user answer is worded the way recipient-side filters word it."""
     return bool(_FILTER_VOICE.search(text or ""))
+
+
+# Refusals of our message's form, not of the recipient (issue 15, class 7): RFC 3463's
+# X.5.x (protocol: syntax, line length, parameters) and X.6.x (media: encoding,
+# conversion, non-ASCII addresses), except X.6.0, which content filters use for spam
+# verdicts (kept as CONTENT: evidence about our reputation); RFC 5321's 500-504
+# (syntax, sequence) when no enhanced code says otherwise; and a size refusal of the
+# system's own limit (X.3.4, not a mailbox's X.2.3). Such a reply is recorded as
+# EventType.UNKNOWN (its kind soft: never hard): never the recipient's bounce, never counted
+# against the recipient or the domain, never suppressing.
+_OWN_FORM_TEXT: Final = re.compile(
+    r"line (is )?too long|line length|line limit exceeded|too long line|syntax error|command unrecognized|unrecognized command|bad sequence|8-?bit|non-ascii|header (is )?(too long|malformed)|malformed (header|message)",
+    re.IGNORECASE,
+)
+
+
+def own_form_reason(code: int | None, status: str, text: str) -> str:
+    """The reason a reply refuses our message's form or our session (not the recipient), else ""."""
+    key = status_key(status)
+    if key == "X.5.0" and not _OWN_FORM_TEXT.search(text or ""):
+        return ""  # "other protocol status": some servers answer an unknown user with it
+    if key.startswith("X.5."):
+        return Reason.SYNTAX_ERROR if not _OWN_FORM_TEXT.search(text or "") else Reason.NOT_COMPLIANT
+    if key.startswith("X.6.") and key != "X.6.0":
+        return Reason.NOT_COMPLIANT
+    if key == "X.3.4" or (not key and reason_from_text(text) == Reason.TOO_BIG):
+        return Reason.TOO_BIG
+    if key or reason_from_text(text) in HARD_REASONS:
+        return ""
+    if _OWN_FORM_TEXT.search(text or ""):
+        return Reason.NOT_COMPLIANT
+    return Reason.SYNTAX_ERROR if code is not None and 500 <= code <= 504 else ""
 
 
 # Reasons that are never transient whatever the reply said: an address that does not
