@@ -12,6 +12,7 @@ into the links, images and template-visible strings every check reads.
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from templates_registry.rendering import RenderedMessage
+from templates_registry.rendering import RenderedMessage, RenderError
 
 # Gmail cuts the message off behind a "[Message clipped]" link past 102 KB of
 # HTML, hiding the footer and with it the unsubscribe link. Measured in UTF-8
@@ -139,12 +140,14 @@ class _Document:
     links: list[_Link] = field(default_factory=list)
     images: list[_Image] = field(default_factory=list)
     strings: list[str] = field(default_factory=list)  # text and attribute values outside <style>/<script>
+    active: list[str] = field(default_factory=list)  # active content found, one short description each
 
 
 def run_checks(message: RenderedMessage, *, text_was_given: bool) -> list[CheckResult]:
     """Every check, in a stable order, for one rendered message (rendered with the version's sample values)."""
     doc = _parse(message.html)
     return [
+        _active_content(doc),
         _html_size(message.html),
         _plain_text_part(message.text, text_was_given=text_was_given),
         _unsubscribe_link(doc.links),
@@ -171,12 +174,15 @@ class _Collector(HTMLParser):
         self._link: tuple[str, list[str]] | None = None  # the open <a>: href, text pieces
         self._run: list[str] = []  # adjacent data pieces ("<" arrives apart from "%x%>")
         self._raw = False  # inside <style>/<script>
+        self._style = False  # inside <style>: its CSS is read for active content
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._flush()
         attributes = {name: value or "" for name, value in attrs}
         self.doc.strings.extend(value for name, value in attributes.items() if name != "style")
+        self.doc.active.extend(tag_problems(tag, attrs))
         self._raw = tag in _RAW_TEXT
+        self._style = tag == "style"
         if tag == "a":
             self._open_link(attributes)
         if tag == "area" and "href" in attributes:  # an image-map link: void, no text
@@ -191,7 +197,7 @@ class _Collector(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self._flush()
-        self._raw = False
+        self._raw = self._style = False
         if tag == "a":
             self._close_link()
 
@@ -202,6 +208,8 @@ class _Collector(HTMLParser):
             self._link = None
 
     def handle_data(self, data: str) -> None:
+        if self._style:
+            self.doc.active.extend(_css_problems(data, "<style>"))
         if self._raw:
             return
         self._run.append(data)
@@ -440,6 +448,279 @@ def _leftovers(parts: Iterable[tuple[str, str]]) -> list[str]:
         for match in _LEFTOVER.finditer(value):
             found.setdefault(_quoted(match.group()), where)
     return [f"{snippet} in the {where}" for snippet, where in found.items()]
+
+
+# --- active content (issue 15) -----------------------------------------------
+#
+# Mail clients that run scripts are few, but webmail that fails to strip one is
+# a stored XSS on the mailbox's origin, and forms, frames and javascript: links
+# are the phishing kit. So a version is refused at approval when its sample
+# render holds any of it, and every recipient's render is checked again before
+# it is accepted (trigger) and before it is sent (worker): values arrive per
+# recipient, and a branch the sample values did not take was never checked.
+#
+# Rules (the same at approval and per recipient, tag_problems/_attribute_problem):
+# - elements that run or embed code, submit data or re-point URLs: _ACTIVE_TAGS;
+#   <meta http-equiv=refresh> (a redirect; other http-equiv values are inert);
+# - any on* attribute (event handler), whatever its value;
+# - a URL attribute (_URL_ATTRIBUTES; each candidate of _URL_LIST_ATTRIBUTES) or a
+#   CSS url()/@import (style attribute, <style>) whose scheme is not in
+#   _SAFE_URL_SCHEMES, read as a browser reads it: entities decoded, leading
+#   spaces and control characters stripped, tab and newline removed, case folded.
+#   No scheme (relative, #anchor) is not active content (link_scheme reports
+#   relative links);
+# - CSS that runs code in old engines: expression(), behavior:, -moz-binding.
+
+# cid: images attached to the message itself; sms:, data:, javascript:, vbscript:,
+# file: and anything else are refused (data: is an inline document or script,
+# and Gmail and Outlook block data: images anyway).
+_SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto", "tel", "cid"})
+_ACTIVE_TAGS = frozenset(
+    "script iframe frame frameset object embed applet form base portal noembed "
+    "animate set".split()  # SVG animate/set can rewrite an href to javascript: after sanitizing
+)
+_URL_ATTRIBUTES = frozenset(
+    "href xlink:href src action formaction background poster lowsrc dynsrc data codebase "
+    "cite longdesc manifest icon profile classid".split()
+)
+_URL_LIST_ATTRIBUTES = frozenset({"srcset", "imagesrcset", "ping", "archive"})  # several URLs in one value
+_SCHEME_PREFIX = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.S)
+_CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})[ \t\n]?|\\(.)", re.S)
+_CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)|'([^']*)|([^)]*))|@import\s*(?:\"([^\"]*)|'([^']*))", re.I)
+_CSS_ACTIVE = re.compile(r"expression\s*\(|behavior\s*:|-moz-binding", re.I)
+
+
+def _active_content(doc: _Document) -> CheckResult:
+    # Blocking: see the rules above.
+    if doc.active:
+        found = list(dict.fromkeys(doc.active))
+        return CheckResult("active_content", False, True, f"active content is not allowed in email: {_listed(found)}")
+    return CheckResult("active_content", True, True, "no scripts, event handlers, frames, forms or unsafe URL schemes")
+
+
+def tag_problems(tag: str, attrs: Iterable[tuple[str, str | None]]) -> list[str]:
+    """What is active in one start tag (``tag`` and attribute names lower case, values with entities decoded)."""
+    problems = [f"<{_shown(tag)}>"] if tag in _ACTIVE_TAGS else []
+    for name, value in attrs:
+        problem = _attribute_problem(tag, name, value or "")
+        if problem:
+            problems.append(problem)
+    if tag == "meta" and any(n == "http-equiv" and (v or "").strip().lower() == "refresh" for n, v in attrs):
+        problems.append("<meta http-equiv=refresh>")
+    return problems
+
+
+def _attribute_problem(tag: str, name: str, value: str) -> str | None:
+    if name.startswith("on") and len(name) > 2:
+        return f"{_shown(name)} handler on <{_shown(tag)}>"
+    if name in _URL_ATTRIBUTES:
+        scheme = _unsafe_scheme(value)
+        return f"{scheme}: in <{_shown(tag)} {name}>" if scheme else None
+    if name in _URL_LIST_ATTRIBUTES:
+        scheme = next(filter(None, map(_unsafe_scheme, re.split(r"[,\s]+", value))), None)
+        return f"{scheme}: in <{_shown(tag)} {name}>" if scheme else None
+    if name == "style":
+        return next(iter(_css_problems(value, f"<{_shown(tag)} style>")), None)
+    return None
+
+
+def _unsafe_scheme(url: str) -> str | None:
+    """The scheme a browser would use for ``url`` (entities already decoded), when it is not allowed."""
+    match = _SCHEME_PREFIX.match(_clean_url(url))
+    if match is None or match.group(1).lower() in _SAFE_URL_SCHEMES:
+        return None
+    return _shown(match.group(1).lower())
+
+
+def _css_problems(css: str, where: str) -> list[str]:
+    css = _CSS_ESCAPE.sub(_css_unescape, _CSS_COMMENT.sub("", css))
+    problems = [f"{_shown(m.group().rstrip('( :'))} in {where}" for m in _CSS_ACTIVE.finditer(css)]
+    for match in _CSS_URL.finditer(css):
+        scheme = _unsafe_scheme(next(g for g in match.groups() if g is not None))
+        if scheme:
+            problems.append(f"{scheme}: in {where} url()")
+    return problems
+
+
+def _css_unescape(match: re.Match[str]) -> str:
+    if match.group(2) is not None:
+        return match.group(2)
+    code = int(match.group(1), 16)
+    return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+
+
+# Per recipient: the rendered HTML arrives as the chunks the template yielded
+# (RenderedMessage.html_parts): the template's constant text, the same string
+# objects for every recipient, and the values between them. Parsing the whole
+# document per message costs ~4 ms (50 KB newsletter); so each chunk is read
+# once per process for the state it starts in (outside a tag, inside one,
+# inside a quoted or unquoted attribute value) and the verdict cached: per
+# message only the values are new, and a value without markup characters
+# needs no parse at all. The one thing read per message is an attribute value
+# that spans chunks ("<a href=\"" + value + "\">"): it is checked as a whole.
+
+_OUT, _TAG, _DQ, _SQ, _UQ = range(5)  # where a chunk starts: the states that matter between chunks
+_UNQUOTED_END = re.compile(r"[\s>]")
+# The attributes of an unfinished start tag (the end of a chunk): name, then a
+# closed value, an open one (the chunk ends inside it), or none.
+_TAIL_ATTRIBUTE = re.compile(
+    r"([^\s\"'>/=][^\s\"'>/=]*)(?:\s*=\s*(?:\"([^\"]*)(\"?)|'([^']*)('?)|([^\s\"'>]+)(\Z)?|(\Z)))?"
+)
+_STAND_IN = "<element "  # opened before a chunk that starts inside a start tag whose name an earlier chunk had
+_PENDING_LIMIT = 4096  # an attribute value longer than this is judged by its start (a scheme is at the start)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """What one chunk does, read from a given start state."""
+
+    problem: str | None
+    closes_at: int  # started inside an attribute value: where it ends in the chunk (-1: it does not)
+    state: int  # the state at the chunk's end
+    tag: str = ""  # the element whose start tag is open at the end, if any
+    attribute: str = ""  # the attribute whose value is open at the end, if any
+    partial: str = ""  # that value so far (entities not yet decoded)
+
+
+_chunks: list[dict[str, _Chunk]] = [{} for _ in range(5)]  # by start state, then chunk
+_CHUNKS_LIMIT = 50_000
+
+
+def refuse_active_content(message: RenderedMessage) -> RenderedMessage:
+    """``message`` unchanged, or RenderError naming the active content (the per-recipient check)."""
+    problem = active_content_problem(message)
+    if problem is not None:
+        raise RenderError(f"active content is not allowed in email: {problem}", field="mjml_body")
+    return message
+
+
+def active_content_problem(message: RenderedMessage) -> str | None:
+    """The first active content in a rendered message, or None. Reads html_parts when the render gave them.
+
+    The loop is the per-recipient hot path (~130 chunks a newsletter): chunks that
+    cannot change anything are passed over without a call or an allocation.
+    """
+    state, tag, attribute, pending = _OUT, "", "", ""
+    for chunk in message.html_parts or (message.html,):
+        if state == _OUT:
+            if "<" not in chunk:  # text: most values, and constants between values
+                continue
+        elif state != _TAG:  # inside an attribute value: find where it ends
+            closes_at = _value_end(state, chunk)
+            if attribute and len(pending) < _PENDING_LIMIT:
+                pending += chunk if closes_at < 0 else chunk[:closes_at]
+            if closes_at < 0:
+                continue
+            problem = attribute and _pending_problem(tag, attribute, pending)
+            if problem:
+                return problem
+        facts = _read_chunk(state, chunk)
+        if facts.problem:
+            return facts.problem
+        if facts.state != _TAG or facts.tag:  # a chunk read from inside a tag does not know the tag's name
+            tag = facts.tag
+        state, attribute, pending = facts.state, facts.attribute, facts.partial
+    if state not in (_OUT, _TAG) and attribute:
+        return _pending_problem(tag, attribute, pending)
+    return None
+
+
+def _value_end(state: int, chunk: str) -> int:
+    """Where an attribute value open at the chunk's start ends in it (-1: it goes on)."""
+    if state == _UQ:
+        end = _UNQUOTED_END.search(chunk)
+        return end.start() if end else -1
+    return chunk.find('"' if state == _DQ else "'")
+
+
+def _pending_problem(tag: str, attribute: str, raw_value: str) -> str | None:
+    if attribute in _URL_ATTRIBUTES and raw_value.startswith(("https://", "http://")):
+        return None  # the common case, decided without decoding
+    return _attribute_problem(tag or "element", attribute, html_lib.unescape(raw_value[:_PENDING_LIMIT]))
+
+
+def _read_chunk(state: int, chunk: str) -> _Chunk:
+    cache = _chunks[state]
+    facts = cache.get(chunk)
+    if facts is None:
+        facts = _chunk_facts(state, chunk)
+        if len(cache) >= _CHUNKS_LIMIT:
+            cache.clear()
+        cache[chunk] = facts
+    return facts
+
+
+def _chunk_facts(state: int, chunk: str) -> _Chunk:
+    closes_at = -1
+    if state in (_DQ, _SQ, _UQ):
+        closes_at = _value_end(state, chunk)
+        if closes_at < 0:
+            return _Chunk(None, -1, state)
+        chunk = chunk[closes_at + (state != _UQ) :]
+        state = _TAG
+    scanner = _ActiveScanner()
+    scanner.feed((_STAND_IN if state == _TAG else "") + chunk)  # inside a tag: read on as if one had opened
+    tail_state, tag, attribute, partial, tail_problems = _tail(scanner.rawdata)
+    problems = scanner.problems + tail_problems
+    if attribute not in _URL_ATTRIBUTES and attribute not in _URL_LIST_ATTRIBUTES and attribute != "style":
+        attribute = partial = ""  # a value the per-message loop need not collect (on* was refused already)
+    return _Chunk(problems[0] if problems else None, closes_at, tail_state, tag, attribute, partial)
+
+
+def _tail(rest: str) -> tuple[int, str, str, str, list[str]]:
+    """The state after an unfinished construct the parser kept back, and what is active in it so far."""
+    if not re.match(r"<[a-zA-Z]", rest):
+        return _OUT, "", "", "", []  # text, or an unfinished comment or end tag: nothing a value could make active
+    name_end = re.match(r"<([^\s/>]*)", rest)
+    tag = name_end.group(1).lower() if name_end else ""
+    named = "" if rest.startswith(_STAND_IN) else tag  # the stand-in does not name the element
+    problems = [f"<{_shown(tag)}>"] if tag in _ACTIVE_TAGS else []
+    for match in _TAIL_ATTRIBUTE.finditer(rest, name_end.end() if name_end else 1):
+        name = match.group(1).lower()
+        dq, dq_end, sq, sq_end, unquoted, unquoted_end, bare_end = match.group(2, 3, 4, 5, 6, 7, 8)
+        if dq is not None and not dq_end:
+            return _DQ, named, name, dq, problems + _open_problems(tag, name)
+        if sq is not None and not sq_end:
+            return _SQ, named, name, sq, problems + _open_problems(tag, name)
+        if unquoted_end is not None or bare_end is not None:
+            return _UQ, named, name, unquoted or "", problems + _open_problems(tag, name)
+        value = next((v for v in (dq, sq, unquoted) if v is not None), "")
+        problem = _attribute_problem(tag, name, html_lib.unescape(value))
+        if problem:
+            problems.append(problem)
+    return _TAG, named, "", "", problems
+
+
+def _open_problems(tag: str, name: str) -> list[str]:
+    """An attribute whose value a later chunk fills: an event handler is refused whatever the value."""
+    problem = _attribute_problem(tag, name, "")
+    return [problem] if problem else []
+
+
+class _ActiveScanner(HTMLParser):
+    """Active content in complete tags and <style> blocks; what it keeps back unfinished is read by _tail."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.problems: list[str] = []
+        self._style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.problems.extend(tag_problems(tag, attrs))
+        self._style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._style:
+            self.problems.extend(_css_problems(data, "<style>"))
+
+    def parse_html_declaration(self, i: int) -> int:
+        if self.rawdata.startswith("<![", i):  # as _Collector: "<![" is a bogus comment
+            return self.parse_bogus_comment(i)
+        return super().parse_html_declaration(i)
 
 
 # --- helpers ----------------------------------------------------------------

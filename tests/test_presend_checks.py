@@ -13,6 +13,7 @@ from templates_registry.examples import EXAMPLES, example_variables
 from templates_registry.rendering import RenderedMessage, VersionContent, compile_version
 
 CHECK_NAMES = [
+    "active_content",
     "html_size",
     "plain_text_part",
     "unsubscribe_link",

@@ -26,6 +26,7 @@ from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
 from dispatch.services.smtp_pool import Session, session_pool
 from dispatch.services.unsubscribe import unsubscribe_urls
+from templates_registry.checks import refuse_active_content
 from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
 from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
 
@@ -105,7 +106,7 @@ def render_message(message: Message) -> RenderedMessage:
         if len(_compiled_by_version) >= 256:
             _compiled_by_version.clear()
         _compiled_by_version[message.version_id] = compiled
-    return compiled.render(message.context)
+    return refuse_active_content(compiled.render(message.context))  # per recipient (issue 15): a value may be a javascript: URL
 
 
 _compiled_by_version: dict[int, CompiledVersion] = {}

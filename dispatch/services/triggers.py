@@ -20,6 +20,7 @@ from deliverability.providers import provider_of
 from deliverability.selectors import suppressed_among
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
 from dispatch.services.hints import publish_send_batches
+from templates_registry.checks import refuse_active_content
 from templates_registry.models import Variant, VariantVersion
 from templates_registry.rendering import CompiledVersion, RenderError, compile_version
 from templates_registry.selectors import version_latest_approved
@@ -159,9 +160,27 @@ def _address(value: Any) -> tuple[str, str | None]:
     if json_problem(value):
         return "", "address must not contain NUL or surrogate characters"
     try:
-        return validate_email(value, check_deliverability=False).normalized, None
+        checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         return "", f"invalid address: {exc}"
+    return checked.normalized, _length_problem(checked.local_part, checked.normalized)
+
+
+# RFC 5321 4.5.3.1.1: a local part is at most 64 octets; 4.5.3.1.3: a path at most 256, so an address 254 without
+# its angle brackets. email-validator checks the whole only; a server refuses a longer local part with a 5xx that
+# reads as the recipient's bounce. Octets of UTF-8: that is what goes out over SMTPUTF8.
+_LOCAL_PART_OCTETS = 64
+_ADDRESS_OCTETS = 254
+
+
+def _length_problem(local_part: str, address: str) -> str | None:
+    local = len(local_part.encode("utf-8"))
+    if local > _LOCAL_PART_OCTETS:
+        return f"invalid address: the part before the @-sign is {local} octets, at most {_LOCAL_PART_OCTETS} (RFC 5321)"
+    total = len(address.encode("utf-8"))
+    if total > _ADDRESS_OCTETS:
+        return f"invalid address: it is {total} octets, at most {_ADDRESS_OCTETS} (RFC 5321)"
+    return None
 
 
 def _echo(value: Any) -> str:
@@ -178,9 +197,10 @@ def _context_problem(context: Any) -> str | None:
 
 
 def _render_problem(arm: Arm, context: dict[str, Any]) -> str | None:
-    """Render now, so a recipient whose context cannot fill the template is refused at the door."""
+    """Render now, so a recipient whose context cannot fill the template is refused at the door: a subject or
+    sender name that renders with a control character or too long too (``check_header``), not at the server."""
     try:
-        arm.compiled.render(context)
+        refuse_active_content(arm.compiled.render(context))  # a value may be a javascript: or data: URL (issue 15)
     except RenderError as exc:
         return f"does not render: {exc}"
     return None

@@ -11,10 +11,11 @@ and compare every part and header.
 
 from __future__ import annotations
 
+import base64
+import functools
 import re
 import secrets
 from collections.abc import Sequence
-from email.header import Header
 from email.utils import formataddr, formatdate
 
 _UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]")
@@ -119,11 +120,73 @@ def _qp_line(line: bytes) -> bytes:
     return broken.replace(b"\n.", b"\n=2E") if b"\n." in broken else broken
 
 
-def header_value(value: str) -> str:
-    """ASCII stays as it is; anything else becomes RFC 2047 encoded-words."""
-    if value.isascii() and len(value) < 900:
+# RFC 5322 2.1.1: a line is at most 998 octets and SHOULD be at most 78 (without its CRLF).
+_LINE_MAX = 998
+_LINE_FOLD = 78
+# RFC 2047 section 2: an encoded-word is at most 75 characters; "=?utf-8?b?" and "?=" leave 60 of base64: 45 octets.
+_WORD_OCTETS = 45
+_EW_OVERHEAD = len("=?utf-8?b??=")
+# A word (text between spaces) of a display name longer than this goes as encoded-words, which fold.
+_NAME_WORD = 60
+# Each word with the spaces before it: a fold (CRLF) goes just before a word's spaces, which stay as its WSP.
+_WORDS = re.compile(r" *[^ ]+| +")
+# Structured fields: no encoded-words (RFC 2047 section 5), folded only between their parts.
+_STRUCTURED = frozenset({"from", "to", "message-id", "list-unsubscribe", "list-unsubscribe-post"})
+
+
+def header_value(value: str, name: str = "Subject") -> str:
+    """An unstructured value ready to follow ``name: ``, in lines of at most 78 octets.
+
+    Printable ASCII is folded at its spaces (RFC 5322 3.2.2: unfolding gives it
+    back exactly); a line is longer only for a single word too long for one, and
+    never over 998. Anything else (not ASCII, controls, a word too long even for
+    998, text a reader would decode as an encoded-word) becomes RFC 2047
+    encoded-words, each whole characters, which fold between them.
+    """
+    start = len(name) + 2
+    if not value or (start + len(value) <= _LINE_FOLD and _plain(value)):
         return value
-    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+    folded = _fold(value, start) if _plain(value) else None
+    return folded if folded is not None else "\r\n ".join(_encoded_words(value, start))
+
+
+def _plain(value: str) -> bool:
+    return value.isascii() and value.isprintable() and "=?" not in value
+
+
+def _fold(value: str, start: int) -> str | None:
+    """``value`` with CRLF before the spaces of each word that would pass column 78; None if a line must pass 998."""
+    if start + len(value) <= _LINE_FOLD and value.isascii():
+        return value
+    ascii = value.isascii()
+    lines, line, width = [], "", start
+    for word in _WORDS.findall(value):
+        if width + len(word) > _LINE_FOLD and word[0] == " " and word[-1] != " " and line.strip():
+            lines.append(line)
+            line, width = "", 0
+        line += word
+        width += len(word) if ascii else len(word.encode("utf-8", "surrogatepass"))
+        if width > _LINE_MAX:
+            return None
+    lines.append(line)
+    return "\r\n".join(lines)
+
+
+def _encoded_words(value: str, start: int) -> list[str]:
+    """RFC 2047 B encoded-words of UTF-8 text, split between characters; the first fits after ``start`` columns."""
+    budget = max(3 * ((_LINE_FOLD - start - _EW_OVERHEAD) // 4), 4)
+    chunks: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in value:
+        octets = len(char.encode("utf-8", "replace"))
+        if chunk and size + octets > budget:
+            chunks.append("".join(chunk))
+            chunk, size, budget = [], 0, _WORD_OCTETS
+        chunk.append(char)
+        size += octets
+    chunks.append("".join(chunk))
+    return [f"=?utf-8?b?{base64.b64encode(c.encode('utf-8', 'replace')).decode('ascii')}?=" for c in chunks]
 
 
 def standard_headers(
@@ -132,7 +195,7 @@ def standard_headers(
     """The headers every Sendplane message carries (values not yet encoded): dispatch and the spam sandbox share them."""
     url, mailto = unsubscribe
     return [
-        ("From", formataddr((sender_name, sender_address)) if sender_name else sender_address),
+        ("From", mailbox(sender_name, sender_address)),
         ("To", recipient),
         ("Subject", subject),
         ("Message-ID", message_id),
@@ -141,14 +204,45 @@ def standard_headers(
     ]
 
 
-def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """RFC 2047 where needed; From is already encoded by formataddr.
+@functools.lru_cache(maxsize=256)  # a version's sender name is most often the same for every recipient
+def mailbox(name: str, address: str) -> str:
+    """``name <address>`` on one line (an ESP backend takes it as it is), the name encoded already.
 
-    To is a bare address, where encoded-words are not allowed (RFC 2047 section 5):
-    it stays as it is, ASCII (IDN domains as A-labels) or, for a local part that
-    has no ASCII form, UTF-8 (RFC 6532), which only goes out over SMTPUTF8.
+    A plain name goes as ``formataddr`` writes it (quoted where it must be);
+    any other (not ASCII, controls, a word too long to fold) as encoded-words
+    (RFC 2047 section 5: allowed in a phrase) separated by spaces, where
+    ``encode_headers`` folds it.
     """
-    return [(name, value if name in ("From", "To") else header_value(value)) for name, value in headers]
+    if not name:
+        return address
+    address.encode("ascii")  # as formataddr: the address must be ASCII
+    if _plain(name) and all(len(word) <= _NAME_WORD for word in name.split(" ")):
+        if "  " in name or name != name.strip():  # formataddr leaves it bare, and a phrase's spaces collapse
+            return '"{}" <{}>'.format(name.replace("\\", "\\\\").replace('"', '\\"'), address)
+        return formataddr((name, address))
+    return " ".join(_encoded_words(name, len("From: "))) + f" <{address}>"
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Encoded and folded: lines of at most 78 octets where they can be, never over 998 (RFC 5322 2.1.1).
+
+    Unstructured values (Subject, any other) go through ``header_value``.
+    Structured ones are only folded at their spaces: From (its name is already
+    encoded: ``mailbox``) between words, List-Unsubscribe between its URLs. To
+    is a bare address, where encoded-words are not allowed (RFC 2047 section 5):
+    it stays as it is, ASCII (IDN domains as A-labels) or, for a local part that
+    has no ASCII form, UTF-8 (RFC 6532), which only goes out over SMTPUTF8; the
+    trigger keeps it within 254 octets. A structured value that cannot be folded
+    within 998 (a URL that long) is left whole for ``build_mime`` to refuse.
+    """
+    return [(name, _encode(name, value)) for name, value in headers]
+
+
+def _encode(name: str, value: str) -> str:
+    if name.lower() not in _STRUCTURED:
+        return header_value(value, name)
+    folded = _fold(value, len(name) + 2)
+    return value if folded is None else folded
 
 
 def build_mime(
@@ -162,7 +256,11 @@ def build_mime(
     No line of the result starts with '.' (SMTP senders may skip dot-stuffing,
     ``Prepared.dot_free``): the parts are quoted-printable, which escapes one,
     the boundaries and part headers are ours, and the header block is checked
-    here (a header line that did would be a bug upstream: ValueError).
+    here (a header line that did would be a bug upstream: ValueError). No
+    header line is longer than 998 octets either (RFC 5322 2.1.1; a server
+    answers "500 Line too long", which must not read as the recipient's
+    bounce): ``encode_headers`` folds, and a line it could not fold is refused
+    here, ValueError, never sent.
     """
     boundary = f"=_sp_{secrets.token_hex(12)}"
     head = [f"{name}: {value}" for name, value in headers]
@@ -170,6 +268,8 @@ def build_mime(
     head_bytes = "\r\n".join(head).encode("utf-8")  # ASCII but for an RFC 6532 To (encode_headers)
     if head_bytes.startswith(b".") or b"\n." in head_bytes:
         raise ValueError("a header line starts with '.'")
+    if len(head_bytes) > _LINE_MAX and max(map(len, head_bytes.split(b"\r\n"))) > _LINE_MAX:
+        raise ValueError(f"a header line is longer than {_LINE_MAX} octets (RFC 5322 2.1.1)")
     part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     return b"".join(
         [

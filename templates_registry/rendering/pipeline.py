@@ -42,7 +42,12 @@ _PREHEADER_DIV = (
 )
 _BODY_OPEN = re.compile(r"<body[^>]*>", re.I)
 _JINJA_OPENER = re.compile(r"\{(?=[{%#])")
-_HEADER_FORBIDDEN = re.compile(r"[\r\n\x00]")
+# Controls have no place in a one-line header: CR and LF would start a header of the recipient's choosing, NUL
+# ends strings, VT and FF (and NEL, U+2028, U+2029) are line breaks to some readers. A tab is white space: kept.
+_HEADER_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# Longest rendered value, in characters. The subject: 998, as the field's source (an RFC 5322 line; folding makes the
+# line limit moot, but no inbox shows more). The sender name: 200, as the field's source; a display name is a few words.
+HEADER_MAX_CHARS = {"subject": 998, "sender_name": 200}
 _SOURCE_FIELDS = ("mjml_body", "subject", "preheader", "text_body", "sender_name")
 _HEADER_FIELDS = ("subject", "sender_name", "preheader")
 # Joins the text parts of one combined render. Random per process, so no
@@ -241,10 +246,21 @@ def render_header(template: Template | str, ctx: Mapping[str, Any], name: str, l
 
 
 def check_header(value: str, name: str) -> str:
-    """Subject and sender name are refused if rendering put a line break or NUL in them."""
-    if _HEADER_FORBIDDEN.search(value):
+    """Subject and sender name, stripped; refused if rendering put a control character in them or made them too long.
+
+    The trigger renders every recipient's message, so a value refused here
+    refuses that recipient at the door, not at the receiving server.
+    """
+    control = _HEADER_FORBIDDEN.search(value)
+    if control and control.group() in "\r\n\x00":
         raise RenderError("contains a line break or NUL after rendering (header injection)", field=name)
-    return value.strip()
+    if control:
+        raise RenderError(f"contains the control character U+{ord(control.group()):04X} after rendering (header injection)", field=name)
+    value = value.strip()
+    limit = HEADER_MAX_CHARS.get(name, HEADER_MAX_CHARS["subject"])
+    if len(value) > limit:
+        raise RenderError(f"is {len(value)} characters after rendering, at most {limit}", field=name)
+    return value
 
 
 def _refuse_assignments(env: Any, source: str, name: str) -> None:
