@@ -83,7 +83,10 @@ class EventOutputSerializer(EventSummarySerializer):
 
     class Meta(EventSummarySerializer.Meta):
         ref_name = "FeedbackEvent"
-        fields = [*EventSummarySerializer.Meta.fields, "recipient", "domain", "smtp_reply", "feedback_type", "matched_by", "received_at"]
+        fields = [
+            *EventSummarySerializer.Meta.fields,
+            "recipient", "domain", "smtp_reply", "feedback_type", "matched_by", "verified", "received_at",
+        ]
 
 
 _SUPPRESSIONS = Suppression.objects.select_related("sending_domain", "event", "created_by")

@@ -136,6 +136,11 @@ class FeedbackEvent(models.Model):
     # The outbox row it is about (dispatch.Message.uuid), when the report let us find it.
     message_uuid = models.UUIDField(null=True, blank=True)
     matched_by = models.CharField(max_length=16, blank=True, choices=MatchedBy.choices, help_text="Empty: tied to no message of ours")
+    # Only a verified event suppresses and counts: a report about one of our messages (signed VERP token,
+    # our Message-ID in the echoed original, ESP metadata) naming that message's own recipient, or our own
+    # SMTP session / unsubscribe token. Anything else is evidence for operators; matched_by then says what
+    # the report claimed and detail["unverified"] why the claim was not taken.
+    verified = models.BooleanField(default=False, help_text="Tied to our message and its recipient: it suppressed and counted")
     source = models.CharField(max_length=40, help_text="webhook:<esp>, upload, mailbox, unsubscribe, smtp")
     dedupe_key = models.CharField(max_length=64, unique=True, editable=False)
     detail = models.JSONField(default=dict, blank=True)

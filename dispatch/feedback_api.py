@@ -56,6 +56,12 @@ class IngestedOutputSerializer(serializers.Serializer):
     feedback_type = serializers.CharField(help_text="ARF feedback type, for complaints.")
     message = serializers.CharField(allow_null=True, help_text="The outbox message (uuid hex) it was tied to.")
     matched_by = serializers.ChoiceField(choices=MatchedBy.choices, allow_blank=True, help_text="Empty: tied to no message of ours.")
+    verified = serializers.BooleanField(
+        help_text=(
+            "Tied to our message (signed VERP address or our Message-ID in the echoed original) and naming its "
+            "recipient: only then does it suppress and count. Otherwise it is kept as evidence and changes nothing."
+        )
+    )
     duplicate = serializers.BooleanField(help_text="Already recorded: nothing changed.")
     suppressed = serializers.BooleanField(help_text="The recipient is now suppressed (for its domain or everywhere).")
 
@@ -74,9 +80,11 @@ class BounceUploadApi(APIView):
         operation_id="bounces_upload",
         description=(
             "Upload one raw message from the bounce mailbox (DSN, ARF complaint, provider bounce, auto-reply). "
-            "Each recipient it reports on is classified, tied to its outbox message (VERP address, Message-ID "
-            "or recipient), recorded, suppressed where policy says and counted. Uploading the same bytes again "
-            "records nothing (duplicate: true)."
+            "Each recipient it reports on is classified and recorded. It suppresses where policy says and is "
+            "counted only when verified: tied to one of our messages (signed VERP address, or our Message-ID in "
+            "the echoed original) and naming that message's recipient, once per message and kind. Anything else "
+            "is kept as unverified evidence (verified: false) that suppresses and counts nothing. Uploading the "
+            "same bytes again records nothing (duplicate: true)."
         ),
         request={"message/rfc822": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY},
         responses={

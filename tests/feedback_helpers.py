@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from deliverability.models import DomainMinute
 from dispatch.models import Message, MessageStatus
+from dispatch.services.delivery import envelope_sender
 from dispatch.services.triggers import trigger_accept
 from tests.conftest import CORPORA, recipients
 
@@ -17,6 +18,7 @@ GMAIL_USER_UNKNOWN = "lhost-gmail-01.eml"  # labelled userunknown, hard, 5.1.1
 GMAIL_ORIGINAL_ID = b"<D992C2C3-F175-4C4D-97E2-53A90E4E5BF5@gmail.com>"
 SES_MAILBOX_FULL = "lhost-amazonses-03.eml"  # labelled mailboxfull, soft; recipient kijitora@example.jp
 ARF_ABUSE = "arf-01.eml"  # complaint about redacted@example.net
+ARF_ORIGINAL_TO = b"\nTo: redacted@example.net\n"  # in its message/rfc822 part, which quotes no Message-ID
 
 
 def corpus(name: str) -> bytes:
@@ -29,7 +31,7 @@ def corpus(name: str) -> bytes:
 def sent_message(campaign: Any, address: str, key: str = "k") -> Message:
     """A message of ours to ``address``, handed over (status sent) as the worker would leave it."""
     trigger_accept(campaign=campaign, idempotency_key=key, recipients=[{"address": address, "context": recipients(1)[0]["context"]}])
-    message = Message.objects.get(recipient=address)
+    message = Message.objects.filter(recipient=address).latest("pk")
     Message.objects.filter(pk=message.pk).update(status=MessageStatus.SENT, sent_at=timezone.now())
     return Message.objects.select_related("sending_domain").get(pk=message.pk)
 
@@ -39,6 +41,18 @@ def bounce_of(message: Message) -> bytes:
     raw = corpus(GMAIL_USER_UNKNOWN)
     assert GMAIL_ORIGINAL_ID in raw
     return raw.replace(GMAIL_ORIGINAL_ID, message.message_id().encode())
+
+
+def complaint_of(message: Message) -> bytes:
+    """The corpus ARF abuse report, its original message part quoting our Message-ID and our recipient."""
+    raw = corpus(ARF_ABUSE)
+    assert ARF_ORIGINAL_TO in raw
+    return raw.replace(ARF_ORIGINAL_TO, f"\nMessage-ID: {message.message_id()}\nTo: {message.recipient}\n".encode())
+
+
+def verp_of(message: Message) -> str:
+    """The signed bounce address the message was sent with (``delivery.envelope_sender``, the format's one owner)."""
+    return envelope_sender(message)
 
 
 def counters(domain_id: int) -> dict[str, int]:

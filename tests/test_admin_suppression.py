@@ -30,7 +30,7 @@ def bounced(sending_domain: SendingDomain) -> Suppression:
     """A hard bounce on mail.example.com: its event, the suppression it caused, its minute counter."""
     event, _ = event_record(Feedback(
         event_type="bounced", kind="hard", reason="user_unknown", status="5.1.1", recipient="gone@example.org",
-        source="upload", dedupe="admin-test-1", sending_domain=sending_domain, smtp_reply="550 5.1.1 User unknown",
+        source="upload", dedupe="admin-test-1", sending_domain=sending_domain, smtp_reply="550 5.1.1 User unknown", verified=True,
     ))
     return Suppression.objects.get(event=event)
 

@@ -24,7 +24,7 @@ from dispatch.services.feedback import bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
 from tests.conftest import SIMPLE_VARIABLES, assert_error, recipients
-from tests.feedback_helpers import ARF_ABUSE, GMAIL_USER_UNKNOWN, SES_MAILBOX_FULL, bounce_of, corpus, counters, sent_message
+from tests.feedback_helpers import ARF_ABUSE, GMAIL_USER_UNKNOWN, SES_MAILBOX_FULL, bounce_of, complaint_of, corpus, counters, sent_message
 
 pytestmark = pytest.mark.django_db
 Api = Callable[[User | None], APIClient]
@@ -57,7 +57,7 @@ def test_uploading_a_bounce_answers_201_with_what_each_recipient_became(api_as: 
     assert response.json() == [{
         "recipient": "userunknown@example.jp", "event_type": "bounced", "kind": "hard", "reason": "user_unknown",
         "status": "5.1.1", "feedback_type": "", "message": message.uuid.hex, "matched_by": "message_id",
-        "duplicate": False, "suppressed": True,
+        "verified": True, "duplicate": False, "suppressed": True,
     }]
     event = FeedbackEvent.objects.get()
     assert (event.source, event.message_uuid) == ("upload", message.uuid)
@@ -79,11 +79,13 @@ def test_uploading_the_same_bounce_again_is_200_duplicate_and_records_nothing(ap
 
 def test_uploading_a_corpus_arf_report_records_a_complaint_and_suppresses(api_as: Api, admin_role: User, campaign: Campaign) -> None:
     message = sent_message(campaign, "redacted@example.net")
-    response = upload(api_as(admin_role), corpus(ARF_ABUSE), content_type="application/octet-stream")
+    response = upload(api_as(admin_role), complaint_of(message), content_type="application/octet-stream")
     assert response.status_code == 201, response.content
     [item] = response.json()
     assert (item["event_type"], item["kind"], item["feedback_type"], item["suppressed"]) == ("complained", "complaint", "abuse", True)
-    assert (item["recipient"], item["message"], item["matched_by"]) == ("redacted@example.net", message.uuid.hex, "recipient")
+    assert (item["recipient"], item["message"], item["matched_by"], item["verified"]) == (
+        "redacted@example.net", message.uuid.hex, "message_id", True
+    )
     assert Suppression.objects.get(address="redacted@example.net").reason == "complaint"
     assert counters(campaign.sending_domain_id)["complained"] == 1
 
@@ -126,9 +128,9 @@ def test_only_oncall_and_admins_upload_bounces(api_as: Api, request: Any, actor:
 
 
 @pytest.fixture
-def listed(sending_domain: SendingDomain) -> dict[str, Suppression]:
+def listed(campaign: Campaign, sending_domain: SendingDomain) -> dict[str, Suppression]:
     """A hard bounce (global, with its event), a manual global one and a manual one for mail.example.com."""
-    bounce_ingest(raw=corpus(GMAIL_USER_UNKNOWN), source="upload")
+    bounce_ingest(raw=bounce_of(sent_message(campaign, "userunknown@example.jp")), source="upload")
     other = domain_create(domain="other.example.com", default_sender="hi@other.example.com")
     return {
         "bounced": Suppression.objects.get(address="userunknown@example.jp"),
@@ -152,7 +154,7 @@ def test_every_role_lists_suppressions_with_the_event_that_caused_them(api_as: A
     event = FeedbackEvent.objects.get()
     assert bounced["event"] == {
         "id": event.pk, "event_type": "bounced", "kind": "hard", "reason": "user_unknown", "status": "5.1.1",
-        "source": "upload", "occurred_at": bounced["event"]["occurred_at"], "message": None,
+        "source": "upload", "occurred_at": bounced["event"]["occurred_at"], "message": event.message_uuid.hex,
     }
     assert rows[listed["manual"].pk]["event"] is None
 

@@ -221,7 +221,7 @@ def test_a_manual_suppression_is_recorded_by_hash_once(marketer: User, sending_d
 def test_a_complaint_suppresses_in_the_name_of_its_source_and_a_repeat_records_nothing(sending_domain: SendingDomain) -> None:
     feedback = Feedback(
         event_type=EventType.COMPLAINED, recipient="eve@example.org", source="webhook:sendgrid", dedupe="sg-1",
-        sending_domain=sending_domain,
+        sending_domain=sending_domain, verified=True,
     )
     last = mark()
     event, _ = event_record(feedback)

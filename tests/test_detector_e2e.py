@@ -20,6 +20,7 @@ from dispatch.services.feedback import bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
 from tests.conftest import recipients, relay_at
+from tests.feedback_helpers import verp_of
 from tests.smtp_sink import SmtpSink
 
 WAIT_SECONDS = 60  # generous bounds for a loaded CI machine; nothing is timed
@@ -28,7 +29,7 @@ WAIT_SECONDS = 60  # generous bounds for a loaded CI machine; nothing is timed
 def user_unknown(message: Message) -> bytes:
     """The DSN a receiving MTA sends to our VERP address when the mailbox does not exist."""
     return (
-        f"From: MAILER-DAEMON@mx.example.org\r\nTo: bounces+{message.uuid.hex}@{message.sending_domain.domain}\r\n"
+        f"From: MAILER-DAEMON@mx.example.org\r\nTo: {verp_of(message)}\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"

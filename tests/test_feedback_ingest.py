@@ -21,7 +21,16 @@ from dispatch.services.feedback import FeedbackError, bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.worker import batch_send
 from tests.conftest import recipients
-from tests.feedback_helpers import ARF_ABUSE, GMAIL_USER_UNKNOWN, SES_MAILBOX_FULL, bounce_of, corpus, counters, sent_message
+from tests.feedback_helpers import (
+    GMAIL_USER_UNKNOWN,
+    SES_MAILBOX_FULL,
+    bounce_of,
+    complaint_of,
+    corpus,
+    counters,
+    sent_message,
+    verp_of,
+)
 
 pytestmark = pytest.mark.django_db
 # --- tying reports to messages ----------------------------------------------------------
@@ -39,37 +48,54 @@ def test_a_hard_bounce_quoting_our_message_id_suppresses_and_counts(campaign: An
     assert counters(campaign.sending_domain_id)["bounced_hard"] == 1
 
 
-def test_a_bounce_to_our_verp_address_names_the_message_whatever_recipient_it_reports(campaign: Any) -> None:
-    message = sent_message(campaign, "alias@example.org")
-    dsn = (
-        f"From: MAILER-DAEMON@mx.example.net\r\nTo: bounces+{message.uuid.hex}@mail.example.com\r\n"
+def _dsn_to_verp(message: Message, reported: str, *, verp: str = "") -> bytes:
+    return (
+        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {verp or verp_of(message)}\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         "--B\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n"
         "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
-        "Final-Recipient: rfc822; forwarded-target@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"Final-Recipient: rfc822; {reported}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
         "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n--B--\r\n"
     ).encode()
-    [result] = bounce_ingest(raw=dsn, source="mailbox")
-    # The forward target bounced, but the address we would mail again is the one we sent to.
-    assert (result.event.matched_by, result.event.message_uuid, result.event.recipient) == ("verp", message.uuid, "alias@example.org")
-    assert result.event.detail == {"reported_recipient": "forwarded-target@example.net"}
+
+
+def test_a_bounce_to_our_signed_verp_address_for_its_recipient_suppresses_the_address_we_sent_to(campaign: Any) -> None:
+    message = sent_message(campaign, "alias@example.org")
+    [result] = bounce_ingest(raw=_dsn_to_verp(message, "Alias@EXAMPLE.org"), source="mailbox")
+    event = result.event
+    assert (event.matched_by, event.message_uuid, event.recipient, event.verified) == ("verp", message.uuid, "alias@example.org", True)
     assert address_suppressed(address="alias@example.org")
+    assert counters(campaign.sending_domain_id)["bounced_hard"] == 1
 
 
-def test_a_bounce_naming_only_the_recipient_is_tied_to_the_last_message_sent_to_them(campaign: Any) -> None:
+def test_a_bounce_to_our_verp_address_naming_another_recipient_is_evidence_only(campaign: Any) -> None:
+    message = sent_message(campaign, "alias@example.org")
+    [result] = bounce_ingest(raw=_dsn_to_verp(message, "forwarded-target@example.net"), source="mailbox")
+    event = result.event
+    assert (event.matched_by, event.message_uuid, event.recipient, event.verified) == (
+        "verp", message.uuid, "forwarded-target@example.net", False
+    )
+    assert event.detail == {"unverified": "the report names another recipient than the message's"}
+    assert not Suppression.objects.exists()
+    assert counters(campaign.sending_domain_id)["bounced_hard"] == 0
+
+
+def test_a_bounce_naming_only_the_recipient_is_kept_as_evidence_about_their_last_message(campaign: Any) -> None:
     message = sent_message(campaign, "kijitora@example.jp")
     [result] = bounce_ingest(raw=corpus(SES_MAILBOX_FULL), source="upload")
-    assert (result.event.matched_by, result.event.message_uuid) == ("recipient", message.uuid)
+    assert (result.event.matched_by, result.event.message_uuid, result.event.verified) == ("recipient", message.uuid, False)
     assert (result.event.kind, result.event.reason) == ("soft", "mailbox_full")
+    assert counters(campaign.sending_domain_id)["bounced_soft"] == 0
 
 
-def test_a_report_about_nobody_we_mailed_is_recorded_without_a_domain_and_counts_nowhere(campaign: Any) -> None:
+def test_a_report_about_nobody_we_mailed_is_recorded_without_a_domain_and_changes_nothing(campaign: Any) -> None:
     [result] = bounce_ingest(raw=corpus(GMAIL_USER_UNKNOWN), source="upload")
-    assert (result.event.sending_domain, result.event.message_uuid, result.event.matched_by) == (None, None, "")
+    event = result.event
+    assert (event.sending_domain, event.message_uuid, event.matched_by, event.verified) == (None, None, "", False)
+    assert event.detail["unverified"] == "no message of ours"
     assert not DomainMinute.objects.exists()
-    # A dead address is dead for every domain: suppressed globally rather than nowhere.
-    assert Suppression.objects.get().sending_domain is None
+    assert not Suppression.objects.exists()
 
 
 # --- idempotency and bad input ------------------------------------------------------------
@@ -105,9 +131,10 @@ def test_a_message_that_is_no_bounce_is_recorded_as_unknown_and_suppresses_nobod
 
 
 def test_a_complaint_suppresses_and_is_counted(campaign: Any) -> None:
-    sent_message(campaign, "redacted@example.net")
-    [result] = bounce_ingest(raw=corpus(ARF_ABUSE), source="mailbox")
+    message = sent_message(campaign, "redacted@example.net")
+    [result] = bounce_ingest(raw=complaint_of(message), source="mailbox")
     assert (result.event.event_type, result.event.feedback_type, result.suppressed) == ("complained", "abuse", True)
+    assert (result.event.matched_by, result.event.verified) == ("message_id", True)
     assert Suppression.objects.get().reason == "complaint"
     assert counters(campaign.sending_domain_id)["complained"] == 1
 
@@ -123,7 +150,7 @@ def test_domain_scoped_policy_suppresses_for_that_domain_only(campaign: Any, set
 
 def _mailbox_full(message: Message, n: int) -> bytes:
     return (
-        f"From: MAILER-DAEMON@mx.example.net\r\nTo: bounces+{message.uuid.hex}@mail.example.com\r\n"
+        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {verp_of(message)}\r\n"
         f"Subject: Undelivered Mail Returned to Sender (attempt {n})\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
@@ -134,8 +161,9 @@ def _mailbox_full(message: Message, n: int) -> bytes:
 
 def test_soft_bounces_about_the_mailbox_suppress_after_the_limit_within_the_window(campaign: Any, settings: Any) -> None:
     settings.SENDPLANE_SUPPRESSION = {**settings.SENDPLANE_SUPPRESSION, "SOFT_BOUNCE_LIMIT": 3, "SOFT_BOUNCE_WINDOW_HOURS": 24}
-    message = sent_message(campaign, "full@example.org")
-    suppressed = [bounce_ingest(raw=_mailbox_full(message, n), source="mailbox")[0].suppressed for n in range(3)]
+    # Each soft bounce is about another message: one message's reports count once however often they come.
+    messages = [sent_message(campaign, "full@example.org", key=f"k{n}") for n in range(3)]
+    suppressed = [bounce_ingest(raw=_mailbox_full(message, n), source="mailbox")[0].suppressed for n, message in enumerate(messages)]
     assert suppressed == [False, False, True]
     row = Suppression.objects.get()
     assert (row.reason, row.sending_domain_id) == ("soft_bounce", campaign.sending_domain_id)  # soft: per domain by default
@@ -144,10 +172,10 @@ def test_soft_bounces_about_the_mailbox_suppress_after_the_limit_within_the_wind
 
 def test_soft_bounces_outside_the_window_do_not_add_up(campaign: Any, settings: Any) -> None:
     settings.SENDPLANE_SUPPRESSION = {**settings.SENDPLANE_SUPPRESSION, "SOFT_BOUNCE_LIMIT": 2, "SOFT_BOUNCE_WINDOW_HOURS": 24}
-    message = sent_message(campaign, "full@example.org")
-    bounce_ingest(raw=_mailbox_full(message, 0), source="mailbox")
+    first, second = (sent_message(campaign, "full@example.org", key=key) for key in ("k0", "k1"))
+    bounce_ingest(raw=_mailbox_full(first, 0), source="mailbox")
     FeedbackEvent.objects.update(occurred_at=timezone.now() - timedelta(hours=25))
-    assert not bounce_ingest(raw=_mailbox_full(message, 1), source="mailbox")[0].suppressed
+    assert not bounce_ingest(raw=_mailbox_full(second, 1), source="mailbox")[0].suppressed
 
 
 def test_reputation_blocks_never_suppress_the_recipient_and_count_apart(campaign: Any, settings: Any) -> None:

@@ -54,10 +54,10 @@ def test_files_are_ingested_with_a_line_per_message_and_a_summary(db: Any) -> No
     assert err == []
     assert out[:2] == [f"{files[0]}: userunknown@example.jp hard/user_unknown", f"{files[1]}: kijitora@example.jp soft/mailbox_full"]
     assert out[2].startswith(f"{files[2]}: kijitora@example.com complaint/feedback, ") and out[2].count("complaint/feedback") == 7
-    # The hard bounce and the seven complaints suppress at once; one soft bounce does not.
-    assert out[3:] == ["3 message(s): 9 new event(s), 0 already recorded, 8 recipient(s) suppressed, 0 refused."]
+    # None of them is about a message of ours: recorded as unverified evidence, suppressing nobody.
+    assert out[3:] == ["3 message(s): 9 new event(s), 0 already recorded, 0 recipient(s) suppressed, 0 refused."]
     assert set(FeedbackEvent.objects.values_list("source", flat=True)) == {"mailbox"}
-    assert (FeedbackEvent.objects.count(), Suppression.objects.count()) == (9, 8)
+    assert (FeedbackEvent.objects.filter(verified=False).count(), Suppression.objects.count()) == (9, 0)
 
 
 def test_ingesting_the_same_files_again_records_nothing_new(db: Any) -> None:
@@ -65,7 +65,7 @@ def test_ingesting_the_same_files_again_records_nothing_new(db: Any) -> None:
     ingest(*files)
     before = list(FeedbackEvent.objects.values_list("pk", flat=True)), Suppression.objects.count()
     out, _ = ingest(*files)
-    assert out[-1] == "2 message(s): 0 new event(s), 2 already recorded, 2 recipient(s) suppressed, 0 refused."
+    assert out[-1] == "2 message(s): 0 new event(s), 2 already recorded, 0 recipient(s) suppressed, 0 refused."
     assert (list(FeedbackEvent.objects.values_list("pk", flat=True)), Suppression.objects.count()) == before
 
 
@@ -74,7 +74,7 @@ def test_a_refused_file_is_one_stderr_line_and_exit_1_in_process(tmp_path: Path)
     empty.write_bytes(b"")
     out, err = ingest(str(empty), path_of(GMAIL_USER_UNKNOWN), status=1)
     assert err == [f"{empty}: the message is empty"]
-    assert out[-1] == "1 message(s): 1 new event(s), 0 already recorded, 1 recipient(s) suppressed, 1 refused."
+    assert out[-1] == "1 message(s): 1 new event(s), 0 already recorded, 0 recipient(s) suppressed, 1 refused."
 
 
 @pytest.mark.django_db(transaction=True)  # the command runs as its own process, on the committed test database
@@ -96,7 +96,7 @@ def test_unreadable_paths_are_one_stderr_line_each_the_others_still_go_in_and_th
     assert "No such file or directory" in err[0] and "the message is empty" in err[2]
     out = result.stdout.splitlines()
     assert [line.split(": ", 1)[0] for line in out[:-1]] == good
-    assert out[-1] == "2 message(s): 2 new event(s), 0 already recorded, 1 recipient(s) suppressed, 3 refused."
+    assert out[-1] == "2 message(s): 2 new event(s), 0 already recorded, 0 recipient(s) suppressed, 3 refused."
     assert sorted(FeedbackEvent.objects.values_list("recipient", flat=True)) == ["kijitora@example.jp", "userunknown@example.jp"]
 
 
@@ -131,7 +131,7 @@ def test_maildir_unseen_messages_are_ingested_and_marked_seen(maildir: Path) -> 
         "new/1.host: userunknown@example.jp hard/user_unknown",
         "cur/2.host:2,: kijitora@example.jp soft/mailbox_full",
         "cur/3.host:2,F: redacted@example.net complaint/feedback",
-        "3 message(s): 3 new event(s), 0 already recorded, 2 recipient(s) suppressed, 0 refused.",
+        "3 message(s): 3 new event(s), 0 already recorded, 0 recipient(s) suppressed, 0 refused.",
     ]
     assert listing(maildir) == {
         "new": [".notes"],

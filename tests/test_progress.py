@@ -104,7 +104,7 @@ def test_ingest_bounces_draws_on_a_terminal_stderr_and_always_prints_the_summary
     assert "ingest [" in err.getvalue() and "3/3 2 new, 1 refused" in err.getvalue()
     assert "missing.eml: No such file or directory" in err.getvalue()
     assert err.getvalue().endswith("\r\x1b[K")  # wiped at the end: the summary stands alone
-    assert out.getvalue().splitlines()[-1] == "2 message(s): 2 new event(s), 0 already recorded, 1 recipient(s) suppressed, 1 refused."
+    assert out.getvalue().splitlines()[-1] == "2 message(s): 2 new event(s), 0 already recorded, 0 recipient(s) suppressed, 1 refused."
     piped_out, piped_err = io.StringIO(), io.StringIO()
     call_command("ingest_bounces", *files[:2], stdout=piped_out, stderr=piped_err)
     assert piped_err.getvalue() == "" and "2 already recorded" in piped_out.getvalue()

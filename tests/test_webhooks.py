@@ -552,10 +552,19 @@ def test_unknown_reference_is_200_and_records_nothing(sent: Sent) -> None:
 
 
 def test_our_message_id_matches_when_the_esp_drops_metadata(sent: Sent) -> None:
+    bare = Sent(address=sent.address.upper(), metadata={}, message_id=sent.message_id)
+    assert post(SENDGRID, [sendgrid_event(bare, "bounce", type="bounce", reason="550 5.1.1 no such user")]).status_code == 200
+    event = FeedbackEvent.objects.get()
+    assert (event.matched_by, event.recipient, event.verified) == ("message_id", sent.address, True)
+    assert address_suppressed(address=sent.address) and minute("bounced_hard") == 1
+
+
+def test_our_message_id_for_another_recipient_is_evidence_that_suppresses_nobody(sent: Sent) -> None:
     bare = Sent(address="forwarded@example.net", metadata={}, message_id=sent.message_id)
     assert post(SENDGRID, [sendgrid_event(bare, "bounce", type="bounce", reason="550 5.1.1 no such user")]).status_code == 200
     event = FeedbackEvent.objects.get()
-    assert (event.matched_by, event.recipient, event.detail["reported_recipient"]) == ("message_id", sent.address, "forwarded@example.net")
+    assert (event.matched_by, event.recipient, event.verified) == ("message_id", "forwarded@example.net", False)
+    assert not Suppression.objects.exists() and minute("bounced_hard") == 0
 
 
 def test_a_database_fault_is_500_and_the_retry_succeeds(sent: Sent) -> None:

@@ -5,6 +5,12 @@ unsubscribe) builds a ``Feedback`` and calls ``event_record``. Because the
 event, the suppression it causes and the counter it bumps commit together,
 an address is suppressed from the moment its event commits, and a duplicate
 delivery (same ``dedupe`` key) changes nothing at all.
+
+Only a verified event suppresses or counts (``DomainMinute`` feeds the anomaly
+detector): the caller that matched the report to our message and its recipient
+says so in ``Feedback.verified``. An unverified event is stored as evidence for
+operators and changes nothing else, so a forged report cannot suppress an
+address or pause a domain.
 """
 
 from __future__ import annotations
@@ -54,6 +60,34 @@ class Feedback:
     message_uuid: uuid.UUID | None = None
     matched_by: str = ""
     detail: dict = field(default_factory=dict)
+    # None: only our own SMTP session and unsubscribe tokens are verified by construction
+    # (SELF_EVIDENT); a report from outside is verified only where its matcher says True.
+    verified: bool | None = None
+
+
+# Sources that cannot be forged from outside: the worker's own SMTP reply, a signed unsubscribe token.
+SELF_EVIDENT = frozenset({v.MatchedBy.SMTP, v.MatchedBy.TOKEN})
+
+
+def feedback_verified(feedback: Feedback) -> bool:
+    return feedback.verified if feedback.verified is not None else feedback.matched_by in SELF_EVIDENT
+
+
+def same_recipient(reported: str, ours: str) -> bool:
+    """Whether a report names the address we sent to: case-insensitive, and an IDN domain equal to its punycode."""
+    left, right = _comparable(reported), _comparable(ours)
+    return bool(left) and "@" in left and left == right
+
+
+def _comparable(address: str) -> str:
+    local, at, domain = address_normalize(address or "").rpartition("@")
+    if not at:
+        return ""
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # not a valid IDN: compared as given
+    return f"{local}@{domain.rstrip('.')}"
 
 
 def dedupe_key(dedupe: str) -> str:
@@ -67,8 +101,9 @@ def event_record(feedback: Feedback) -> tuple[FeedbackEvent, bool]:
     try:
         with transaction.atomic():
             event = _insert(feedback, key)
-            _suppress(event)
-            _count(event)
+            if event.verified:
+                _suppress(event)
+                _count(event)
     except IntegrityError:
         # A concurrent or earlier delivery of the same event won; it did all of the above.
         existing = FeedbackEvent.objects.filter(dedupe_key=key).first()
@@ -112,6 +147,7 @@ def _insert(feedback: Feedback, key: str) -> FeedbackEvent:
         source=feedback.source[:40],
         dedupe_key=key,
         detail=feedback.detail,
+        verified=feedback_verified(feedback),
         occurred_at=feedback.occurred_at or timezone.now(),
     )
 
@@ -149,6 +185,7 @@ def _soft_limit_reached(event: FeedbackEvent) -> bool:
     policy = settings.SENDPLANE_SUPPRESSION
     since = event.occurred_at - timedelta(hours=policy["SOFT_BOUNCE_WINDOW_HOURS"])
     recent = FeedbackEvent.objects.filter(
+        verified=True,
         recipient_hash=event.recipient_hash,
         event_type=EventType.BOUNCED,
         kind=v.Kind.SOFT,

@@ -26,6 +26,7 @@ from deliverability.models import SendingDomain
 from dispatch.models import Message, MessageStatus
 from dispatch.services.smtp_pool import Session, session_pool
 from dispatch.services.unsubscribe import unsubscribe_urls
+from dispatch.services.verp import verp_address
 from templates_registry.checks import refuse_active_content
 from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
 from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
@@ -132,8 +133,8 @@ def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternativ
 
 
 def envelope_sender(message: Message) -> str:
-    """VERP: bounces come back to an address that names the message."""
-    return f"bounces+{message.uuid.hex}@{message.sending_domain.domain}"
+    """VERP: bounces come back to an address that names the message, signed (``dispatch.services.verp``)."""
+    return verp_address(message.uuid, message.sending_domain.domain)
 
 
 def open_transport() -> Transport:

@@ -11,12 +11,18 @@ Precedence for a bounce's reason: a decisive enhanced status code, then the
 ESP's own classification (its hard/soft class names the reason more reliably
 than our phrase tables), then the MTA's text, then a generic status code.
 Only a permanent address failure is a hard bounce, as for raw bounces.
+
+An event counts (suppresses, feeds the detector) only when it names our
+message by our metadata or by our Message-ID in the field where the ESP echoes
+the original's header (``ESP_MESSAGE_ID_PATHS``), and its recipient is that
+message's recipient: a Message-ID quoted in a bounce's text (which the remote
+MTA writes) never redirects a suppression to the message's recipient. Anything
+else is stored as unverified evidence (``dispatch.services.feedback``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,9 +35,18 @@ from deliverability.bounces import vocabulary as v
 from deliverability.bounces.parse import reply_in, status_in
 from deliverability.models import EventType
 from deliverability.services import Feedback, event_record
-from dispatch.models import Message
 from dispatch.services.delivery import ESP_METADATA_KEY
-from dispatch.services.feedback import Ingested, ingested, message_match
+from dispatch.services.feedback import (
+    Ingested,
+    Tie,
+    ingested,
+    last_sent_to,
+    message_by_message_id,
+    message_by_uuid,
+    report_verified,
+    unverified_why,
+    verified_dedupe,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,16 +162,18 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
     verdict = event_verdict(esp_name, event)
     if verdict is None:
         return None
-    message, matched_by = _message_for(event)
+    tie = _message_for(esp_name, event)
+    message = tie.message
     if message is None:
         logger.info("%s %s event for no message of ours (event %s): ignored", esp_name, event.event_type, event.event_id)
         return None
-    recipient = message.recipient if matched_by != v.MatchedBy.RECIPIENT else (event.recipient or "")
+    verified = report_verified(tie, event.recipient or "")
+    recipient = message.recipient if verified else (event.recipient or "")
     feedback = Feedback(
         event_type=verdict.event_type,
         recipient=recipient,
         source="webhook:" + esp_slug(esp_name),
-        dedupe=event_dedupe(esp_name, event),
+        dedupe=verified_dedupe(message, verdict.event_type, verdict.kind) if verified else event_dedupe(esp_name, event),
         occurred_at=event.timestamp,
         kind=verdict.kind,
         reason=verdict.reason,
@@ -165,8 +182,9 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
         feedback_type=verdict.feedback_type,
         sending_domain=message.sending_domain,
         message_uuid=message.uuid,
-        matched_by=matched_by,
-        detail=_detail(esp_name, event, recipient),
+        matched_by=tie.matched_by,
+        detail=_detail(esp_name, event, recipient) | ({} if verified else {"unverified": unverified_why(tie)}),
+        verified=verified,
     )
     return ingested(*event_record(feedback), message=message)
 
@@ -246,8 +264,16 @@ def _dig(data: Any, path: tuple[str, ...]) -> str:
 # --- matching and idempotency ---------------------------------------------------------
 
 
-def _message_for(event: AnymailTrackingEvent) -> tuple[Message | None, str]:
-    """Our metadata first, then our Message-ID anywhere in the event, then the recipient.
+# Where each ESP echoes the original's Message-ID header (anymail's ``message_id`` is mostly the ESP's own id).
+ESP_MESSAGE_ID_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Amazon SES": (("mail", "commonHeaders", "messageId"),),
+    "SendGrid": (("smtp-id",),),
+    "Mailgun": (("event-data", "message", "headers", "message-id"),),
+}
+
+
+def _message_for(esp_name: str, event: AnymailTrackingEvent) -> Tie:
+    """Our metadata first, then our Message-ID where the ESP echoes it; else, as evidence only, the recipient.
 
     An event that carries our metadata key naming no message of ours is another
     installation's (staging sharing the ESP account): never matched by recipient.
@@ -255,9 +281,21 @@ def _message_for(event: AnymailTrackingEvent) -> tuple[Message | None, str]:
     metadata = event.metadata if isinstance(event.metadata, Mapping) else {}
     ours = str(metadata.get(ESP_METADATA_KEY) or "")
     if ours:
-        message, how = message_match(token=ours)
-        return message, (v.MatchedBy.METADATA if how == v.MatchedBy.VERP else how)
-    return message_match(message_id=f"{event.message_id or ''} {_as_text(event.esp_event)}", recipient=event.recipient or "")
+        message = message_by_uuid(ours)
+        return Tie(message, v.MatchedBy.METADATA if message else "", trusted=message is not None)
+    for candidate in _echoed_message_ids(esp_name, event):
+        message = message_by_message_id(candidate)
+        if message is not None:
+            return Tie(message, v.MatchedBy.MESSAGE_ID, trusted=True)
+    message = last_sent_to(event.recipient) if event.recipient else None
+    if message is None:
+        return Tie()
+    return Tie(message, v.MatchedBy.RECIPIENT, why="tied only by the recipient's last message")
+
+
+def _echoed_message_ids(esp_name: str, event: AnymailTrackingEvent) -> list[str]:
+    found = [str(event.message_id or "")] + [_dig(event.esp_event, path) for path in ESP_MESSAGE_ID_PATHS.get(esp_name, ())]
+    return [value for value in found if value]
 
 
 def event_dedupe(esp_name: str, event: AnymailTrackingEvent) -> str:
@@ -267,13 +305,6 @@ def event_dedupe(esp_name: str, event: AnymailTrackingEvent) -> str:
     parts = [esp_name, event.event_type, event.message_id, event.recipient, event.timestamp, event.description]
     digest = hashlib.sha256("\x1f".join(str(part or "") for part in parts).encode()).hexdigest()
     return f"webhook:{esp_slug(esp_name)}:sha256:{digest}"
-
-
-def _as_text(esp_event: Any) -> str:
-    try:
-        return json.dumps(esp_event, default=str)
-    except (TypeError, ValueError):
-        return str(esp_event)
 
 
 def _detail(esp_name: str, event: AnymailTrackingEvent, recipient: str) -> dict[str, str]:

@@ -369,10 +369,12 @@ def _suppress_one(ledger: Ledger, how: str, uuid: Any, address: str, domain: str
 
 
 def _dsn(uuid: Any, address: str, domain: str) -> bytes:
-    """A real-shaped RFC 3464 report: 5.1.1 user unknown, to our VERP address."""
+    """A real-shaped RFC 3464 report: 5.1.1 user unknown, to our (signed) VERP address."""
+    from dispatch.services.verp import verp_address
+
     return (
         f"From: Mail Delivery System <MAILER-DAEMON@mx.{address.partition('@')[2]}>\r\n"
-        f"To: bounces+{uuid.hex}@{domain}\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        f"To: {verp_address(uuid, domain)}\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
         "--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
         "--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
