@@ -49,16 +49,22 @@ class MinuteSeries:
 
 
 def domain_minute_series(*, start: datetime, end: datetime, domain_ids: list[int] | None = None) -> MinuteSeries:
-    """Every counter of every domain (or the given ones) per minute in [start, end): zeros where nothing happened.
+    """Every counter of every domain (or the given ones) per minute in [start, end), both rounded up to a minute.
 
+    Rounding up puts the minute ``end`` falls in on the axis: a chart asked for
+    "the last hour, up to now" shows the current minute's counters (the rows
+    are read over exactly the axis, never one past it) and drops the oldest,
+    partly covered minute, so the axis keeps its length. Minute-aligned bounds,
+    as the detector and the cockpit pass, are unchanged.
     One query, then one vectorized scatter per counter: the detector reads all
     domains at once without a Python loop over minutes.
     """
-    first, last = np.datetime64(_naive_utc(start), "m"), np.datetime64(_naive_utc(end), "m")
+    first, last = _minute_ceiling(start), _minute_ceiling(end)
     minutes = np.arange(first, last, dtype="datetime64[m]")
     if domain_ids is None:
         domain_ids = list(SendingDomain.objects.order_by("id").values_list("id", flat=True))
-    rows = DomainMinute.objects.filter(minute__gte=start, minute__lt=end, sending_domain_id__in=domain_ids)
+    since, until = (m.astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC) for m in (first, last))
+    rows = DomainMinute.objects.filter(minute__gte=since, minute__lt=until, sending_domain_id__in=domain_ids)
     values = list(rows.values_list("sending_domain_id", "minute", *DomainMinute.COUNTS))
     counts = {name: np.zeros((len(domain_ids), len(minutes)), dtype=np.int64) for name in DomainMinute.COUNTS}
     if values:
@@ -68,6 +74,12 @@ def domain_minute_series(*, start: datetime, end: datetime, domain_ids: list[int
         for offset, name in enumerate(DomainMinute.COUNTS, start=2):
             counts[name][d, table[:, 1]] = table[:, offset]
     return MinuteSeries(domain_ids=domain_ids, minutes=minutes, counts=counts)
+
+
+def _minute_ceiling(moment: datetime) -> np.datetime64:
+    exact = np.datetime64(_naive_utc(moment), "us")
+    floor = exact.astype("datetime64[m]")
+    return floor if floor == exact else floor + np.timedelta64(1, "m")
 
 
 def _minute_index(moment: datetime, first: np.datetime64) -> int:
@@ -100,7 +112,8 @@ class ReputationPoint:
 def domain_reputation_history(
     *, domain: SendingDomain, start: datetime, end: datetime, step_minutes: int = 5
 ) -> list[ReputationPoint]:
-    """The domain's counters summed per ``step_minutes`` over [start, end): what the admin chart and API draw."""
+    """The domain's counters summed per ``step_minutes`` over [start, end) rounded up to minutes (the minute ``end``
+    is in included): what the admin chart and API draw."""
     series = domain_minute_series(start=start, end=end, domain_ids=[domain.pk])
     return reputation_points(series, step_minutes=step_minutes)[0]
 

@@ -15,7 +15,6 @@ with it, and the form shows the service's one-line error with nothing written.
 from __future__ import annotations
 
 import csv
-import json
 from typing import Any
 
 from django import forms
@@ -29,6 +28,7 @@ from django.utils.html import format_html
 
 from access.permissions import Capability
 from controlplane.admin_roles import CapabilityAccess
+from controlplane.json_values import JSONValueError, json_parse
 from deliverability.models import SendingDomain
 from dispatch.models import WAITING, MessageStatus
 from dispatch.selectors import campaigns_progress
@@ -63,9 +63,9 @@ def parse_recipients(text: str) -> list[dict[str, Any]]:
 
 def _json_recipients(text: str) -> list[dict[str, Any]]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        data = json_parse(text)  # deep nesting is a form error here, not the decoder's RecursionError
+    except JSONValueError as exc:
+        raise ValidationError(str(exc)) from None
     for index, item in enumerate(data):
         if not isinstance(item, dict) or set(item) - {"address", "context"} or "address" not in item:
             raise ValidationError(f"item {index}: expected an object with address and optional context")

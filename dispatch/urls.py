@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+import controlplane.path_converters  # noqa: F401  # registers <domain:...>
 from dispatch import api, controls_api, feedback_api
 
 urlpatterns = [
@@ -13,10 +14,10 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/pause", controls_api.CampaignPauseApi.as_view(), name="campaign-pause"),
     path("campaigns/<int:campaign_id>/resume", controls_api.CampaignResumeApi.as_view(), name="campaign-resume"),
     path("domains/", controls_api.DomainListApi.as_view(), name="domain-list"),
-    path("domains/<str:domain>/", controls_api.DomainDetailApi.as_view(), name="domain-detail"),
-    path("domains/<str:domain>/evidence", controls_api.DomainEvidenceApi.as_view(), name="domain-evidence"),
-    path("domains/<str:domain>/pause", controls_api.DomainPauseApi.as_view(), name="domain-pause"),
-    path("domains/<str:domain>/resume", controls_api.DomainResumeApi.as_view(), name="domain-resume"),
+    path("domains/<domain:domain>/", controls_api.DomainDetailApi.as_view(), name="domain-detail"),
+    path("domains/<domain:domain>/evidence", controls_api.DomainEvidenceApi.as_view(), name="domain-evidence"),
+    path("domains/<domain:domain>/pause", controls_api.DomainPauseApi.as_view(), name="domain-pause"),
+    path("domains/<domain:domain>/resume", controls_api.DomainResumeApi.as_view(), name="domain-resume"),
     path("sending", controls_api.SendingStateApi.as_view(), name="sending-state"),
     path("pause-all", controls_api.PauseAllApi.as_view(), name="pause-all"),
     path("resume-all", controls_api.ResumeAllApi.as_view(), name="resume-all"),

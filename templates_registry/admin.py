@@ -38,6 +38,7 @@ from django.utils.safestring import SafeString
 
 from access.permissions import Capability
 from controlplane.admin_roles import CapabilityAccess
+from controlplane.json_values import BoundedJSONField
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Template, Variant, VariantVersion, VersionAssessment
 from templates_registry.rendering import RenderError
@@ -63,7 +64,7 @@ class RegistryAccess(CapabilityAccess):
 # --- Forms that write through a service --------------------------------------------------
 
 
-class VariablesField(forms.JSONField):
+class VariablesField(BoundedJSONField):
     """Sample values, edited as a JSON object; the service checks them against the template."""
 
     default_error_messages = {
