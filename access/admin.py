@@ -1,6 +1,7 @@
 """API tokens in the admin: ``tokens.manage`` (access/permissions.py) issues, revokes and sees all; others see their own.
 
-A new token's plaintext is shown once, in the message after "Save"; the row
+A new token's plaintext is shown once, in the body of the answer to "Save" (not
+in a message: the messages cookie would carry it, and the browser keep it); the row
 keeps only its hash. Tokens are never edited or deleted (revoked rows stay as
 the record of what existed).
 """
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from access.models import ApiToken
 from access.permissions import Capability, user_can
@@ -44,11 +46,17 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         token, plaintext = token_create(user=obj.user, name=obj.name, created_by=request.user)
-        for field in ApiToken._meta.concrete_fields:  # the admin goes on with (logs, redirects to) the created row
+        for field in ApiToken._meta.concrete_fields:  # the admin goes on with (logs, links to) the created row
             setattr(obj, field.attname, getattr(token, field.attname))
-        self.message_user(
-            request, f"Token for {obj.user}: {plaintext} (copy it now: it is not shown again).", messages.WARNING
-        )
+        request._sendplane_new_token = plaintext  # type: ignore[attr-defined]  # for response_add, this request only
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
+        """The page with the new secret, instead of the admin's redirect and its message."""
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "token": obj}
+        context["plaintext"] = request._sendplane_new_token  # type: ignore[attr-defined]
+        response = TemplateResponse(request, "admin/access/apitoken/token_created.html", context)
+        response["Cache-Control"] = "no-store"  # not kept by the browser's cache or the back button
+        return response
 
     @admin.action(description="Revoke the selected tokens (admins only)", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:

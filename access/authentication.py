@@ -1,7 +1,9 @@
 """``Authorization: Token sp_<prefix>_<secret>`` (or ``Bearer``): DRF authentication by hashed API token.
 
 The ``Token`` scheme is the one DRF's authtoken used, so clients keep their
-header. ``request.auth`` is the ApiToken. Every refusal is a 401 with one line.
+header. ``request.auth`` is the ApiToken. Every refusal is a 401 with one line, and
+counts against the anonymous rate of the client's address (a 429 over it): guessing
+tokens costs the guesser as much as asking without one.
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ from rest_framework.exceptions import AuthenticationFailed
 from access.models import ApiToken
 from access.selectors import token_for_plaintext
 from access.services import token_touch
+from access.throttling import throttle_unauthenticated
 
 SCHEMES = {b"token", b"bearer"}
 
 
 class ApiTokenAuthentication(BaseAuthentication):
     def authenticate(self, request: Any) -> tuple[Any, ApiToken] | None:
+        try:
+            return self._authenticate(request)
+        except AuthenticationFailed:
+            throttle_unauthenticated(request)
+            raise
+
+    def _authenticate(self, request: Any) -> tuple[Any, ApiToken] | None:
         words = get_authorization_header(request).split()
         if not words or words[0].lower() not in SCHEMES:
             return None  # not ours: the session (or nobody) may still authenticate

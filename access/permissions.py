@@ -19,6 +19,8 @@ from typing import Any
 
 from rest_framework import permissions
 
+from access.throttling import throttle_unauthenticated
+
 
 class Role(StrEnum):
     MARKETER = "marketer"
@@ -83,5 +85,8 @@ class CapabilityPermission(permissions.BasePermission):
     message = "Your role does not allow this."
 
     def has_permission(self, request: Any, view: Any) -> bool:
+        if not request.user.is_authenticated:  # a 401 to come: DRF would never reach its throttles (access/throttling.py)
+            throttle_unauthenticated(request)
+            return False
         capability = capability_for(view, request.method)
         return capability is not None and user_can(request.user, capability)

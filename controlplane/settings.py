@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
@@ -86,6 +87,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # the Swagger UI's files, served from STATIC_URL instead of a CDN
+    "axes",  # admin login lockout (AXES_* below)
     "access",
     "audit",
     "templates_registry",
@@ -103,7 +106,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout answer
 ]
+# Axes first: a locked-out username and address is refused before the password is even checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "controlplane.urls"
 WSGI_APPLICATION = "controlplane.wsgi.application"
@@ -147,7 +153,9 @@ REST_FRAMEWORK = {
     ],
     # Rates are SENDPLANE_API_THROTTLE below, read per request (access/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": ["access.throttling.UserRateThrottle", "access.throttling.AnonRateThrottle"],
-    "NUM_PROXIES": 0,  # anonymous clients are counted by REMOTE_ADDR; unset, DRF trusts any X-Forwarded-For
+    # Anonymous clients (the API's, the unsubscribe page's, admin logins') are counted by REMOTE_ADDR, or behind N
+    # proxies by the Nth X-Forwarded-For address from the right (what our proxy wrote); None would trust any header.
+    "NUM_PROXIES": env_int("SENDPLANE_NUM_PROXIES", 0, minimum=0, maximum=5),
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["controlplane.api.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -170,6 +178,8 @@ def _env_rate(name: str, default: str) -> str:
 SENDPLANE_API_THROTTLE = {
     "user": _env_rate("SENDPLANE_API_THROTTLE_USER", "1200/minute"),  # per authenticated user, all tokens together
     "anon": _env_rate("SENDPLANE_API_THROTTLE_ANON", "60/minute"),  # per client address, unauthenticated
+    # Per client address, the recipient-facing /u/<token> page and its one-click POST (dispatch/views.py).
+    "unsubscribe": _env_rate("SENDPLANE_UNSUBSCRIBE_THROTTLE", "60/minute"),
 }
 # Throttle counters live in the default cache: LocMemCache is per process (each gunicorn
 # worker counts alone); SENDPLANE_CACHE_URL=redis://... shares them.
@@ -184,7 +194,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Templates, campaigns, triggers and deliverability controls.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its UI ask the permission table like every API view (access/schema.py); this is their fallback.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The Swagger UI's JavaScript and CSS come from drf-spectacular-sidecar under STATIC_URL: no CDN, nothing unpinned.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Two vocabularies share the field name "reason": name both rather than let a hash suffix tell them apart.
     "ENUM_NAME_OVERRIDES": {
@@ -259,6 +274,36 @@ SENDPLANE_RENDER = {
 # --- Dispatch ----------------------------------------------------------------------
 # Where recipients' unsubscribe links point (the one-click endpoint lives at /u/<token>).
 SENDPLANE_PUBLIC_URL = (env_str("SENDPLANE_PUBLIC_URL", "http://localhost:8000") or "").rstrip("/")
+
+# --- HTTPS (Django's SECURE_* and *_COOKIE_SECURE) ---------------------------------------
+# An installation whose public URL is https:// is served over TLS: it defaults to HSTS, a redirect
+# from http:// and cookies that never travel in clear. Anything else (the embedded default, the
+# tests, the fault suite, a demo on http://localhost) defaults to none of them, which plain HTTP needs.
+# The proxy must say X-Forwarded-Proto: https (gunicorn --forwarded-allow-ips makes that the request's
+# scheme), or the redirect loops; the probes and /metrics are exempt, as the balancer and Prometheus
+# call the web process directly over HTTP.
+_SERVED_OVER_HTTPS = urlsplit(SENDPLANE_PUBLIC_URL).scheme == "https"
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _SERVED_OVER_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)  # binds every other host of the domain
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)  # browsers' lists: months to undo
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _SERVED_OVER_HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _SERVED_OVER_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _SERVED_OVER_HTTPS)
+
+# --- Admin login lockout (django-axes) ----------------------------------------------------
+# After AXES_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# refused (429, even with the right password) until AXES_COOLOFF_MINUTES pass without another try.
+# The address is the API throttles' (SENDPLANE_NUM_PROXIES), never a header the client alone wrote.
+# `manage.py axes_reset_username <name>` lifts a lockout early (ops/configuration.md).
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a right password before the limit starts the count again
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_CLIENT_IP_CALLABLE = "access.throttling.client_address"
+AXES_ENABLE_ADMIN = False  # its pages would sit outside the permission table; the commands above unlock
 
 
 class DispatchSettings(TypedDict):
@@ -436,6 +481,8 @@ reject_unknown(
         "SENDPLANE_ALERT_WEBHOOK_URL",
         "SENDPLANE_API_THROTTLE_USER",
         "SENDPLANE_API_THROTTLE_ANON",
+        "SENDPLANE_UNSUBSCRIBE_THROTTLE",
+        "SENDPLANE_NUM_PROXIES",
         "SENDPLANE_CACHE_URL",
         "SENDPLANE_METRICS_TOKEN",
         "SENDPLANE_METRICS_TOKEN_FILE",

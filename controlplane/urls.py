@@ -3,8 +3,8 @@ health probes and Prometheus metrics (controlplane/health.py)."""
 
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from access.schema import SchemaUiView, SchemaView
 from controlplane import health
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -12,8 +12,8 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("dispatch.urls")),
     path("", include("deliverability.urls")),
     path("", include("audit.urls")),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("schema/ui/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-schema-ui"),
+    path("schema/", SchemaView.as_view(), name="api-schema"),
+    path("schema/ui/", SchemaUiView.as_view(url_name="api-schema"), name="api-schema-ui"),
 ]
 
 urlpatterns = [

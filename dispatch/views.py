@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from access.throttling import throttle_per_address
 from dispatch.services.unsubscribe import message_for_token, unsubscribe_one_click
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</title>
@@ -15,6 +16,7 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</
 
 @csrf_exempt  # mailbox providers POST with no session or CSRF token (RFC 8058)
 @require_http_methods(["GET", "POST"])
+@throttle_per_address("unsubscribe")  # public and unauthenticated: SENDPLANE_UNSUBSCRIBE_THROTTLE per client address
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     """GET never unsubscribes: link scanners and previews fetch URLs on their own."""
     if request.method == "POST":

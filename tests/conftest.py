@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -36,6 +37,12 @@ SIMPLE_VARIABLES = {"first_name": "Ana", "offer_url": "https://example.com/offer
 @pytest.fixture(autouse=True)
 def _fresh_compile_cache() -> None:
     compile_cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counters() -> None:
+    # Every anonymous request of every test comes from 127.0.0.1 and counts (access/throttling.py): per test, not per minute.
+    cache.clear()
 
 
 def _user(username: str, role: str | None) -> User:
