@@ -11,6 +11,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.fields import InvalidJSONInput
 
+from controlplane.errors import ServiceError
+
 MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -37,8 +39,8 @@ def json_problem(value: Any) -> str | None:
     return None
 
 
-class JSONValueError(ValueError):
-    """One line naming why a JSON text from outside was refused."""
+class JSONValueError(ServiceError):
+    """One line naming why a JSON text from outside was refused (a 400 at the API, a form error in the admin)."""
 
 
 def json_parse(text: str | bytes) -> Any:
