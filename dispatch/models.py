@@ -92,6 +92,9 @@ class Message(models.Model):
     # When the hand-over chunk that last carried it read the pause flags and suppressions
     # (deliverability.services.handover): a suppression committed later may not have stopped it.
     checked_at = models.DateTimeField(null=True, blank=True)
+    # The trigger rendered this recipient and found no active content (templates_registry.checks): the worker,
+    # whose render is the same, need not look again. False for rows queued before that check existed.
+    content_checked = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -251,11 +251,14 @@ def test_the_trigger_refuses_a_recipient_whose_context_holds_a_javascript_url(ca
 def test_the_worker_fails_a_queued_message_whose_context_holds_a_data_url(
     campaign: Any, sending_domain: Any, smtp_sink: SmtpSink
 ) -> None:
-    # A row queued before the trigger checked (or by any other door): the worker's prepare is the last one.
+    # A row queued before the trigger checked (content_checked false: rows older than the check): the worker's
+    # prepare is the last door.
     trigger_accept(campaign=campaign, idempotency_key="k", recipients=recipients(3))
+    assert set(Message.objects.values_list("content_checked", flat=True)) == {True}, "the trigger checked every recipient"
     poisoned = Message.objects.get(recipient="user1@example.org")
     poisoned.context = poisoned.context | {"offer_url": "data:text/html,<script>alert(1)</script>"}
-    poisoned.save(update_fields=["context"])
+    poisoned.content_checked = False
+    poisoned.save(update_fields=["context", "content_checked"])
 
     while batch_send(domain_id=sending_domain.pk).more:
         pass

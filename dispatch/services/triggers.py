@@ -251,6 +251,7 @@ def _messages(campaign: Campaign, trigger: Trigger, rows: list[tuple[str, dict[s
             recipient=address,
             context=context,
             not_before=now,
+            content_checked=True,  # _render_problem refused every recipient whose render had active content
         )
         for address, context, arm in rows
     ]
