@@ -12,7 +12,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -20,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from access.permissions import Capability
+from controlplane.addresses import address_hash, validate_address
 from controlplane.admin_roles import ControlActions, DomainResumeForm, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
 from deliverability.charts import reputation_svg
 from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, SendingSwitch, Suppression, SuppressionReason
@@ -86,6 +86,19 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         )
 
 
+class AddressSearch(admin.ModelAdmin):
+    """A search term that is an address also finds it in every other spelling (case, Unicode or punycode domain)."""
+
+    hash_field = ""
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if "@" in term and " " not in term:
+            found = found | queryset.filter(**{self.hash_field: address_hash(term)})
+        return found, duplicates
+
+
 class SuppressionAddForm(forms.ModelForm):
     """A manual suppression: the address, optionally one domain, and why (kept as the source)."""
 
@@ -96,9 +109,8 @@ class SuppressionAddForm(forms.ModelForm):
         fields = ["address", "sending_domain", "source"]
 
     def clean_address(self) -> str:
-        # The same check as the API's (DRF's EmailField): the service only looks for an "@".
-        address = self.cleaned_data["address"].strip().lower()
-        validate_email(address)
+        address = self.cleaned_data["address"].strip()
+        validate_address(address)  # the service's own rule, as a form error rather than an exception
         return address
 
     def validate_unique(self) -> None:
@@ -106,7 +118,8 @@ class SuppressionAddForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(ReadOnlyAdmin):
+class SuppressionAdmin(AddressSearch, ReadOnlyAdmin):
+    hash_field = "address_hash"
     list_display = ["shown_address", "sending_domain", "reason", "source", "cause", "created_by", "created_at"]
     list_filter = ["reason", "sending_domain"]
     search_fields = ["address"]
@@ -154,9 +167,12 @@ class SuppressionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(FeedbackEvent)
-class FeedbackEventAdmin(ReadOnlyAdmin):
-    list_display = ["occurred_at", "event_type", "kind", "reason", "status", "shown_recipient", "sending_domain", "source", "matched_by"]
-    list_filter = ["event_type", "kind", "reason", "source", "sending_domain"]
+class FeedbackEventAdmin(AddressSearch, ReadOnlyAdmin):
+    hash_field = "recipient_hash"
+    list_display = [
+        "occurred_at", "event_type", "kind", "reason", "status", "shown_recipient", "sending_domain", "source", "matched_by", "verified",
+    ]
+    list_filter = ["verified", "event_type", "kind", "reason", "source", "sending_domain"]
     search_fields = ["recipient", "=message_uuid", "status"]
     list_select_related = ["sending_domain"]
     date_hierarchy = "occurred_at"

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import Capability, CapabilityPermission
+from controlplane.addresses import address_hash, validate_address
 from controlplane.api import (
     Pagination,
     StrictInputSerializer,
@@ -31,7 +32,6 @@ from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, FeedbackEvent, PauseEvidence, SendingDomain, Suppression, SuppressionReason
 from deliverability.selectors import domain_pause_evidence, domain_reputation_history
 from deliverability.services import suppression_add, suppression_remove
-from deliverability.services.suppression import address_hash
 
 TAG = "suppression"
 _DESCRIBED = {
@@ -97,7 +97,7 @@ class SuppressionListCreateApi(DeliverabilityApi):
     pagination_class = Pagination  # what paginated_response answers with; the schema describes it from here
 
     class InputSerializer(StrictInputSerializer):
-        address = serializers.EmailField(max_length=320)
+        address = serializers.CharField(max_length=320, validators=[validate_address])
         domain = serializers.SlugRelatedField(
             slug_field="domain", queryset=SendingDomain.objects.all(), required=False, allow_null=True,
             help_text="A sending domain; omit for every domain.",

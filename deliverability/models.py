@@ -89,7 +89,7 @@ class SuppressionReason(models.TextChoices):
 class Suppression(models.Model):
     """An address we must not send to: for one sending domain, or for all when domain is empty.
 
-    Looked up by ``address_hash`` (SHA-256 of the lower-cased address), so a
+    Looked up by ``address_hash`` (SHA-256 of its matching form, ``controlplane.addresses``), so a
     GDPR erase can blank ``address`` and the address still stays suppressed.
     """
 

@@ -9,22 +9,25 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from django.db.models import Q
 
+from controlplane.addresses import address_hash
 from deliverability.models import DomainMinute, PauseEvidence, SendingDomain, Suppression
-from deliverability.services.suppression import address_hash
 
 _CHUNK = 1000
 
 
 def suppressed_among(*, addresses: Iterable[str], sending_domain: SendingDomain) -> set[str]:
-    """Which of these addresses (returned lower-cased) are suppressed for this domain or globally."""
-    by_hash = {address_hash(a): a.strip().lower() for a in addresses}
+    """Which of these addresses (returned as given) are suppressed for this domain or globally, in any form."""
+    by_hash: dict[str, list[str]] = {}
+    for address in addresses:
+        by_hash.setdefault(address_hash(address), []).append(address)
     hashes = list(by_hash)
     scope = Q(sending_domain__isnull=True) | Q(sending_domain=sending_domain)
     found: set[str] = set()
     for start in range(0, len(hashes), _CHUNK):
         chunk = hashes[start : start + _CHUNK]
         rows = Suppression.objects.filter(scope, address_hash__in=chunk).values_list("address_hash", flat=True)
-        found.update(by_hash[h] for h in rows)
+        for digest in rows:
+            found.update(by_hash[digest])
     return found
 
 

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import Capability, CapabilityPermission
+from controlplane.addresses import validate_address
 from controlplane.api import StrictInputSerializer, error_responses
 from deliverability.models import EventType, Kind, MatchedBy, Reason
 from dispatch.services.erasure import address_erase_everywhere
@@ -108,6 +109,9 @@ class ErasureOutputSerializer(serializers.Serializer):
     triggers = serializers.IntegerField(help_text="Trigger answers the address was removed from.")
     suppressions = serializers.IntegerField(help_text="Suppressions whose address was blanked (they still apply, by hash).")
     events = serializers.IntegerField(help_text="Feedback events whose recipient and reply were blanked.")
+    mentions = serializers.IntegerField(
+        help_text="Other rows whose free text named the address (contexts, replies, notes, Idempotency-Keys, admin history)."
+    )
 
     class Meta:
         ref_name = "ErasureResult"
@@ -119,7 +123,7 @@ class ErasureApi(APIView):
     write_capability = Capability.ADDRESSES_ERASE
 
     class InputSerializer(StrictInputSerializer):
-        address = serializers.EmailField(max_length=320)
+        address = serializers.CharField(max_length=320, validators=[validate_address])
 
         class Meta:
             ref_name = "ErasureRequest"

@@ -13,9 +13,9 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
 
+from controlplane.addresses import address_hash
 from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, Suppression
 from deliverability.services import Feedback, event_record, suppression_add
-from deliverability.services.suppression import address_hash
 from dispatch.services.erasure import address_erase_everywhere
 
 pytestmark = pytest.mark.django_db

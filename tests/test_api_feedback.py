@@ -16,9 +16,9 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from controlplane.addresses import address_hash
 from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, Suppression
 from deliverability.services import domain_create, suppression_add
-from deliverability.services.suppression import address_hash
 from dispatch.models import Campaign, Message, MessageStatus, Trigger
 from dispatch.services.feedback import bounce_ingest
 from dispatch.services.triggers import trigger_accept
@@ -371,7 +371,7 @@ def test_erasure_removes_the_address_everywhere(api_as: Api, admin_role: User, g
                                             "suppression.address", "trigger.response")), before
     response = api_as(admin_role).post(ERASURES_URL, {"address": "Gone@Example.org"}, format="json")
     assert response.status_code == 200, response.content
-    assert response.json() == {"messages": 3, "triggers": 2, "suppressions": 2, "events": 1}
+    assert response.json() == {"messages": 3, "triggers": 2, "suppressions": 2, "events": 1, "mentions": 0}
     assert everywhere(GONE) == dict.fromkeys(before, 0)
     assert Message.objects.filter(recipient="").count() == 3
     # The bystanders are untouched.
@@ -408,7 +408,7 @@ def test_after_erasure_a_new_trigger_naming_the_address_drops_it_as_suppressed(
 
 def test_erasing_an_address_never_seen_still_keeps_it_suppressed(api_as: Api, admin_role: User, campaign: Campaign) -> None:
     response = api_as(admin_role).post(ERASURES_URL, {"address": "never@example.org"}, format="json")
-    assert response.json() == {"messages": 0, "triggers": 0, "suppressions": 1, "events": 0}
+    assert response.json() == {"messages": 0, "triggers": 0, "suppressions": 1, "events": 0, "mentions": 0}
     row = Suppression.objects.get()
     assert (row.address, row.address_hash, row.sending_domain) == ("", address_hash("never@example.org"), None)
 

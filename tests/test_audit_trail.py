@@ -18,10 +18,10 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
 from audit.services import audit_record
+from controlplane.addresses import address_hash
 from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, SendingDomain, Suppression
 from deliverability.services import Feedback, domain_create, domain_update, event_record, suppression_add, suppression_remove
-from deliverability.services.suppression import address_hash
 from dispatch.models import Campaign, CampaignStatus, Message, MessageStatus
 from dispatch.services.campaigns import campaign_set_status, messages_resolve_unknown
 from dispatch.services.erasure import address_erase_everywhere
@@ -257,7 +257,7 @@ def test_an_erase_is_recorded_once_with_counts_and_never_names_the_address(admin
     erase = written[1]
     assert (erase.actor, erase.target_type) == (admin_role, "deliverability.suppression")
     assert erase.target_label == f"sha256:{address_hash('gone@example.org')[:12]}"
-    assert erase.data == {"messages": 0, "triggers": 0, "suppressions": 2, "events": 0}
+    assert erase.data == {"messages": 0, "triggers": 0, "suppressions": 2, "events": 0, "mentions": 0}
     rows = AuditEntry.objects.values_list("target_label", "reason", "data")
     assert "gone@" not in json.dumps(list(rows)).lower()
     last = mark()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
 
+from controlplane.addresses import address_problem
 from deliverability.bounces.smtp_command import smtp_command
 
 # Bytes of a raw message the parser reads. Every format puts its report (DSN fields,
@@ -154,7 +155,7 @@ def _text(part: Message) -> str:
             # message/* parts hold header blocks (delivery-status, feedback-report): keep the fields
             # of the first ones (a per-message block, then one per recipient; re-serializing is slow)
             blocks = raw[: 2 * MAX_RECIPIENTS + 1]
-            return "\n\n".join(_as_string(p) if isinstance(p, Message) else str(p) for p in blocks)
+            return "\n\n".join(_fields_text(p) if isinstance(p, Message) else str(p) for p in blocks)
         return raw if isinstance(raw, str) else ""
     charset = "utf-8"
     try:
@@ -174,6 +175,16 @@ def _as_string(msg: Message) -> str:
         return "\n".join(f"{k}: {v}" for k, v in msg.items())
 
 
+def _fields_text(block: Message) -> str:
+    """A header block as written, 8-bit values read as UTF-8 (RFC 6533's addresses), not re-encoded as RFC 2047."""
+    return "\n".join(f"{name}: {_utf8(value)}" for name, value in block.raw_items())
+
+
+def _utf8(value: object) -> str:
+    text = str(value)
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _header(msg: Message, name: str) -> str:
     try:
         value = msg.get(name)
@@ -187,6 +198,28 @@ def _header(msg: Message, name: str) -> str:
 def _address(value: str) -> str:
     match = ADDRESS.search(value or "")
     return match.group(0).strip(".").lower() if match else ""
+
+
+_UTF8_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+MAX_FIELD_ADDRESS = 1024  # characters of a recipient field read for a non-ASCII address
+
+
+def _recipient_field(value: str) -> str:
+    """The address of a Final-/Original-Recipient field: "rfc822; a@b", or RFC 6533's "utf-8; юзер@пример.рф".
+
+    Only here, where the field holds an address alone, is a non-ASCII one read
+    (its \\x{HHHH} escapes decoded): in prose an address is read in ASCII, so
+    text in another script right before it is not taken for its local part.
+    """
+    candidate = _UTF8_ESCAPE.sub(lambda m: _char(m.group(1)), value.partition(";")[2][:MAX_FIELD_ADDRESS]).strip().strip("<>")
+    if candidate and not candidate.isascii() and address_problem(candidate) is None:
+        return candidate.lower()
+    return _address(value)
+
+
+def _char(hex_digits: str) -> str:
+    code = int(hex_digits, 16)
+    return chr(code) if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
 
 
 # A code right after a reply code ("550-5.7.1", "550 #5.1.1") or in "(#5.1.1)" is the
@@ -396,7 +429,7 @@ def parse_dsn(msg: Message) -> ParsedReport | None:
         return None
     recipients: list[RecipientStatus] = []
     for block in _field_blocks(text):
-        address = _address(block.get("final-recipient", "")) or _address(block.get("original-recipient", ""))
+        address = _recipient_field(block.get("final-recipient", "")) or _recipient_field(block.get("original-recipient", ""))
         if not address:
             continue
         if len(recipients) == MAX_RECIPIENTS:

@@ -98,6 +98,7 @@ def domain_rate(domain: SendingDomain, *, today: date | None = None) -> float:
 
 
 # Re-exported: callers import every deliverability write from ``deliverability.services``.
+from controlplane.addresses import address_hash  # noqa: E402
 from deliverability.services.counters import counters_add  # noqa: E402
 from deliverability.services.feedback import Feedback, event_record  # noqa: E402
 from deliverability.services.pause import (  # noqa: E402
@@ -112,7 +113,6 @@ from deliverability.services.pause import (  # noqa: E402
 )
 from deliverability.services.suppression import (  # noqa: E402
     address_erase,
-    address_hash,
     suppression_add,
     suppression_remove,
 )

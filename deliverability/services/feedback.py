@@ -26,11 +26,12 @@ from django.db.models import TextChoices
 from django.utils import timezone
 
 from controlplane import metrics
+from controlplane.addresses import address_hash, address_key, address_problem
 from deliverability.bounces import vocabulary as v
 from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, FeedbackEvent, SendingDomain, SuppressionReason
 from deliverability.services.counters import counters_add
-from deliverability.services.suppression import address_hash, address_normalize, suppression_add, suppression_scope
+from deliverability.services.suppression import suppression_add, suppression_scope
 
 # Soft bounces that speak about the recipient's own mailbox: enough of them in the
 # window and the address is suppressed. Blocks and rate limits speak about us
@@ -74,20 +75,9 @@ def feedback_verified(feedback: Feedback) -> bool:
 
 
 def same_recipient(reported: str, ours: str) -> bool:
-    """Whether a report names the address we sent to: case-insensitive, and an IDN domain equal to its punycode."""
-    left, right = _comparable(reported), _comparable(ours)
-    return bool(left) and "@" in left and left == right
-
-
-def _comparable(address: str) -> str:
-    local, at, domain = address_normalize(address or "").rpartition("@")
-    if not at:
-        return ""
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass  # not a valid IDN: compared as given
-    return f"{local}@{domain.rstrip('.')}"
+    """Whether a report names the address we sent to, in any of its forms (case, NFC, IDN or punycode)."""
+    left = address_key(reported or "")
+    return "@" in left and left == address_key(ours)
 
 
 def dedupe_key(dedupe: str) -> str:
@@ -131,7 +121,7 @@ def _check_vocabulary(feedback: Feedback) -> None:
 
 
 def _insert(feedback: Feedback, key: str) -> FeedbackEvent:
-    recipient = address_normalize(feedback.recipient)[:320]
+    recipient = feedback.recipient.strip().lower()[:320]
     return FeedbackEvent.objects.create(
         event_type=feedback.event_type,
         kind=feedback.kind,
@@ -157,8 +147,8 @@ def _insert(feedback: Feedback, key: str) -> FeedbackEvent:
 
 def _suppress(event: FeedbackEvent) -> None:
     reason = _suppression_reason(event)
-    if reason is None or "@" not in event.recipient:
-        return
+    if reason is None or address_problem(event.recipient):
+        return  # nothing to suppress, or no address that could ever be mailed (a trigger refuses it)
     # Unsubscribes always name their domain (the link is per message); a bounce or
     # complaint we could not tie to a domain suppresses everywhere rather than nowhere.
     domain = event.sending_domain if suppression_scope(reason) == "domain" else None

@@ -1,31 +1,22 @@
 """Suppression: who must not get mail, why, and the GDPR erase that keeps them suppressed.
 
-Rows are keyed by a SHA-256 of the lower-cased address, so erasing a person
+Rows are keyed by a SHA-256 of the address's matching form
+(``controlplane.addresses``), so erasing a person
 blanks every stored copy of their address while the hash still stops a send.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
+from controlplane.addresses import address_checked, address_hash, address_key, hash_label
 from deliverability.errors import DeliverabilityError
 from deliverability.models import FeedbackEvent, SendingDomain, Suppression, SuppressionReason
-
-
-def address_normalize(address: str) -> str:
-    return address.strip().lower()
-
-
-def address_hash(address: str) -> str:
-    return hashlib.sha256(address_normalize(address).encode("utf-8")).hexdigest()
 
 
 def suppression_scope(reason: str) -> str:
@@ -48,8 +39,7 @@ def suppression_add(
     """
     if reason not in SuppressionReason.values:
         raise DeliverabilityError(f"must be one of {', '.join(SuppressionReason.values)}", field="reason")
-    normalized = address_normalize(address)
-    _check_address(normalized)
+    normalized = address_checked(address).lower()  # shown as given, in lower case; matched by its hash
     digest = address_hash(normalized)
     try:
         with transaction.atomic():
@@ -62,18 +52,6 @@ def suppression_add(
             return row, True
     except IntegrityError:
         return Suppression.objects.get(address_hash=digest, sending_domain=sending_domain), False
-
-
-def _check_address(address: str) -> None:
-    try:
-        validate_email(address)
-    except ValidationError:
-        raise DeliverabilityError("must be an email address", field="address") from None
-
-
-def hash_label(digest: str) -> str:
-    """How the audit trail names an address: by hash, never in clear (entries outlive a GDPR erase)."""
-    return f"sha256:{digest[:12]}"
 
 
 def _audit(action: str, row: Suppression, *, actor: object, actor_label: str = "", reason: str = "", **data: object) -> None:
@@ -107,10 +85,9 @@ def address_erase(*, address: str) -> Erasure:
     writes the one ``address.erase`` audit entry with every count. Rows already
     erased are not counted again: a repeated erase changes nothing.
     """
-    normalized = address_normalize(address)
-    if "@" not in normalized:
+    if "@" not in address_key(address):
         raise DeliverabilityError("must be an email address", field="address")
-    digest = address_hash(normalized)
+    digest = address_hash(address)
     with transaction.atomic():
         suppressions = Suppression.objects.filter(address_hash=digest).exclude(address="").update(address="")
         events = FeedbackEvent.objects.filter(recipient_hash=digest).exclude(recipient="").update(recipient="", smtp_reply="", detail={})

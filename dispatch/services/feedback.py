@@ -285,7 +285,7 @@ def _record(verdict: Classification, tie: Tie, dedupe: str, source: str) -> Inge
     # A verified report names our recipient (perhaps in other case): we keep the address we send to.
     recipient = message.recipient if verified and message is not None else verdict.recipient
     detail: dict[str, str] = {} if verified else {"unverified": unverified_why(tie)}
-    if verdict.recipient.strip().lower() != recipient.strip().lower():
+    if verdict.recipient and not same_recipient(verdict.recipient, recipient):
         detail["reported_recipient"] = verdict.recipient
     feedback = Feedback(
         event_type=event_type,

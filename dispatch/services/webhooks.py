@@ -35,6 +35,7 @@ from deliverability.bounces import vocabulary as v
 from deliverability.bounces.parse import reply_in, status_in
 from deliverability.models import EventType
 from deliverability.services import Feedback, event_record
+from deliverability.services.feedback import same_recipient
 from dispatch.services.delivery import ESP_METADATA_KEY
 from dispatch.services.feedback import (
     Ingested,
@@ -315,6 +316,6 @@ def _detail(esp_name: str, event: AnymailTrackingEvent, recipient: str) -> dict[
         "esp_message_id": str(event.message_id or ""),
         "description": (event.description or "")[:500],
     }
-    if event.recipient and event.recipient.lower() != recipient.lower():
+    if event.recipient and not same_recipient(event.recipient, recipient):
         detail["reported_recipient"] = event.recipient
     return {key: value for key, value in detail.items() if value}

@@ -312,7 +312,7 @@ def _hand_over_chunk(domain: SendingDomain, chunk: list[Prepared], transport: Tr
         blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
         allowed = [p for p in chunk if p.message.campaign_id in running]
         for prepared in allowed:
-            if prepared.message.recipient.lower() in blocked:
+            if prepared.message.recipient in blocked:
                 outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
         _send_chunk(transport, [p for p in allowed if p.message.pk not in outcomes], outcomes, deadline)
     return True

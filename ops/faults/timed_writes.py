@@ -43,7 +43,7 @@ def main() -> int:
     while not _stop:
         n += 1
         began = time.perf_counter()
-        suppression_add(address=f"unrelated-{time.time_ns()}-{n}@elsewhere.test", reason="manual", source="fault suite")
+        suppression_add(address=f"unrelated-{time.time_ns()}-{n}@elsewhere.example.net", reason="manual", source="fault suite")
         wrote = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
