@@ -77,13 +77,7 @@ def _verdict(report: ParsedReport, rcpt: RecipientStatus) -> tuple[str, str, str
     if not reason and not status and not rcpt.diagnostic and report.fmt != "dsn":
         return v.Kind.UNKNOWN, v.Reason.UNDEFINED, ""
     reason = reason or (v.Reason.ON_HOLD if rcpt.diagnostic else v.Reason.UNDEFINED)  # said something we cannot place
-    permanent = _permanent(status, rcpt)
-    if reason == v.Reason.HOST_UNKNOWN and not permanent:
-        reason = v.Reason.NETWORK_ERROR  # a DNS failure that will be retried is not a dead domain yet
-    if not status:
-        status = v.pseudo_status(reason, permanent)
-    kind = v.Kind.HARD if reason in v.HARD_REASONS or (reason == v.Reason.NOT_ACCEPT and permanent) else v.Kind.SOFT
-    return kind, reason, status
+    return v.failure_verdict(reason, status, _permanent(status, rcpt) or _given_up(status, rcpt))
 
 
 def _status(rcpt: RecipientStatus) -> str:
@@ -138,6 +132,17 @@ def _address_reason_at_stage(reason: str, rcpt: RecipientStatus, status: str) ->
     if v.status_blames_a_filter(status):
         return v.Reason.FILTERED
     return reason
+
+
+def _given_up(status: str, rcpt: RecipientStatus) -> bool:
+    """A temporary *address* answer the reporting MTA stopped retrying ("Action: failed", "Status: 4.1.1"): final.
+
+    Its queue retried for days and the receiving server said each time that it
+    did not know the address (X.1.x: RFC 3463's addressing status); a "delayed"
+    report of the same answer is still being retried, and a temporary failure
+    of anything else (DNS, a full mailbox, a block) says nothing lasting.
+    """
+    return rcpt.action == "failed" and status.startswith("4.1.")
 
 
 def _permanent(status: str, rcpt: RecipientStatus) -> bool:

@@ -34,7 +34,5 @@ def classify_reply(code: int | None, text: str) -> ReplyVerdict:
     reason = (
         v.decisive_reason_from_status(status) or v.reason_from_text(text) or v.reason_from_status(status) or v.Reason.UNDEFINED
     )
-    if reason == v.Reason.HOST_UNKNOWN and not permanent:
-        reason = v.Reason.NETWORK_ERROR
-    kind = v.Kind.HARD if permanent and reason in v.HARD_REASONS else v.Kind.SOFT
-    return ReplyVerdict(kind=kind, reason=reason, status=status or v.pseudo_status(reason, permanent), permanent=permanent)
+    kind, reason, status = v.failure_verdict(reason, status, permanent)
+    return ReplyVerdict(kind=kind, reason=reason, status=status, permanent=permanent)

@@ -134,7 +134,7 @@ STATUS_REASONS: Final[dict[str, str]] = {
     "X.7.24": Reason.AUTH_FAILURE,
     "X.7.25": Reason.REQUIRE_PTR,
     "X.7.26": Reason.AUTH_FAILURE,
-    "X.7.27": Reason.NOT_ACCEPT,
+    "X.7.27": Reason.NOT_ACCEPT,  # RFC 7505 means the sender's null MX; Sendmail uses it for the recipient's (text decides)
     "X.7.509": Reason.AUTH_FAILURE,
     "X.7.606": Reason.BLOCKED,
 }
@@ -151,6 +151,7 @@ _TEXT_TABLE: Final[tuple[tuple[str, str], ...]] = (
     (Reason.SPAM_DETECTED, r"\bspam\b|junk mail|blacklisted content|content (was )?rejected|message content|bulk mail|unsolicited|spamhaus.{0,100}dbl|considered as spam|message has been blocked|likely (to be )?spam"),
     (Reason.SUSPENDED, r"suspended|disabled|deactivated|inactive|account (has been |is )?(locked|closed|expired|frozen)|mailbox (is )?(disabled|inactive|unavailable due)|not active|temporarily (disabled|unavailable)|is no longer active"),
     (Reason.HAS_MOVED, r"has moved|address changed|no longer (at|with)|moved to"),
+    (Reason.REJECTED, r"sender (address|domain) (has|with) (a )?null mx"),  # RFC 7505 X.7.27: about our side
     (Reason.NOT_ACCEPT, r"null mx|indicated no smtp service|not accepting (any )?(network )?(messages|mail)"),
     (Reason.NETWORK_ERROR, r"name service error.{0,80}(try again|malformed|unexpected)|temporary (dns|name server) (failure|error)"),
     (Reason.HOST_UNKNOWN, r"unrouteable address|no such domain|domain is not reachable|host \S+ not found|\b[45]\d\d [a-z0-9-]+(\.[a-z0-9-]+)+ does not exist|host (or domain name )?(not found|unknown)|unknown (host|domain)|domain (not found|does not exist|name not found|is not (valid|found))|name or service not known|no (such )?(mx|mail exchanger|a record)|unrouteable (mail )?domain|unroutable|dns error|nxdomain|no route to host|illegal host/domain|host not found|unknown mail domain|domain .{0,40}does not accept mail|bad destination (mailbox|host)"),
@@ -241,7 +242,7 @@ def status_blames_a_filter(status: str) -> bool:
 
 # Codes whose meaning beats any phrasing in the text (the text often quotes
 # "recipient" or "user" around a sender or size problem).
-DECISIVE_STATUSES: Final = frozenset({"X.1.2", "X.1.6", "X.1.7", "X.1.8", "X.2.2", "X.2.3", "X.3.4", "X.4.7", "X.7.9", "X.7.23", "X.7.24", "X.7.25", "X.7.26", "X.7.27"})
+DECISIVE_STATUSES: Final = frozenset({"X.1.2", "X.1.6", "X.1.7", "X.1.8", "X.2.2", "X.2.3", "X.3.4", "X.4.7", "X.7.9", "X.7.23", "X.7.24", "X.7.25", "X.7.26"})
 
 
 def decisive_reason_from_status(status: str) -> str:
@@ -336,6 +337,22 @@ PERMANENT_ONLY: Final = frozenset({
     Reason.USER_UNKNOWN, Reason.HOST_UNKNOWN, Reason.HAS_MOVED, Reason.EXCEED_LIMIT, Reason.TOO_BIG,
     Reason.MAILER_ERROR, Reason.RELAYING_DENIED, Reason.SUSPENDED, Reason.SYNTAX_ERROR,
 })
+
+
+def failure_verdict(reason: str, status: str, permanent: bool) -> tuple[str, str, str]:
+    """(kind, reason, status) of a failure, whichever path read it: a DSN, our own SMTP session, an ESP's event.
+
+    The one rule: hard only when the failure is permanent and about the
+    address (``HARD_REASONS``, or a domain that accepts no mail). A temporary
+    failure is soft whatever it names: "4.1.1 user unknown" in a delayed DSN
+    or a 450 in our session is a mailbox the server could not vouch for now,
+    and it is retried, not suppressed. A DNS failure that will be retried is
+    not a dead domain yet.
+    """
+    if reason == Reason.HOST_UNKNOWN and not permanent:
+        reason = Reason.NETWORK_ERROR
+    hard = permanent and (reason in HARD_REASONS or reason == Reason.NOT_ACCEPT)
+    return (Kind.HARD if hard else Kind.SOFT), reason, status or pseudo_status(reason, permanent)
 
 
 def pseudo_status(reason: str, permanent: bool) -> str:

@@ -232,10 +232,8 @@ def _bounce_verdict(esp_name: str, event: AnymailTrackingEvent, event_type: str,
         or v.Reason.UNDEFINED
     )
     permanent = _permanent(event_type, signal_permanent if signal_permanent is not None else permanent, status, text)
-    if reason == v.Reason.HOST_UNKNOWN and not permanent:
-        reason = v.Reason.NETWORK_ERROR  # a DNS failure that will be retried is not a dead domain yet
-    hard = permanent and (reason in v.HARD_REASONS or reason == v.Reason.NOT_ACCEPT)
-    return Verdict(event_type, v.Kind.HARD if hard else v.Kind.SOFT, reason, status or v.pseudo_status(reason, permanent))
+    kind, reason, status = v.failure_verdict(reason, status, permanent)
+    return Verdict(event_type, kind, reason, status)
 
 
 def _permanent(event_type: str, esp_says: bool | None, status: str, text: str) -> bool:
