@@ -59,6 +59,7 @@ class Rule(TextChoices):
 
     CUSUM = "cusum", "CUSUM: a shift from the domain's own baseline"
     CEILING = "ceiling", "Ceiling: an absolute limit"
+    BATCH = "batch", "CUSUM on the worker's own batches: refusals heard while sending"
 
 
 SIGNALS: tuple[Signal, ...] = tuple(Signal)
@@ -100,6 +101,10 @@ class DetectorConfig:
     # that one excursion of a healthy domain reaches h (Ville). 12 keeps thousands of healthy
     # generated domain-days quiet, where 10 paused a few, and still decides after ~7-20 bad events.
     threshold: float = 12.0
+    # The same test between minutes (``bounce_between``) looks several times a minute, at counts
+    # too small for the minute's noise model to have settled; a higher bar keeps its false pauses
+    # on healthy generated traffic at the minute pass's (tests/test_detector_between_minutes.py).
+    between_threshold: float = 14.0
     # Minute-to-minute relative noise of a domain's true rate (campaigns and list segments differ):
     # the minute's llr is divided by the design effect 1 + (n - 1) p0 sigma^2 / (1 - p0) of that
     # noise, so a big domain's single odd minute weighs what it is worth (at most ~(r ln f - f + 1)
@@ -408,3 +413,73 @@ def replay(
         if on_minute is not None:
             on_minute(minute + 1)
     return paused
+
+
+# --- the same test between minutes, on what the workers hear -----------------------------------
+
+
+@dataclass(frozen=True)
+class BounceWatch:
+    """Per domain (arrays of shape (n,)): the bounce CUSUM's state after the last minute, for the workers."""
+
+    cusum: np.ndarray
+    p0: np.ndarray
+    p1: np.ndarray
+    exc_events: np.ndarray
+    exc_trials: np.ndarray
+
+
+def bounce_watch(state: DetectorState, config: DetectorConfig = DEFAULT) -> BounceWatch:
+    p0 = baseline_rate(state, config)
+    p1 = _alternative(state, p0, config)
+    return BounceWatch(state.cusum[0].copy(), p0[0].copy(), p1[0].copy(), state.exc_events[0].copy(), state.exc_trials[0].copy())
+
+
+def cold_bounce_watch(config: DetectorConfig = DEFAULT) -> tuple[float, float]:
+    """(p0, p1) of the bounce signal for a domain with no data of its own."""
+    watch = bounce_watch(DetectorState.empty(1, config), config)
+    return float(watch.p0[0]), float(watch.p1[0])
+
+
+def bounce_between_minutes(
+    *, cusum: float, p0: float, p1: float, exc_events: float, trials: int, events: int, config: DetectorConfig = DEFAULT
+) -> tuple[float, bool]:
+    """(statistic, decided) for one domain: ``bounce_between`` on scalars."""
+    statistic, decided = bounce_between(
+        np.array([cusum]), np.array([p0]), np.array([p1]), np.array([exc_events]), np.array([float(trials)]),
+        np.array([float(events)]), config,
+    )
+    return float(statistic[0]), bool(decided[0])
+
+
+def bounce_between(
+    cusum: np.ndarray, p0: np.ndarray, p1: np.ndarray, exc_events: np.ndarray, trials: np.ndarray, events: np.ndarray,
+    config: DetectorConfig = DEFAULT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(statistic, decided) per domain: the bounce CUSUM as the minute pass would find it, from the counts since its last minute.
+
+    The minute pass waits for a minute to end (and for the beat); a list
+    import at a third unknown users has sent hundreds by then. A worker that
+    has just recorded refusals asks this instead, with the minute pass's p0,
+    design effect, threshold and minimum of events. One difference: the
+    minute pass's p1 is fixed from earlier minutes, so the first minute of an
+    incident is judged against only twice the baseline. Here the counts since
+    are judged against an equal mixture of alternatives from that p1 up to
+    the highest rate (``_BETWEEN_GRID`` of them): a mixture of likelihood
+    ratios is itself one under p0, so the false-alarm bound of the threshold
+    holds (the evidence pays the mixture's log(grid) for not knowing the
+    rate), and a jump to 30% is judged against 30% at once.
+    """
+    trials = np.maximum(trials, events)
+    steps = np.linspace(0.0, 1.0, _BETWEEN_GRID)[:, None]
+    grid = p1 * (np.maximum(_P1_MAX, p1) / p1) ** steps  # (grid, n), geometric from p1 to the highest rate
+    llr = events * np.log(grid / p0) + (trials - events) * np.log((1.0 - grid) / (1.0 - p0))
+    scaled = llr / (1.0 + np.maximum(trials - 1.0, 0.0) * p0 * config.rate_noise**2 / (1.0 - p0))
+    top = scaled.max(axis=0)
+    mixed = top + np.log(np.exp(scaled - top).mean(axis=0))
+    statistic = np.maximum(cusum + mixed, 0.0)
+    evidence = np.where(cusum > 0.0, exc_events, 0.0) + events
+    return statistic, (statistic >= config.between_threshold) & (evidence >= config.min_events[0])
+
+
+_BETWEEN_GRID = 16  # alternatives in the mixture: the evidence pays log(16) = 2.8 for not knowing the rate

@@ -229,6 +229,7 @@ class PauseEvidence(models.Model):
     threshold = models.FloatField()
     volume = models.PositiveIntegerField(help_text="Messages sent since the shift began")
     events = models.PositiveIntegerField(default=0, help_text="Bounces or complaints since the shift began")
+    replies = models.JSONField(default=list, blank=True, help_text="Receiving servers' replies that decided (batch rule)")
     created_at = models.DateTimeField(auto_now_add=True)
     resumed_at = models.DateTimeField(null=True, blank=True)
 
@@ -240,10 +241,32 @@ class PauseEvidence(models.Model):
         return f"{self.sending_domain}: {self.signal} {self.observed:.2%} vs baseline {self.baseline:.2%}"
 
     def summary(self) -> str:
+        heard = f"; replies: {' | '.join(self.replies)}" if self.replies else ""
         return (
             f"detector: {self.signal} rate {self.observed:.2%} over {self.volume} messages "
-            f"vs baseline {self.baseline:.2%} ({self.rule} {self.statistic:.1f} > {self.threshold:.1f})"
+            f"vs baseline {self.baseline:.2%} ({self.rule} {self.statistic:.1f} > {self.threshold:.1f}){heard}"
         )
+
+
+class BatchWatch(models.Model):
+    """One domain's bounce CUSUM as the minute pass left it, for the workers' check between minutes.
+
+    Written by ``detection.detector_run`` where it changed; read by
+    ``batch_watch.batch_watch`` after a batch that heard refusals. A domain
+    without a row (or whose ``epoch`` is not its ``detector_epoch``: resumed
+    since) is judged as a cold one.
+    """
+
+    sending_domain = models.OneToOneField(SendingDomain, on_delete=models.CASCADE, primary_key=True, related_name="batch_watch")
+    epoch = models.PositiveIntegerField(default=0)
+    cusum = models.FloatField(default=0.0)
+    p0 = models.FloatField()
+    p1 = models.FloatField()
+    exc_events = models.FloatField(default=0.0)
+    exc_trials = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"{self.sending_domain}: cusum {self.cusum:.1f}, p0 {self.p0:.2%}"
 
 
 class SendingSwitch(models.Model):

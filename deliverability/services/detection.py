@@ -37,6 +37,7 @@ from deliverability import detector
 from deliverability.models import DetectorState, PauseEvidence, SendingDomain
 from deliverability.notify import pause_notify
 from deliverability.selectors import MinuteSeries, domain_minute_series
+from deliverability.services.batch_watch import batch_watch_save
 from deliverability.services.counters import minute_of
 from deliverability.services.handover import hand_overs_wait
 from deliverability.services.pause import domain_pause
@@ -77,6 +78,8 @@ def detector_run(*, now: datetime | None = None) -> RunResult:
         row.state, row.minute = state.to_bytes(), end - timedelta(minutes=1)
         row.domain_ids, row.domain_epochs = domains.ids.tobytes(), domains.epochs.tobytes()
         row.save(update_fields=["state", "domain_ids", "domain_epochs", "minute", "updated_at"])
+        active = np.flatnonzero(np.any([c.any(axis=1) for c in series.counts.values()], axis=0))  # the rest did not change
+        batch_watch_save(state, domains.ids, domains.epochs, active)  # what the workers judge the minutes since by
         for item in evidence:
             transaction.on_commit(partial(pause_notify, item))
     metrics.detector_observed(state, detector.SIGNALS)

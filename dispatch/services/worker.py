@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from controlplane import metrics
 from controlplane.locking import lock_no_key, lock_skip_locked
-from deliverability.models import SendingDomain
+from deliverability.models import EventType, SendingDomain
 from deliverability.selectors import suppressed_among
 from deliverability.services import (
     Reservation,
@@ -51,6 +51,7 @@ from deliverability.services import (
     token_bucket_spend,
     token_bucket_take,
 )
+from deliverability.services.batch_watch import batch_watch
 from deliverability.services.handover import Scope, hand_over_guard, sending_paused
 from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
@@ -74,6 +75,7 @@ class BatchResult:
     more: bool = False  # every granted token found a row: more may be due, ask for another batch
     correlation_ids: set[str] = field(default_factory=set)  # of the triggers whose messages were handed over
     fault: str = ""  # a domain-wide fault found by this batch: the domain was paused with it as the reason
+    bounced: int = 0  # refusals recorded as bounces: the domain's bounces are judged at once (batch_watch)
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -97,6 +99,8 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
         granted = _send_claimed(domain, held, claimed, transport, result)
     finally:
         token_bucket_release(reservation=reservation)
+    if result.bounced:  # the minute pass waits for the minute to end; a list import would send hundreds meanwhile
+        batch_watch(domain)
     # Rows were there for every reserved token and tokens still flowed: keep the chain going.
     result.more = bool(claimed) and len(claimed) == reservation.tokens and granted > 0
     metrics.batch_recorded(domain=domain.domain, counts=result.counts)
@@ -368,7 +372,8 @@ def messages_record(
                 last_code=message.last_code, last_reply=message.last_reply,
             )
             if updated:  # the receiver's refusal is feedback like any bounce: classified, suppressing, counted
-                reply_learn(message=message, code=outcome.code, reply=outcome.reply)
+                learned = reply_learn(message=message, code=outcome.code, reply=outcome.reply)
+                result.bounced += learned is not None and learned.event.event_type == EventType.BOUNCED
                 attempted += message.status == MessageStatus.FAILED and outcome.code is not None
         if attempted:
             counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=attempted)
