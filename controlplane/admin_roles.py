@@ -73,6 +73,10 @@ class ResumeForm(forms.Form):
 class DomainResumeForm(ResumeForm):
     ramp_minutes = forms.IntegerField(min_value=0, required=False, help_text="From a tenth of the rate to all of it; empty: the default.")
     force = forms.BooleanField(required=False, help_text="Needed to lift a pause by the anomaly detector: read its evidence first.")
+    override_minutes = forms.IntegerField(
+        min_value=1, required=False,
+        help_text="Or override a detector pause for this many minutes (with a reason): it pauses again then if the detector still says so.",
+    )
 
 
 class ControlActions(CapabilityAccess):

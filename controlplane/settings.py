@@ -412,6 +412,8 @@ SENDPLANE_DETECTOR = {
     "ENABLED": env_bool("SENDPLANE_DETECTOR_ENABLED", True),
     # A cold start (or a start after an outage) feeds at most this many past minutes.
     "BACKFILL_MINUTES": env_int("SENDPLANE_DETECTOR_BACKFILL_MINUTES", 180, minimum=1, maximum=1440),
+    # The longest an operator may override a detector pause (the override lapses on its own; issue 16).
+    "OVERRIDE_MAX_MINUTES": env_int("SENDPLANE_DETECTOR_OVERRIDE_MAX_MINUTES", 240, minimum=1, maximum=7 * 24 * 60),
 }
 SENDPLANE_RESUME_RAMP_MINUTES = env_int("SENDPLANE_RESUME_RAMP_MINUTES", 30, minimum=0, maximum=7 * 24 * 60)
 # Optional: every automatic pause is POSTed here as JSON (a chat or paging webhook).
@@ -477,6 +479,7 @@ reject_unknown(
         "SENDPLANE_BOUNCE_MAX_BYTES",
         "SENDPLANE_DETECTOR_ENABLED",
         "SENDPLANE_DETECTOR_BACKFILL_MINUTES",
+        "SENDPLANE_DETECTOR_OVERRIDE_MAX_MINUTES",
         "SENDPLANE_RESUME_RAMP_MINUTES",
         "SENDPLANE_ALERT_WEBHOOK_URL",
         "SENDPLANE_API_THROTTLE_USER",

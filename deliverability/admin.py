@@ -52,17 +52,23 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
     def resume(self, request: HttpRequest, queryset: QuerySet[SendingDomain]) -> Any:
         def apply(domain: SendingDomain, data: dict[str, Any]) -> str:
             outcome = domain_resume(
-                domain=domain, actor=request.user, ramp_minutes=data["ramp_minutes"], force=data["force"], reason=data["reason"]
+                domain=domain, actor=request.user, ramp_minutes=data["ramp_minutes"], force=data["force"], reason=data["reason"],
+                override_minutes=data.get("override_minutes"),
             )
-            return f"{domain} resumed, ramping over {outcome.domain.ramp_minutes} min." if outcome.changed else f"{domain} was not paused."
+            if not outcome.changed:
+                return f"{domain} was not paused."
+            until = f", the detector overridden until {outcome.domain.override_until:%H:%M} UTC" if outcome.domain.override_until else ""
+            return f"{domain} resumed, ramping over {outcome.domain.ramp_minutes} min{until}."
 
         return control_action(self, request, queryset, title="Resume the selected domains", form_class=DomainResumeForm, apply=apply)
 
     list_filter = ["paused", "paused_by"]
     search_fields = ["domain"]
-    readonly_fields = ["reputation", "evidence"]
+    readonly_fields = ["reputation", "evidence", "override_until"]
     fieldsets = [
-        (None, {"fields": ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason", "paused_at"]}),
+        (None, {"fields": [
+            "domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason", "paused_at", "override_until",
+        ]}),
         ("SMTP sessions (empty: the relay's limits)", {"fields": ["smtp_connections", "smtp_deliveries_per_connection"]}),
         ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
     ]

@@ -184,6 +184,11 @@ class DetectorState:
         for name in _ARRAYS:
             getattr(self, name)[..., index] = 0
 
+    def restart_excursion(self, index: np.ndarray) -> None:
+        """These domains' evidence starts again from now (an operator overrode a pause); the baseline stays learned."""
+        for name in ("cusum", "exc_events", "exc_trials", "exc_minutes"):
+            getattr(self, name)[..., index] = 0
+
     def copy_from(self, other: DetectorState, *, source: np.ndarray, target: np.ndarray) -> None:
         """Take the entries ``source`` of ``other`` as this state's entries ``target``."""
         for name in _ARRAYS:

@@ -53,6 +53,10 @@ class SendingDomain(models.Model):
     # Bumped by every resume (services/pause.py), read by the detector (services/detection.py): the detector forgets
     # a domain whose epoch moved since its last run, and never pauses it on data read under an older epoch.
     detector_epoch = models.PositiveIntegerField(default=0, editable=False)
+    # An operator's override of a detector pause (services/pause.py): sending until then whatever the detector
+    # decides; the detector keeps its own view (no epoch bump) and it returns when the override lapses.
+    override_until = models.DateTimeField(null=True, blank=True, editable=False)
+    override_from = models.DateTimeField(null=True, blank=True, editable=False)  # the detector's evidence restarts here
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -89,6 +89,13 @@ class DomainResumeInputSerializer(ResumeInputSerializer):
         help_text="Minutes from a tenth of the rate to all of it (default SENDPLANE_RESUME_RAMP_MINUTES).",
     )
     force = serializers.BooleanField(required=False, default=False, help_text="Needed to lift a pause by the anomaly detector.")
+    override_minutes = serializers.IntegerField(
+        min_value=1, max_value=7 * 24 * 60, required=False, allow_null=True, default=None,
+        help_text=(
+            "Override a detector pause for this long (a reason is required; at most SENDPLANE_DETECTOR_OVERRIDE_MAX_MINUTES): "
+            "the detector keeps its view and it returns when the override lapses."
+        ),
+    )
 
     class Meta:
         ref_name = "DomainResumeRequest"

@@ -88,3 +88,18 @@ def test_the_global_switch_stops_and_restarts_everything(staff_client: Any, onca
     act(client, SWITCH, "resume_all", switch.pk, reason="over")
     assert not SendingSwitch.objects.get().paused
     assert [e.action for e in AuditEntry.objects.order_by("id")][-2:] == ["sending.pause_all", "sending.resume_all"]
+
+
+def test_oncall_overrides_a_detector_pause_for_a_while_from_the_admin(campaign: Any, staff_client: Any, oncall: Any) -> None:
+    """Issue 16's second key: the detector keeps its view (no epoch bump) and it returns when the override lapses."""
+    evidence = PauseEvidence(
+        minute=campaign.created_at, signal="bounce", rule="batch", baseline=0.05, observed=0.34, statistic=15.0,
+        threshold=14.0, volume=50, events=17, replies=["550 5.1.1 No such user"],
+    )
+    domain_pause(domain=campaign.sending_domain, reason=evidence.summary(), evidence=evidence)
+    epoch = SendingDomain.objects.get(pk=campaign.sending_domain_id).detector_epoch
+    done = act(staff_client(oncall), DOMAINS, "resume", campaign.sending_domain_id, reason="list cleaned", override_minutes="45")
+    assert b"the detector overridden until" in done.content
+    domain = SendingDomain.objects.get(pk=campaign.sending_domain_id)
+    assert not domain.paused and domain.detector_epoch == epoch and domain.override_until is not None
+    assert AuditEntry.objects.filter(action="domain.override", actor=oncall).count() == 1

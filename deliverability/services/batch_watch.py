@@ -21,7 +21,7 @@ from django.utils import timezone
 from deliverability import detector
 from deliverability.models import BatchWatch, DetectorState, DomainMinute, EventType, FeedbackEvent, PauseEvidence, SendingDomain
 from deliverability.services.counters import minute_of
-from deliverability.services.pause import PauseOutcome, domain_pause
+from deliverability.services.pause import PauseOutcome, domain_pause, overridden
 
 _STATE = "default"  # detection's state row
 _REPLIES_SHOWN = 3
@@ -30,6 +30,8 @@ _WRITE_CHANGE = 0.02  # a row is rewritten when p0 or p1 moved by more than this
 
 def batch_watch(domain: SendingDomain) -> PauseOutcome | None:
     """Pause ``domain`` when its bounces since the minute pass's last minute decide; None when they do not."""
+    if overridden(domain):
+        return None  # an operator holds the detector off it; the minute pass keeps its view
     since = _since()
     counts = DomainMinute.objects.filter(sending_domain=domain, minute__gte=since).aggregate(
         sent=Sum("sent"), bounced=Sum("bounced_hard") + Sum("bounced_soft") + Sum("bounced_reputation")

@@ -22,6 +22,7 @@ saves the epoch it read, the next run forgets the domain.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,8 +41,9 @@ from deliverability.selectors import MinuteSeries, domain_minute_series
 from deliverability.services.batch_watch import batch_watch_save
 from deliverability.services.counters import minute_of
 from deliverability.services.handover import hand_overs_wait
-from deliverability.services.pause import domain_pause
+from deliverability.services.pause import domain_pause, overridden, override_lapse
 
+logger = logging.getLogger("sendplane.detector")
 _STATE = "default"
 _IDS = np.int64
 
@@ -69,11 +71,17 @@ def detector_run(*, now: datetime | None = None) -> RunResult:
         row = _locked_state_row()
         domains = _domains()
         state = _aligned_state(row, domains)
+        lapses = _lapse_index(domains, override_lapse(now=end))
         start = _first_minute(row, end)
+        restarts = _lapse_index(domains, _overrides_begun(since=start - timedelta(minutes=1)))
         if start >= end:
+            _return_view(state, lapses, until=None)
+            row.state = state.to_bytes()
+            row.save(update_fields=["state", "updated_at"])
             return RunResult(0, len(domains.ids), [])
         series = domain_minute_series(start=start, end=end, domain_ids=domains.ids.tolist())
-        paused = [_pause(domains, series, m, decisions) for m, decisions in _steps(state, series)]
+        paused = [_pause(domains, series, m, decisions) for m, decisions in _steps(state, series, lapses, restarts)]
+        _return_view(state, lapses, until=None)  # every override that lapsed by now has, whatever minutes there were
         evidence = [item for batch in paused for item in batch]
         row.state, row.minute = state.to_bytes(), end - timedelta(minutes=1)
         row.domain_ids, row.domain_epochs = domains.ids.tobytes(), domains.epochs.tobytes()
@@ -86,6 +94,35 @@ def detector_run(*, now: datetime | None = None) -> RunResult:
     for item in evidence:  # the pauses are visible now: wait out the chunks that were mid-hand-over
         hand_overs_wait(SendingDomain, item.sending_domain_id)
     return RunResult(len(series.minutes), len(domains.ids), evidence)
+
+
+def _overrides_begun(*, since: datetime) -> dict[int, datetime]:
+    rows = SendingDomain.objects.filter(override_from__gte=since).values_list("id", "override_from")
+    return {domain_id: began for domain_id, began in rows if began is not None}
+
+
+def _restart(state: detector.DetectorState, restarts: dict[int, np.datetime64], minute: np.datetime64) -> None:
+    """An override began in this minute or before: the evidence its lapse is judged by starts with its time."""
+    due = [index for index, since in restarts.items() if since < minute + np.timedelta64(60, "s")]
+    if due:
+        state.restart_excursion(np.array(due))
+        for index in due:
+            del restarts[index]
+
+
+def _lapse_index(domains: Domains, lapsed: dict[int, datetime]) -> dict[int, np.datetime64]:
+    """State index -> a time of its domain's (when its override lapsed, or began)."""
+    position = {int(d): i for i, d in enumerate(domains.ids)}
+    return {position[d]: np.datetime64(until.replace(tzinfo=None), "s") for d, until in lapsed.items() if d in position}
+
+
+def _return_view(state: detector.DetectorState, lapses: dict[int, np.datetime64], *, until: np.datetime64 | None) -> None:
+    """Overrides lapsed by ``until`` (all: None): the detector may decide on these domains again, from the view it
+    kept meanwhile, at the minute the override ended rather than on the minutes it covered."""
+    for index, lapse in list(lapses.items()):
+        if until is None or lapse <= until:
+            state.paused[index] = False
+            del lapses[index]
 
 
 def _locked_state_row() -> DetectorState:
@@ -130,10 +167,15 @@ def _first_minute(row: DetectorState, end: datetime) -> datetime:
     return earliest if row.minute is None else max(earliest, row.minute + timedelta(minutes=1))
 
 
-def _steps(state: detector.DetectorState, series: MinuteSeries) -> Iterator[tuple[int, detector.Decisions]]:
+def _steps(
+    state: detector.DetectorState, series: MinuteSeries, lapses: dict[int, np.datetime64], restarts: dict[int, np.datetime64]
+) -> Iterator[tuple[int, detector.Decisions]]:
     c = series.counts
     bounced = c["bounced_hard"] + c["bounced_soft"] + c["bounced_reputation"]
     for m in range(len(series.minutes)):
+        minute = series.minutes[m].astype("datetime64[s]")
+        _restart(state, restarts, minute)
+        _return_view(state, lapses, until=minute + np.timedelta64(60, "s"))
         decisions = detector.detector_step(state, c["sent"][:, m], bounced[:, m], c["complained"][:, m], c["bounced_reputation"][:, m])
         if len(decisions.index):
             yield m, decisions
@@ -144,6 +186,9 @@ def _pause(domains: Domains, series: MinuteSeries, m: int, decisions: detector.D
     paused = []
     for k, index in enumerate(decisions.index.tolist()):
         domain = SendingDomain.objects.get(pk=int(domains.ids[index]))
+        if overridden(domain, minute):
+            logger.info("not pausing %s: an operator overrides the detector until %s", domain.domain, domain.override_until)
+            continue  # the state stays decided: when the override lapses, the view it holds then returns
         evidence = PauseEvidence(
             minute=minute,
             signal=detector.SIGNALS[int(decisions.signal[k])],

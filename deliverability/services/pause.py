@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -90,17 +90,27 @@ def domain_pause(
 
 
 def domain_resume(
-    *, domain: SendingDomain, actor: object, ramp_minutes: int | None = None, force: bool = False, reason: str = ""
+    *, domain: SendingDomain, actor: object, ramp_minutes: int | None = None, force: bool = False, reason: str = "",
+    override_minutes: int | None = None,
 ) -> PauseOutcome:
     """Resume sending, ramping from a tenth of the rate to all of it over ``ramp_minutes``.
 
     A detector pause needs ``force``. Resuming bumps ``detector_epoch``: the
     detector forgets the domain on its next run and learns it afresh, and a run
     already in progress does not re-pause it on what it read before (module docstring).
+
+    ``override_minutes`` is the other key: the operator overrides the
+    detector's pause for that long (with a reason) and the detector is *not*
+    reset. It keeps judging and does not pause meanwhile; when the override
+    lapses (``override_lapse``) its view returns. The view is of the override's
+    time: the detector's evidence restarts when it begins (the baseline stays
+    learned), so it pauses again only if the mail sent meanwhile says so.
     """
     ramp = settings.SENDPLANE_RESUME_RAMP_MINUTES if ramp_minutes is None else ramp_minutes
     if ramp < 0:
         raise DeliverabilityError("must be 0 or more", field="ramp_minutes")
+    if override_minutes is not None:
+        return _override(domain, actor, ramp, override_minutes, reason)
     with transaction.atomic():
         locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
         if not locked.paused:
@@ -114,14 +124,58 @@ def domain_resume(
         locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
         locked.ramp_started_at, locked.ramp_minutes = now, ramp
         locked.detector_epoch += 1
-        locked.save(
-            update_fields=["paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", "detector_epoch"]
-        )
+        locked.override_until = None  # the detector forgets the domain: there is no view of its left to hold off
+        locked.save(update_fields=[
+            "paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", "detector_epoch", "override_until",
+        ])
         PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
         audit_record(
             action="domain.resume", target=locked, actor=actor, reason=reason, data={**was, "ramp_minutes": ramp, "force": force}
         )
     return PauseOutcome(locked, changed=True)
+
+
+def _override(domain: SendingDomain, actor: object, ramp: int, minutes: int, reason: str) -> PauseOutcome:
+    longest = settings.SENDPLANE_DETECTOR["OVERRIDE_MAX_MINUTES"]
+    if not 1 <= minutes <= longest:
+        raise DeliverabilityError(f"must be 1 to {longest} (SENDPLANE_DETECTOR_OVERRIDE_MAX_MINUTES)", field="override_minutes")
+    if not reason.strip():
+        raise DeliverabilityError("a reason is required to override the detector", field="reason")
+    with transaction.atomic():
+        locked = SendingDomain.objects.select_for_update().get(pk=domain.pk)
+        if not locked.paused or locked.paused_by != DETECTOR:
+            raise DeliverabilityError(f"{locked.domain} is not paused by the detector: resume it instead", field="override_minutes")
+        now = timezone.now()
+        was = {"paused_by": locked.paused_by, "paused_reason": locked.paused_reason}
+        locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
+        locked.ramp_started_at, locked.ramp_minutes = now, ramp
+        locked.override_from, locked.override_until = now, now + timedelta(minutes=minutes)
+        locked.save(update_fields=[
+            "paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", "override_from", "override_until",
+        ])
+        PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
+        audit_record(
+            action="domain.override", target=locked, actor=actor, reason=reason,
+            data={**was, "minutes": minutes, "until": locked.override_until.isoformat(), "ramp_minutes": ramp},
+        )
+    return PauseOutcome(locked, changed=True)
+
+
+def overridden(domain: SendingDomain, now: datetime | None = None) -> bool:
+    """Whether an operator's override holds the detector's pauses off this domain now."""
+    return domain.override_until is not None and domain.override_until > (now or timezone.now())
+
+
+def override_lapse(*, now: datetime) -> dict[int, datetime]:
+    """End the overrides past their time (audited); returns {domain id: when it lapsed}: their detector view returns."""
+    lapsed = {}
+    for domain in SendingDomain.objects.select_for_update().filter(override_until__lte=now):
+        until = domain.override_until
+        assert until is not None  # the filter
+        audit_record(action="domain.override_lapse", target=domain, actor=DETECTOR, data={"until": until.isoformat()})
+        SendingDomain.objects.filter(pk=domain.pk).update(override_until=None)
+        lapsed[domain.pk] = until
+    return lapsed
 
 
 def ramp_factor(domain: SendingDomain, now: datetime | None = None) -> float:

@@ -51,9 +51,12 @@ def domain_pause_now(*, domain: SendingDomain, reason: str, actor: Any) -> Contr
 
 
 def domain_resume_now(
-    *, domain: SendingDomain, actor: Any, ramp_minutes: int | None = None, force: bool = False, reason: str = ""
+    *, domain: SendingDomain, actor: Any, ramp_minutes: int | None = None, force: bool = False, reason: str = "",
+    override_minutes: int | None = None,
 ) -> ControlResult:
-    outcome = domain_resume(domain=domain, actor=actor, ramp_minutes=ramp_minutes, force=force, reason=reason)
+    outcome = domain_resume(
+        domain=domain, actor=actor, ramp_minutes=ramp_minutes, force=force, reason=reason, override_minutes=override_minutes
+    )
     if outcome.changed:
         publish_send_batches([domain.pk])  # wake the domain now rather than on the sweeper's next beat
     return ControlResult("domain", domain.domain, False, outcome.changed, reason, _in_flight(Message.objects.filter(sending_domain=domain)))
