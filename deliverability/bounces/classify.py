@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass
 
 from deliverability.bounces import smtp_command
 from deliverability.bounces import vocabulary as v
-from deliverability.bounces.parse import ParsedReport, RecipientStatus, parse_message, reply_in, status_in
+from deliverability.bounces.parse import (
+    ParsedReport,
+    RecipientStatus,
+    failure_reply_in,
+    failure_status_in,
+    parse_message,
+    reply_in,
+    status_in,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,18 @@ def classify_message(raw: bytes) -> list[Classification]:
         results = [_classify(report, rcpt) for rcpt in report.recipients]
     except Exception:  # noqa: BLE001 - hostile input must never take the bounce processor down
         return [_unknown(ParsedReport())]
-    return results or [_unknown(report)]
+    return results or [_unnamed(report)]
+
+
+def _unnamed(report: ParsedReport) -> Classification:
+    """A bounce that names no recipient we can use (a GroupWise user id, only a list's address): its verdict, no address.
+
+    The report's VERP token still ties it to the message, and so to the
+    address we sent to; a text that says nothing we can place stays unknown.
+    """
+    if report.fmt != "text" or not v.reason_from_text(report.summary):
+        return _unknown(report)
+    return _classify(report, RecipientStatus(recipient="", diagnostic=report.summary))
 
 
 def _unknown(report: ParsedReport) -> Classification:
@@ -58,11 +77,20 @@ def _classify(report: ParsedReport, rcpt: RecipientStatus) -> Classification:
         kind=kind,
         reason=reason,
         status=status,
-        smtp_reply=rcpt.smtp_reply or reply_in(report.summary) if kind not in (v.Kind.COMPLAINT, v.Kind.AUTO_REPLY) else "",
+        smtp_reply=_reply(report, rcpt, kind),
         feedback_type=report.feedback_type,
         message_id=report.message_id,
         verp=report.verp,
     )
+
+
+def _reply(report: ParsedReport, rcpt: RecipientStatus, kind: str) -> str:
+    """The reply code behind the verdict: a failure's code for a failure (the summary quotes the whole session)."""
+    if kind in (v.Kind.COMPLAINT, v.Kind.AUTO_REPLY):
+        return ""
+    if kind == v.Kind.DELIVERED:
+        return rcpt.smtp_reply or reply_in(report.summary)
+    return failure_reply_in(rcpt.smtp_reply) or failure_reply_in(report.summary)
 
 
 def _verdict(report: ParsedReport, rcpt: RecipientStatus) -> tuple[str, str, str]:
@@ -71,7 +99,7 @@ def _verdict(report: ParsedReport, rcpt: RecipientStatus) -> tuple[str, str, str
     if report.fmt == "auto_reply":
         return v.Kind.AUTO_REPLY, v.Reason.VACATION, ""
     status = _status(rcpt)
-    if rcpt.action in ("delivered", "relayed", "expanded") or status.startswith("2."):
+    if rcpt.action in _SUCCESS_ACTIONS or status.startswith("2."):
         return v.Kind.DELIVERED, v.Reason.DELIVERED, status or "2.0.0"
     reason = _reason(report, rcpt, status)
     if not reason and not status and not rcpt.diagnostic and report.fmt != "dsn":
@@ -80,16 +108,26 @@ def _verdict(report: ParsedReport, rcpt: RecipientStatus) -> tuple[str, str, str
     return v.failure_verdict(reason, status, _permanent(status, rcpt) or _given_up(status, rcpt))
 
 
+_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+_FAILURE_ACTIONS = frozenset({"failed", "delayed"})
+
+
 def _status(rcpt: RecipientStatus) -> str:
     """The remote server's own code when its reply carries one, else the report's Status field.
 
     The Status field is the reporting MTA's translation ("5.1.1" for any
     refused RCPT, "5.0.0" for anything); the reply's code is the original.
+    Unless the report says the message got through, a success code is no
+    verdict: a diagnostic or a transcript quotes the "250 2.1.0 Sender ok"
+    that came before the refusal, and an "Action: failed" outranks a
+    contradicting "Status: 2.0.0".
     """
-    remote = status_in(rcpt.diagnostic)
-    if remote and (not rcpt.status or rcpt.status.endswith(".0.0") or remote[0] == rcpt.status[0]):
+    succeeded = rcpt.action in _SUCCESS_ACTIONS
+    remote = status_in(rcpt.diagnostic) if succeeded else failure_status_in(rcpt.diagnostic)
+    given = "" if rcpt.action in _FAILURE_ACTIONS and rcpt.status.startswith("2.") else rcpt.status
+    if remote and (not given or given.endswith(".0.0") or remote[0] == given[0]):
         return remote
-    return rcpt.status
+    return given
 
 
 def _reason(report: ParsedReport, rcpt: RecipientStatus, status: str) -> str:

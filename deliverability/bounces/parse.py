@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
+from email.utils import getaddresses
 
 from controlplane.addresses import address_problem
 from deliverability.bounces.smtp_command import smtp_command
@@ -45,8 +46,15 @@ _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]"
 _DOMAIN = r"[A-Za-z0-9](?>[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)++"
 ADDRESS = re.compile(rf"(?<!{_LOCAL}){_LOCAL}+@{_DOMAIN}")
 ADDRESS_AFTER = rf"{_LOCAL}{{1,64}}@{_DOMAIN}"
-STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-REPLY = re.compile(r"(?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*\.\d+\.\d+\.)")
+# RFC 3463 writes subject and detail without leading zeros: "2.3.09" is a date (d.m.yy), not a code.
+_STATUS = r"(?<![\d.])({classes})\.(0|[1-9]\d{{0,2}})\.(0|[1-9]\d{{0,2}})(?![\d.]*\d)"
+_REPLY = r"(?<![\d.#-])({classes}[0-5]\d)(?:[ -]|$)(?![\d.]*\.\d+\.\d+\.)"
+STATUS = re.compile(_STATUS.format(classes="[245]"))
+REPLY = re.compile(_REPLY.format(classes="[245]"))
+# A bounce quotes the session that failed, successes included ("<<< 250 2.1.0 Sender ok"
+# before the "550 5.1.1"): where the report is of a failure, only a failure's code is its verdict.
+FAILURE_STATUS = re.compile(_STATUS.format(classes="[45]"))
+FAILURE_REPLY = re.compile(_REPLY.format(classes="[45]"))
 # The token, with its signature where it has one (dispatch.services.verp signs and checks it).
 VERP = re.compile(r"bounces\+([0-9a-fA-F]+(?:\.[A-Za-z2-7]+)?)@", re.IGNORECASE)
 
@@ -224,7 +232,9 @@ def _char(hex_digits: str) -> str:
 
 # A code right after a reply code ("550-5.7.1", "550 #5.1.1") or in "(#5.1.1)" is the
 # answering server's own; a bare one earlier in the text is often a relay's summary.
-_ANCHORED_STATUS = re.compile(r"(?:\b[245]\d\d[ -]['\"]?#?|\(#)" + STATUS.pattern)
+_ANCHOR = r"(?:\b[245]\d\d[ -]['\"]?#?|\(#)"
+_ANCHORED_STATUS = re.compile(_ANCHOR + STATUS.pattern)
+_ANCHORED_FAILURE_STATUS = re.compile(_ANCHOR + FAILURE_STATUS.pattern)
 
 
 def status_in(text: str) -> str:
@@ -233,8 +243,20 @@ def status_in(text: str) -> str:
     return ".".join(match.groups()) if match else ""
 
 
+def failure_status_in(text: str) -> str:
+    """The most authoritative 4.x.x/5.x.x code in the text, or "": what a report of a failure means by its text."""
+    match = _ANCHORED_FAILURE_STATUS.search(text or "") or FAILURE_STATUS.search(text or "")
+    return ".".join(match.groups()) if match else ""
+
+
 def reply_in(text: str) -> str:
     match = REPLY.search(text or "")
+    return match.group(1) if match else ""
+
+
+def failure_reply_in(text: str) -> str:
+    """The first 4xx/5xx reply code in the text, or "" (a transcript's "250 ok" lines are not the refusal)."""
+    match = FAILURE_REPLY.search(text or "")
     return match.group(1) if match else ""
 
 
@@ -429,7 +451,7 @@ def parse_dsn(msg: Message) -> ParsedReport | None:
         return None
     recipients: list[RecipientStatus] = []
     for block in _field_blocks(text):
-        address = _recipient_field(block.get("final-recipient", "")) or _recipient_field(block.get("original-recipient", ""))
+        address = _sent_to(block)
         if not address:
             continue
         if len(recipients) == MAX_RECIPIENTS:
@@ -452,6 +474,16 @@ def parse_dsn(msg: Message) -> ParsedReport | None:
     summary = _human_text(msg)
     _fill_commands(recipients, summary)
     return ParsedReport(fmt="dsn", recipients=recipients, summary=summary)
+
+
+def _sent_to(block: dict[str, str]) -> str:
+    """The address we sent to: Original-Recipient (RFC 3464's ORCPT) where the block has one, else Final-Recipient.
+
+    An alias, a forward or a catch-all rewrites the envelope on its way: the
+    Final-Recipient is where the message ended up, the Original-Recipient the
+    address our RCPT TO named, the one a suppression must hold.
+    """
+    return _recipient_field(block.get("original-recipient", "")) or _recipient_field(block.get("final-recipient", ""))
 
 
 _INLINE_DSN = re.compile(r"^Final-Recipient:.*\n(?:.*\n){0,6}?(?:Action|Status):", re.IGNORECASE | re.MULTILINE)
@@ -499,26 +531,31 @@ def _paragraph(text: str, address: str) -> str:
 
 
 def _sections(text: str, addresses: list[str]) -> dict[str, str]:
-    """The lines about each recipient: from its first mention to the first mention of another recipient ("": none).
-
-    Which addresses each line mentions is worked out once for all of them: one
-    pass per address, not one per pair of addresses and line.
-    """
+    """The lines about each recipient: from its first mention to the first mention of another recipient ("": none)."""
     distinct = list(dict.fromkeys(addresses))
     if len(distinct) <= 1:
         return dict.fromkeys(distinct, text)
     lines = text.splitlines()
-    lowered = [line.lower() for line in lines]
+    bounds = _section_bounds([line.lower() for line in lines], distinct)
+    return {address: "\n".join(lines[start:end]) for address, (start, end) in bounds.items()}
+
+
+def _section_bounds(lowered: list[str], distinct: list[str]) -> dict[str, tuple[int, int]]:
+    """(first, past-last) line of each address's section; (0, 0) when the text never names it.
+
+    Which addresses each line mentions is worked out once for all of them: one
+    pass per address, not one per pair of addresses and line.
+    """
     mentions = [[a for a in distinct if a in line] for line in lowered]
-    sections: dict[str, str] = {}
+    bounds: dict[str, tuple[int, int]] = {}
     for address in distinct:
         start = next((i for i, named in enumerate(mentions) if address in named), None)
         if start is None:
-            sections[address] = ""
+            bounds[address] = (0, 0)
             continue
-        end = next((i for i in range(start + 1, len(lines)) if any(a != address for a in mentions[i])), len(lines))
-        sections[address] = "\n".join(lines[start:end])
-    return sections
+        end = next((i for i in range(start + 1, len(lowered)) if any(a != address for a in mentions[i])), len(lowered))
+        bounds[address] = (start, end)
+    return bounds
 
 
 # ---------------------------------------------------------------- auto-replies (RFC 3834)
@@ -572,21 +609,48 @@ def parse_text_bounce(msg: Message) -> ParsedReport | None:
         return None
     text = _human_text(msg)
     lines = text.splitlines()
+    original = _echoed_original(msg, lines)
     own = {_address(_header(msg, "To")), sender_like}
+    lists = _list_addresses(original)
+    prose = [line if not _QUOTED_FIELD.match(line) else "" for line in lines]
     found = (
         _failed_recipients_header(msg, lines)
-        or _recipient_lines(lines, own)
-        or _first_address(lines, own, _RECIPIENT_IN_PROSE)
-        or _first_address(lines, own, ADDRESS)
-        or [(0, a) for a in [_original_to(msg) or _echoed_to(msg)] if a]
+        or _recipient_lines(lines, own, lists)
+        or _first_address(prose, own | lists, _RECIPIENT_IN_PROSE)
+        or _first_address(prose, own | lists, ADDRESS)
+        or [(0, a) for a in [_echoed_to(original)] if a and a not in lists]
     )
     if not found:
-        return ParsedReport(fmt="text", summary=text) if is_bounce_sender else None
+        return ParsedReport(fmt="text", summary=" ".join(text.split())) if is_bounce_sender else None
     addresses = [a for _, a in found[:MAX_RECIPIENTS]]
-    sections = _sections(text, addresses)
-    recipients = [_text_recipient(address, sections[address] or text) for address in addresses]
+    about = _about_each(text, addresses)
+    recipients = [_text_recipient(address, about[address] or text) for address in addresses]
     _fill_commands(recipients, text)
     return ParsedReport(fmt="text", recipients=recipients, summary=" ".join(text.split()))
+
+
+# A header field of the original quoted in the prose ("To: list@...", "From: ..."): it names
+# who the message was addressed to, not who failed (for a list post, the list itself).
+_QUOTED_FIELD = re.compile(
+    r"^[ \t>]{0,20}(?:to|cc|bcc|from|reply-to|sender|return-path|delivered-to|errors-to|resent-[a-z]{1,10}|list-[a-z]{1,20}"
+    r"|message-id|in-reply-to|references|received|x-[a-z0-9-]{1,60})[ \t]{0,20}:",
+    re.IGNORECASE,
+)
+# Postfix and Sendmail name the address we sent to when an alias rewrote it: "<new@x> (expanded from <old@y>)".
+_EXPANDED_FROM = re.compile(r"\(expanded from:?\s{0,20}<?(" + ADDRESS_AFTER + r")>?\)", re.IGNORECASE)
+# Addresses of list software, never a subscriber's: "owner-x@", "x-request@", "x-bounces+...@", "majordomo@".
+_LIST_SUFFIXES = frozenset({"request", "owner", "bounce", "bounces", "confirm", "join", "leave", "subscribe", "unsubscribe"})
+_LIST_SOFTWARE = frozenset({"listserv", "majordomo", "mailman", "sympa", "listproc", "lyris", "ezmlm"})
+
+
+def _list_machinery(address: str) -> bool:
+    local = address.partition("@")[0].partition("+")[0]
+    prefix, dash, suffix = local.rpartition("-")
+    return local.startswith("owner-") or (bool(dash) and suffix in _LIST_SUFFIXES) or local in _LIST_SOFTWARE
+
+
+def _excluded(address: str) -> bool:
+    return bool(_NOT_RECIPIENTS.match(address)) or _list_machinery(address)
 
 
 def _failed_recipients_header(msg: Message, lines: list[str]) -> list[tuple[int, str]]:
@@ -601,42 +665,105 @@ def _failed_recipients_header(msg: Message, lines: list[str]) -> list[tuple[int,
     return sorted((next((i for i, line in enumerate(lowered) if a in line), 0), a) for a in failed)
 
 
-def _recipient_lines(lines: list[str], own: set[str]) -> list[tuple[int, str]]:
-    """Every line that starts with a recipient, in order, once each.
+def _recipient_lines(lines: list[str], own: set[str], lists: set[str]) -> list[tuple[int, str]]:
+    """Every address a line starts with (or lists alone: "a@x, b@y"), in order, once each.
 
     Our own address counts only when nothing else does: a bounce sent back to
-    the address it failed for (aliases, tests) still names that address.
+    the address it failed for (aliases, tests) still names that address. A
+    mailing list's address never does: the list is not the one who failed.
     """
     found: dict[str, int] = {}
     for index, line in enumerate(lines):
-        match = _RECIPIENT_LINE.match(line)
-        address = match.group(1).lower() if match else ""
-        if address and not _NOT_RECIPIENTS.match(address):
-            found.setdefault(address, index)
+        for address in _line_recipients(line):
+            if not _excluded(address) and address not in lists:
+                found.setdefault(address, index)
+        if len(found) >= MAX_RECIPIENTS:
+            break
     others = [(i, a) for a, i in found.items() if a not in own]
     return others or [(i, a) for a, i in found.items()]
 
 
-def _first_address(lines: list[str], own: set[str], pattern: re.Pattern[str]) -> list[tuple[int, str]]:
+def _line_recipients(line: str) -> list[str]:
+    """The recipients a line names at its start: the one address, the address an alias expanded from, or a list."""
+    listed = _listed_addresses(line)
+    match = _RECIPIENT_LINE.match(line) if not listed else None
+    if not match:
+        return listed
+    expanded = _EXPANDED_FROM.search(line)
+    return [(expanded or match).group(1).lower()]
+
+
+def _listed_addresses(line: str) -> list[str]:
+    """Every address of a line that holds nothing but addresses and separators (Exchange, Domino: "a@x, b@y"), else []."""
+    tokens = [t.strip("<>\"'.:") for t in re.split(r"[,;\s]+", line) if t]
+    if len(tokens) < 2 or not all(ADDRESS.fullmatch(t) for t in tokens):
+        return []
+    return [t.lower() for t in tokens]
+
+
+def _first_address(lines: list[str], excluded: set[str], pattern: re.Pattern[str]) -> list[tuple[int, str]]:
     for index, line in enumerate(lines):
         for match in pattern.finditer(line):
             address = match.group(match.lastindex or 0).strip(".").lower()
-            if address not in own and not _NOT_RECIPIENTS.match(address):
+            if address not in excluded and not _excluded(address):
                 return [(index, address)]
     return []
 
 
+def _about_each(text: str, addresses: list[str]) -> dict[str, str]:
+    """Each recipient's section, and every line elsewhere that names it ("": the text never names it).
+
+    Sendmail and Domino list the failed addresses first and say why further
+    down ("550 5.1.1 <a@x>... User unknown" in the transcript): the section
+    alone would hold the bare address.
+    """
+    distinct = list(dict.fromkeys(addresses))
+    if len(distinct) <= 1:
+        return dict.fromkeys(distinct, text)
+    lines = text.splitlines()
+    lowered = [line.lower() for line in lines]
+    about: dict[str, str] = {}
+    for address, (start, end) in _section_bounds(lowered, distinct).items():
+        elsewhere = (i for i, line in enumerate(lowered) if address in line and not start <= i < end)
+        about[address] = "\n".join(lines[i] for i in (*range(start, end), *elsewhere))
+    return about
+
+
 def _text_recipient(address: str, block: str) -> RecipientStatus:
     diagnostic = " ".join(block.split())
-    return RecipientStatus(recipient=address, status=status_in(diagnostic), smtp_reply=reply_in(diagnostic), diagnostic=diagnostic)
+    return RecipientStatus(
+        recipient=address, status=failure_status_in(diagnostic), smtp_reply=failure_reply_in(diagnostic), diagnostic=diagnostic
+    )
 
 
-def _echoed_to(msg: Message) -> str:
-    """The To: of an original quoted inline below the 'unsent message follows' marker."""
+def _echoed_original(msg: Message, human: list[str]) -> Message | None:
+    """The header block of the returned original: an attached message/rfc822 part, the copy below the
+    marker, else the fields the prose quotes ("Original Message: / From: ... / To: ...")."""
+    for part in _parts(msg):
+        if _content_type(part) in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+            return _quoted_original(part)
     text = _all_text(msg)
-    start = _original_starts(text)
-    match = re.search(r"^To:(.+)$", text[start:], re.MULTILINE | re.IGNORECASE) if start < len(text) else None
-    return _address(match.group(1)) if match else ""
+    below = text.find("\n", _original_starts(text))  # the copy starts on the line after the marker
+    first_field = _FIELD_LINE.search(text, below + 1) if below >= 0 else None
+    if first_field:
+        return email.message_from_string(text[first_field.start():], policy=compat32)
+    quoted = [line.lstrip(" \t>") for line in human if _QUOTED_FIELD.match(line)]
+    return email.message_from_string("\n".join(quoted) + "\n", policy=compat32) if quoted else None
+
+
+_FIELD_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,60}:[ \t]", re.MULTILINE)
+
+
+def _echoed_to(original: Message | None) -> str:
+    return _address(_header(original, "To")) if original is not None else ""
+
+
+def _list_addresses(original: Message | None) -> set[str]:
+    """The mailing list the returned original was a post to (RFC 2369/2919 fields): its address is not a recipient's."""
+    if original is None or not (_header(original, "List-Id") or _header(original, "List-Post")):
+        return set()
+    fields = [_header(original, name) for name in ("List-Post", "To", "Cc")]
+    return {a for a in (_address(value) for _, value in getaddresses(fields)[:MAX_RECIPIENTS]) if a}
 
 
 def _original_to(msg: Message) -> str:
