@@ -22,7 +22,15 @@ from access.permissions import Capability
 from controlplane.addresses import address_hash, validate_address
 from controlplane.admin_roles import ControlActions, DomainResumeForm, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
 from deliverability.charts import reputation_svg
-from deliverability.models import DomainMinute, FeedbackEvent, SendingDomain, SendingSwitch, Suppression, SuppressionReason
+from deliverability.models import (
+    DomainMinute,
+    FeedbackEvent,
+    ProviderStream,
+    SendingDomain,
+    SendingSwitch,
+    Suppression,
+    SuppressionReason,
+)
 from deliverability.selectors import domain_pause_evidence, domain_reputation_history
 from deliverability.services import (
     domain_pause,
@@ -33,6 +41,29 @@ from deliverability.services import (
     suppression_add,
     suppression_remove,
 )
+from deliverability.services.streams import stream_resume
+
+
+@admin.register(ProviderStream)
+class ProviderStreamAdmin(ControlActions, ReadOnlyAdmin):
+    """Each domain's mail to each provider group it was heard from: paused or slowed by what the provider said."""
+
+    list_display = ["sending_domain", "shown_provider", "paused", "paused_reason", "rate_factor", "slowed_at", "updated_at"]
+    list_filter = ["paused", "provider", "sending_domain"]
+    list_select_related = ["sending_domain"]
+    actions = ["resume"]
+
+    @admin.display(description="provider")
+    def shown_provider(self, stream: ProviderStream) -> str:
+        return stream.provider or "other receivers"
+
+    @admin.action(description="Resume the selected streams", permissions=["control"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[ProviderStream]) -> Any:
+        def apply(stream: ProviderStream, data: dict[str, Any]) -> str:
+            stream_resume(domain=stream.sending_domain, provider=stream.provider, actor=request.user, reason=data["reason"])
+            return f"{stream} resumed at {stream.rate_factor:.0%} of its rate."
+
+        return control_action(self, request, queryset, title="Resume the selected streams", form_class=ResumeForm, apply=apply)
 
 
 @admin.register(SendingDomain)

@@ -252,6 +252,34 @@ class PauseEvidence(models.Model):
         )
 
 
+class ProviderStream(models.Model):
+    """Mail from one sending domain to one mailbox provider group: its own pause and pace (issue 16).
+
+    ``services/streams.py`` owns it: what the workers hear from a provider
+    (``bounces/replies.py``) backs its rate off (``rate_factor``, AIMD) or
+    pauses it, while the domain's other streams send on. A row exists once a
+    stream was heard from; none means running at full rate.
+    """
+
+    sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="streams")
+    provider = models.CharField(max_length=20, blank=True, help_text="Provider group (deliverability.providers); empty: every other")
+    paused = models.BooleanField(default=False)
+    paused_reason = models.TextField(blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True)
+    replies = models.JSONField(default=list, blank=True, help_text="The replies that decided the pause")
+    rate_factor = models.FloatField(default=1.0, help_text="Share of the stream's rate allowed now (backs off on rate limiting)")
+    slowed_at = models.DateTimeField(null=True, blank=True)
+    strikes = models.PositiveIntegerField(default=0, help_text="Refusals about us since the stream last had mail accepted")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sending_domain", "provider"], name="stream_once_per_domain")]
+
+    def __str__(self) -> str:
+        return f"{self.sending_domain} -> {self.provider or 'other receivers'}"
+
+
 class BatchWatch(models.Model):
     """One domain's bounce CUSUM as the minute pass left it, for the workers' check between minutes.
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -29,7 +30,7 @@ from access.permissions import Capability, user_can
 from controlplane.health import CHECKS, checks_run
 from deliverability import detector
 from deliverability.charts import reputation_svg
-from deliverability.models import PauseEvidence, SendingDomain
+from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
 from deliverability.selectors import MinuteSeries, domain_minute_series, reputation_points
 from deliverability.services import sending_switch
 from dispatch.models import TERMINAL, WAITING, Campaign, CampaignStatus, MessageStatus
@@ -107,12 +108,19 @@ def cockpit_view(request: HttpRequest) -> HttpResponse:
         "campaigns": _campaigns(rates),
         "domains": _domains(domains, series, rates, end - timedelta(hours=HOURS)),
         "decisions": list(PauseEvidence.objects.select_related("sending_domain")[:DECISIONS_SHOWN]),
+        "streams": list(_troubled_streams()),
         "dependencies": checks_run({name: CHECKS[name] for name in DEPENDENCIES}),
         "switch": sending_switch(),
         "colours": COLOURS,
         "bar_width": BAR_WIDTH,
     }
     return TemplateResponse(request, "admin/cockpit.html", context)
+
+
+def _troubled_streams() -> QuerySet[ProviderStream]:
+    """Streams a provider paused or slowed: where on-call looks first when one provider refuses us."""
+    troubled = ProviderStream.objects.filter(Q(paused=True) | Q(rate_factor__lt=1.0)).select_related("sending_domain")
+    return troubled.order_by("-paused", "sending_domain__domain", "provider")
 
 
 def _campaigns(rates: dict[int, float]) -> list[CampaignRow]:

@@ -20,8 +20,9 @@ from rest_framework.views import APIView
 from access.permissions import Capability, CapabilityPermission
 from controlplane.api import StrictInputSerializer, error_responses, get_or_404
 from deliverability.api import PauseEvidenceSerializer
-from deliverability.models import PauseEvidence, SendingDomain
+from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
 from deliverability.services import domain_rate, sending_switch
+from deliverability.services.streams import stream_resume
 from dispatch.models import WAITING, Campaign, Message, MessageStatus
 from dispatch.services.controls import (
     ControlResult,
@@ -32,6 +33,7 @@ from dispatch.services.controls import (
     pause_all_now,
     resume_all_now,
 )
+from dispatch.services.hints import publish_send_batches
 
 TAG = "on-call"
 _DESCRIBED = {
@@ -211,6 +213,50 @@ class DomainResumeApi(OnCallApi):
     def post(self, request: Request, domain: str) -> Response:
         target = _domain(domain)
         return _answer(domain_resume_now(domain=target, actor=request.user, **_input(DomainResumeInputSerializer, request)))
+
+
+class StreamSerializer(serializers.ModelSerializer):
+    provider = serializers.SerializerMethodField(help_text="Provider group; 'other' for every receiver outside the groups.")
+
+    class Meta:
+        model = ProviderStream
+        ref_name = "ProviderStream"
+        fields = ["provider", "paused", "paused_reason", "paused_at", "paused_by", "replies", "rate_factor", "slowed_at", "strikes"]
+
+    def get_provider(self, stream: ProviderStream) -> str:
+        return stream.provider or OTHER
+
+
+OTHER = "other"  # the path segment and the API's name for the stream of every receiver outside the provider groups
+
+
+class DomainStreamsApi(OnCallApi):
+    @extend_schema(
+        tags=[TAG], operation_id="domains_streams",
+        description=(
+            "The domain's streams to each mailbox provider group it was heard from: paused (with the replies that "
+            "decided) or slowed by rate limiting (rate_factor: the share of its rate allowed now)."
+        ),
+        responses={200: StreamSerializer(many=True), **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, domain: str) -> Response:
+        streams = ProviderStream.objects.filter(sending_domain=_domain(domain)).order_by("provider")
+        return Response(StreamSerializer(streams, many=True).data)
+
+
+class StreamResumeApi(OnCallApi):
+    @extend_schema(
+        tags=[TAG], operation_id="streams_resume",
+        description="Resume one paused stream (the domain's mail to one provider group), at the rate it had. Audited.",
+        request=ResumeInputSerializer,
+        responses={200: StreamSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, domain: str, provider: str) -> Response:
+        target = _domain(domain)
+        data = _input(ResumeInputSerializer, request)
+        stream = stream_resume(domain=target, provider="" if provider == OTHER else provider, actor=request.user, **data)
+        publish_send_batches([target.pk])  # its held mail is due: wake the domain now
+        return Response(StreamSerializer(stream).data)
 
 
 class CampaignPauseApi(OnCallApi):

@@ -1,6 +1,7 @@
 """A real SMTP server on loopback that records every (Message-ID, recipient) it accepts.
 
-Rules by recipient local part: ``tempfail*`` gets 451 at RCPT, ``reject*``
+``replies_by_domain`` answers every RCPT to a domain with one reply (a
+provider refusing or rate limiting the sender). Rules by recipient local part: ``tempfail*`` gets 451 at RCPT, ``reject*``
 gets 550 at RCPT, ``datafail*`` gets 552 after DATA, ``garbled*`` gets a
 reply line without a code at RCPT (a broken middlebox). Everything else is
 accepted and recorded with the time it arrived. ``delay_seconds`` makes the
@@ -46,6 +47,8 @@ class SinkHandler:
     sessions_open: int = 0  # SMTP connections open now, and the most ever open at once (_CountingSmtp)
     most_sessions_at_once: int = 0
     pipelining: bool = False  # advertise PIPELINING (RFC 2920); aiosmtpd reads pipelined commands one by one either way
+    # Recipient domain -> the reply every RCPT to it gets (a provider refusing or rate limiting us); change it at will.
+    replies_by_domain: dict[str, str] = field(default_factory=dict)
 
     async def handle_EHLO(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -55,6 +58,9 @@ class SinkHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
         local = address.partition("@")[0].lower()
+        by_domain = self.replies_by_domain.get(address.rpartition("@")[2].lower())
+        if by_domain:
+            return by_domain
         if local.startswith("tempfail"):
             return "451 4.7.1 Try again later"
         if local.startswith("reject"):

@@ -157,3 +157,18 @@ def test_query_count_does_not_grow_with_campaigns_and_domains(
         client.get(COCKPIT)
 
 
+
+
+def test_paused_and_slowed_streams_are_shown_with_why(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    from deliverability.models import ProviderStream
+
+    domain_id = running.sending_domain_id
+    ProviderStream.objects.create(
+        sending_domain_id=domain_id, provider="gmail", paused=True, paused_by="detector",
+        paused_reason="authentication failing at gmail: 550 5.7.26 Unauthenticated email", rate_factor=1.0,
+    )
+    ProviderStream.objects.create(sending_domain_id=domain_id, provider="yahoo", rate_factor=0.25)
+    ProviderStream.objects.create(sending_domain_id=domain_id, provider="microsoft")  # healthy: not listed
+    streams = section(staff_client(oncall).get(COCKPIT).content.decode(), "streams")
+    assert "authentication failing at gmail" in streams and "25% of its rate" in streams
+    assert "microsoft" not in streams

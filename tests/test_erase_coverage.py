@@ -119,6 +119,15 @@ def test_after_an_erase_no_table_holds_the_address(campaign: Any, oncall: Any, s
         event_type=EventType.BOUNCED, recipient=ANA, source="mailbox", dedupe="d2", matched_by=MatchedBy.VERP, verified=True,
         smtp_reply=f"550 5.1.1 <{ANA}> unknown",
     ))
+    from deliverability.models import PauseEvidence, ProviderStream
+
+    quoted = f"550 5.7.26 <{ANA}>: unauthenticated"
+    ProviderStream.objects.create(sending_domain=campaign.sending_domain, provider="gmail", paused=True, paused_reason=quoted,
+                                  replies=[quoted])
+    PauseEvidence.objects.create(
+        sending_domain=campaign.sending_domain, minute=campaign.created_at, signal="bounce", rule="batch", baseline=0.05,
+        observed=0.3, statistic=15, threshold=14, volume=50, events=15, replies=[quoted],
+    )
     assert _tables_naming(ANA)  # the test sees what it looks for
     address_erase_everywhere(address=ANA.upper())
     assert _tables_naming(ANA) == []

@@ -33,7 +33,15 @@ from django.db.models import Q
 
 from audit.services import audit_record
 from controlplane.addresses import address_hash, address_spellings, hash_label
-from deliverability.models import FeedbackEvent, SendingDomain, SendingSwitch, Suppression, SuppressionReason
+from deliverability.models import (
+    FeedbackEvent,
+    PauseEvidence,
+    ProviderStream,
+    SendingDomain,
+    SendingSwitch,
+    Suppression,
+    SuppressionReason,
+)
 from deliverability.services import address_erase, suppression_add
 from dispatch.models import WAITING, Message, MessageStatus, Trigger
 from dispatch.services.triggers import erased_key
@@ -47,6 +55,8 @@ _MENTIONS: tuple[tuple[type[models.Model], tuple[str, ...], tuple[str, ...]], ..
     (FeedbackEvent, ("smtp_reply",), ("detail",)),
     (SendingDomain, ("paused_reason",), ()),
     (SendingSwitch, ("paused_reason",), ()),
+    (ProviderStream, ("paused_reason",), ("replies",)),  # a provider's refusal may quote the recipient
+    (PauseEvidence, (), ("replies",)),
     (LogEntry, ("object_repr", "change_message"), ()),
 )
 

@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from controlplane import metrics
 from controlplane.locking import lock_no_key, lock_skip_locked
-from deliverability.models import EventType, SendingDomain
+from deliverability.models import EventType, ProviderStream, SendingDomain
 from deliverability.selectors import suppressed_among
 from deliverability.services import (
     Reservation,
@@ -53,6 +53,7 @@ from deliverability.services import (
 )
 from deliverability.services.batch_watch import batch_watch
 from deliverability.services.handover import Scope, hand_over_guard, sending_paused
+from deliverability.services.streams import Heard, stream_hear
 from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import DomainFault, Outcome, Prepared, Transport, log_unexpected, one_line, open_transport
@@ -191,9 +192,18 @@ def _pace_providers(domain: SendingDomain, claimed: list[Message], result: Batch
     by_provider: dict[str, list[Message]] = defaultdict(list)
     for message in claimed:
         by_provider[message.provider].append(message)
+    streams = {s.provider: s for s in ProviderStream.objects.filter(sending_domain=domain)}
     sendable: list[Message] = []
     for provider, rows in by_provider.items():
+        stream = streams.get(provider)
+        if stream is not None and stream.paused:  # the provider refuses us: its mail waits, the others' goes
+            messages_release(rows, not_before=timezone.now() + STREAM_PAUSED_RECHECK)
+            for _ in rows:
+                result.add(MessageStatus.QUEUED)
+            continue
         rate = float(rates.get(provider) or 0) if provider else 0.0
+        if stream is not None and stream.rate_factor < 1.0:  # backed off: its share of its own rate, else the domain's
+            rate = (rate or domain.rate_per_second) * stream.rate_factor
         if rate <= 0:
             sendable += rows
             continue
@@ -207,6 +217,10 @@ def _pace_providers(domain: SendingDomain, claimed: list[Message], result: Batch
             for _ in later:
                 result.add(MessageStatus.QUEUED)
     return sendable
+
+
+# How soon mail held by a paused stream is looked at again (a resume wakes the domain at once).
+STREAM_PAUSED_RECHECK = timedelta(seconds=60)
 
 
 def _deliver(domain: SendingDomain, reservation: Reservation, messages: list[Message], transport: Transport, result: BatchResult) -> int:
@@ -358,6 +372,7 @@ def messages_record(
     released = [m for m in messages if m.pk not in outcomes]
     released_ids = {m.pk for m in released}
     others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
+    heard = [Heard(m.provider, 250, "") for m in messages if m.pk in sent_ids]
     with transaction.atomic():
         attempted = 0  # the detector's denominator: final answers from the receiving server, yes or no
         if sent:
@@ -374,9 +389,12 @@ def messages_record(
             if updated:  # the receiver's refusal is feedback like any bounce: classified, suppressing, counted
                 learned = reply_learn(message=message, code=outcome.code, reply=outcome.reply)
                 result.bounced += learned is not None and learned.event.event_type == EventType.BOUNCED
+                heard.append(Heard(message.provider, outcome.code, outcome.reply))
                 attempted += message.status == MessageStatus.FAILED and outcome.code is not None
         if attempted:
             counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=attempted)
+        if heard:  # each provider's stream: slowed on rate limiting, paused on refusals of our authentication or listing
+            stream_hear(domain_id=messages[0].sending_domain_id, heard=heard)
     correlations = _correlations(messages)
     for message in messages:
         status = MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status
