@@ -368,6 +368,8 @@ CELERY_BEAT_SCHEDULE = {
     "spam-assess-due": {"task": "deliverability.tasks.assess_due", "schedule": 15.0},
     # The anomaly detector: every minute, over every domain at once (SENDPLANE_DETECTOR_*).
     "anomaly-detect": {"task": "deliverability.tasks.detect", "schedule": 60.0},
+    # Warm-up that follows reputation: each warming domain's previous day judged once a day (hourly: idempotent).
+    "warmup-review": {"task": "deliverability.tasks.warmup", "schedule": 3600.0},
 }
 
 # --- Feedback: suppression policy and bounce ingestion (issue 5) ----------------------

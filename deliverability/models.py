@@ -24,10 +24,14 @@ class SendingDomain(models.Model):
     dkim_key_path = models.CharField(max_length=500, blank=True)
     rate_per_second = models.FloatField(default=10.0)
     burst = models.PositiveIntegerField(default=20)
-    # Daily rates while warming up a new domain: day 0 first; the rate is the
-    # smaller of rate_per_second and the day's entry, the last entry holding on.
+    # Warm-up of a new domain (services/warmup.py): the steps' rates (messages a second) and, optionally, the
+    # messages a day each step allows. The rate is the smaller of rate_per_second and the step's entry; the step
+    # advances a day at a time only while the domain's signals are healthy, and backs off when they are not.
     warmup_schedule = models.JSONField(default=list, blank=True)
+    warmup_daily_caps = models.JSONField(default=list, blank=True)
     warmup_started_on = models.DateField(null=True, blank=True)
+    warmup_step = models.PositiveIntegerField(default=0, editable=False)
+    warmup_step_since = models.DateField(null=True, blank=True, editable=False)
     # Optional second bucket per mailbox provider group: {"gmail": 5.0, "microsoft": 3.0}.
     provider_rates = models.JSONField(default=dict, blank=True)
     # The relay's session limits (SENDPLANE_SMTP_*) for this domain's mail, where its relay or its receivers

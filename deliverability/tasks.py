@@ -9,6 +9,7 @@ from django.conf import settings
 
 from deliverability.assessments import assessments_due, version_assess
 from deliverability.services.detection import detector_run
+from deliverability.services.warmup import warmup_review
 
 
 @shared_task(name="deliverability.tasks.assess_version")
@@ -35,3 +36,9 @@ def detect(now: str | None = None) -> int:
     if not settings.SENDPLANE_DETECTOR["ENABLED"]:
         return 0
     return len(detector_run(now=datetime.fromisoformat(now) if now else None).paused)
+
+
+@shared_task(name="deliverability.tasks.warmup")
+def warmup() -> dict[str, str]:
+    """Beat, hourly: judge each warming domain's previous day once (advance, back off or hold its step)."""
+    return warmup_review()

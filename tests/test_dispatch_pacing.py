@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import pytest
@@ -18,12 +18,15 @@ from tests.conftest import recipients
 pytestmark = pytest.mark.django_db
 
 
-def test_warmup_caps_the_rate_by_day_and_holds_the_last_entry() -> None:
-    start = date(2026, 11, 1)
-    domain = SendingDomain(rate_per_second=50, warmup_schedule=[1, 5, 20], warmup_started_on=start)
-    assert [domain_rate(domain, today=start + timedelta(days=d)) for d in (0, 1, 2, 9)] == [1, 5, 20, 20]
-    domain.warmup_schedule = [1, 500]
-    assert domain_rate(domain, today=start + timedelta(days=3)) == 50  # never above the configured rate
+def test_warmup_caps_the_rate_by_step_and_holds_the_last_entry() -> None:
+    domain = SendingDomain(rate_per_second=50, warmup_schedule=[1, 5, 20], warmup_started_on=date(2026, 11, 1))
+    rates = []
+    for step in (0, 1, 2, 9):
+        domain.warmup_step = step
+        rates.append(domain_rate(domain))
+    assert rates == [1, 5, 20, 20]
+    domain.warmup_schedule, domain.warmup_step = [1, 500], 1
+    assert domain_rate(domain) == 50  # never above the configured rate
 
 
 def test_a_warming_domain_sends_only_its_days_burst(campaign: Any, smtp_sink: Any) -> None:

@@ -8,7 +8,6 @@ from datetime import date
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from audit.services import audit_record
 from controlplane.locking import lock_no_key
@@ -69,6 +68,10 @@ _DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
     "dkim_key_path": _text(500),
     "warmup_schedule": lambda v, _: None if isinstance(v, list) and all(map(_positive, v)) else "must be a list of positive rates",
     "warmup_started_on": lambda v, _: None if v is None or isinstance(v, date) else "must be a date or null",
+    "warmup_daily_caps": lambda v, _: (
+        None if isinstance(v, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)
+        else "must be a list of whole numbers of messages a day, each at least 1"
+    ),
     "provider_rates": lambda v, _: (
         None if isinstance(v, dict) and all(map(_positive, v.values())) else "must map provider groups to positive rates"
     ),
@@ -87,14 +90,13 @@ def _as_json(values: dict[str, Any]) -> dict[str, Any]:
     return {name: value.isoformat() if isinstance(value, date) else value for name, value in values.items()}
 
 
-def domain_rate(domain: SendingDomain, *, today: date | None = None) -> float:
-    """Messages per second now: the configured rate (ramping up after a resume), capped by the warm-up day's rate."""
+def domain_rate(domain: SendingDomain) -> float:
+    """Messages per second now: the configured rate (ramping up after a resume), capped by the warm-up step's rate."""
     rate = domain.rate_per_second * ramp_factor(domain)
     schedule = domain.warmup_schedule or []
     if not schedule or domain.warmup_started_on is None:
         return rate
-    day = ((today or timezone.now().date()) - domain.warmup_started_on).days
-    return min(rate, float(schedule[min(max(day, 0), len(schedule) - 1)]))
+    return min(rate, float(schedule[min(domain.warmup_step, len(schedule) - 1)]))
 
 
 # Re-exported: callers import every deliverability write from ``deliverability.services``.

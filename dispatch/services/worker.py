@@ -54,6 +54,7 @@ from deliverability.services import (
 from deliverability.services.batch_watch import batch_watch
 from deliverability.services.handover import Scope, hand_over_guard, sending_paused
 from deliverability.services.streams import Heard, stream_hear
+from deliverability.services.warmup import daily_remaining
 from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import DomainFault, Outcome, Prepared, Transport, log_unexpected, one_line, open_transport
@@ -110,10 +111,15 @@ def batch_send(*, domain_id: int, transport: Transport | None = None) -> BatchRe
 
 
 def _reserve(domain: SendingDomain) -> Reservation:
-    """Hold up to a batch's tokens of the domain's bucket for ``HOLD_SECONDS`` (a dead worker's come back after it)."""
+    """Hold up to a batch's tokens of the domain's bucket for ``HOLD_SECONDS`` (a dead worker's come back after it).
+
+    A warming domain's step may cap the day's volume: no more than what is left of it (none: the bucket is not asked).
+    """
     cfg = settings.SENDPLANE_DISPATCH
+    left = daily_remaining(domain)
+    wanted = cfg["BATCH_SIZE"] if left is None else min(cfg["BATCH_SIZE"], left)
     return token_bucket_reserve(
-        key=f"domain:{domain.pk}", rate=domain_rate(domain), burst=domain.burst, wanted=cfg["BATCH_SIZE"], ttl=cfg["HOLD_SECONDS"]
+        key=f"domain:{domain.pk}", rate=domain_rate(domain), burst=domain.burst, wanted=wanted, ttl=cfg["HOLD_SECONDS"]
     )
 
 
