@@ -121,7 +121,7 @@ def _domain(name: str) -> SendingDomain:
 
 
 class DomainStateSerializer(serializers.ModelSerializer):
-    current_rate = serializers.FloatField(help_text="Messages per second now (warm-up schedule and resume ramp applied).")
+    current_rate = serializers.FloatField(help_text="Messages per second now (warm-up step and resume ramp applied).")
     queued = serializers.IntegerField(help_text="Messages waiting (queued or deferred).")
     in_flight = serializers.IntegerField(help_text="Messages claimed by a worker right now.")
     last_evidence = PauseEvidenceSerializer(allow_null=True, help_text="The detector's latest pause of this domain.")
@@ -131,7 +131,8 @@ class DomainStateSerializer(serializers.ModelSerializer):
         ref_name = "DomainState"
         fields = [
             "domain", "default_sender", "rate_per_second", "burst", "current_rate", "paused", "paused_by", "paused_reason",
-            "paused_at", "ramp_started_at", "ramp_minutes", "queued", "in_flight", "last_evidence",
+            "paused_at", "ramp_started_at", "ramp_minutes", "override_until", "warmup_step", "warmup_step_since",
+            "queued", "in_flight", "last_evidence",
         ]
 
 
