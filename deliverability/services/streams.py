@@ -53,27 +53,27 @@ class Heard:
 def stream_hear(*, domain_id: int, heard: list[Heard]) -> list[ProviderStream]:
     """Update each provider group's stream from what this batch heard; returns the streams paused now.
 
-    A batch of accepted mail to streams never heard from (the usual case) costs one query.
+    A batch of accepted mail to streams at full rate (the usual case) costs one query and locks nothing.
     """
     by_provider: dict[str, list[Heard]] = defaultdict(list)
     for item in heard:
         by_provider[item.provider].append(item)
-    known = set(ProviderStream.objects.filter(sending_domain_id=domain_id).values_list("provider", flat=True))
+    streams = {s.provider: s for s in ProviderStream.objects.filter(sending_domain_id=domain_id)}
     paused = []
     for provider, items in by_provider.items():
-        stream = _hear_one(domain_id, provider, items, known=provider in known)
+        stream = _hear_one(domain_id, provider, items, streams.get(provider))
         if stream is not None:
             paused.append(stream)
     return paused
 
 
-def _hear_one(domain_id: int, provider: str, items: list[Heard], *, known: bool) -> ProviderStream | None:
+def _hear_one(domain_id: int, provider: str, items: list[Heard], seen: ProviderStream | None) -> ProviderStream | None:
     accepted = sum(1 for item in items if item.code is not None and item.code < 300)
     actions = [(reply_action(provider, item.code, item.reply), item) for item in items if item.code != 250]
     slow = any(found is not None and found.action == Action.SLOW_DOWN for found, _ in actions)
     against = [(found, item) for found, item in actions if found is not None and found.action != Action.SLOW_DOWN]
-    if not known and not slow and not against:
-        return None  # a stream never heard from runs at full rate: no row to write for ordinary mail
+    if not slow and not against and (seen is None or (seen.rate_factor >= 1.0 and seen.strikes == 0)):
+        return None  # at full rate with nothing against it: nothing to write, no row to lock
     with transaction.atomic():
         stream, _ = ProviderStream.objects.select_for_update().get_or_create(sending_domain_id=domain_id, provider=provider)
         now = timezone.now()
