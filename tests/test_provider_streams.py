@@ -137,3 +137,17 @@ def test_oncall_resumes_a_stream_from_the_admin(campaign: Any, staff_client: Any
     assert b"resumed at 100% of its rate" in done.content
     stream.refresh_from_db()
     assert not stream.paused and AuditEntry.objects.filter(action="stream.resume", actor=oncall, reason="delisted").exists()
+
+
+def test_a_batch_all_to_a_blocking_provider_pauses_its_stream_not_the_domain(
+    campaign: Any, smtp_sink: SmtpSink, small_batches: None
+) -> None:
+    """Gmail first (every one refused for authentication), then the rest: the workers' own check judges address
+    bounces, so a provider's block stays that provider's stream's."""
+    smtp_sink.handler.replies_by_domain["gmail.com"] = GMAIL_DMARC
+    gmail = [{"address": f"g{i}@gmail.com", "context": SIMPLE_VARIABLES} for i in range(24)]
+    others = [{"address": f"o{i}@outlook.com", "context": SIMPLE_VARIABLES} for i in range(24)]
+    drain(campaign, gmail + others, "k1")
+    assert ProviderStream.objects.get(provider="gmail").paused
+    assert not SendingDomain.objects.get(pk=campaign.sending_domain_id).paused
+    assert statuses("outlook.com") == {MessageStatus.SENT: 24}

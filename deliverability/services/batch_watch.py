@@ -3,8 +3,10 @@
 The minute pass (``detection.detector_run``) judges complete minutes once the
 beat runs it; by then a list import at a third unknown users has sent
 hundreds. After a batch that heard bounces, the worker calls ``batch_watch``:
-the domain's counters since the minute pass's last minute, judged with its
-state (``BatchWatch``, written by the pass) by ``detector.bounce_between``.
+the domain's address bounces since the minute pass's last minute, judged
+with its state (``BatchWatch``, written by the pass) by
+``detector.bounce_between``. Refusals about us (blocks, authentication) are
+left to the provider's stream, which answers them at once, and to the pass.
 A decision pauses the domain the way the minute pass does (``domain_pause``
 with ``PauseEvidence``, rule ``batch``, the replies that decided), guarded by
 the domain's epoch so a resume is never undone by old data.
@@ -33,8 +35,10 @@ def batch_watch(domain: SendingDomain) -> PauseOutcome | None:
     if overridden(domain):
         return None  # an operator holds the detector off it; the minute pass keeps its view
     since = _since()
+    # Address bounces only: a refusal about us (a block, failing authentication) is one provider's verdict, which
+    # that provider's stream answers at once (services/streams.py); the minute pass still judges them domain-wide.
     counts = DomainMinute.objects.filter(sending_domain=domain, minute__gte=since).aggregate(
-        sent=Sum("sent"), bounced=Sum("bounced_hard") + Sum("bounced_soft") + Sum("bounced_reputation")
+        sent=Sum("sent"), bounced=Sum("bounced_hard") + Sum("bounced_soft")
     )
     trials, events = counts["sent"] or 0, counts["bounced"] or 0
     if not events:
