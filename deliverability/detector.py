@@ -251,7 +251,8 @@ def detector_step(
     trials, events = _inputs(len(state), sent, bounced, complained, reputation)
     p0 = baseline_rate(state, config)
     llr = _log_likelihood_ratio(events, trials, p0, _alternative(state, p0, config), config)
-    np.maximum(state.cusum + llr, 0.0, out=state.cusum)
+    llr += state.cusum
+    np.maximum(llr, 0.0, out=state.cusum)
     _learn(state, events, trials, p0, config)
     _track_excursion(state, events, trials)
     _slide_window(state, events, trials, config)
@@ -261,12 +262,19 @@ def detector_step(
 
 def baseline_rate(state: DetectorState, config: DetectorConfig = DEFAULT) -> np.ndarray:
     """p0 per signal and domain (shape (signals, n)): posterior mean + z posterior sd."""
-    prior_rate = config.column("prior_rate")
-    prior_trials = config.prior_events / prior_rate
-    weight = prior_trials + state.base_trials
-    mean = (config.prior_events + state.base_events) / weight
-    sd = np.sqrt(mean * (1.0 - mean) / (weight + 1.0))
-    return np.clip(mean + config.baseline_z * sd, _P_MIN, _P_MAX)
+    prior_trials = config.prior_events / config.column("prior_rate")
+    # In place where it can be: the detector's minute is a few dozen passes over arrays of every domain.
+    weight = state.base_trials + prior_trials
+    mean = state.base_events + config.prior_events
+    mean /= weight
+    p0 = 1.0 - mean
+    p0 *= mean
+    weight += 1.0
+    p0 /= weight
+    np.sqrt(p0, out=p0)
+    p0 *= config.baseline_z
+    p0 += mean
+    return np.clip(p0, _P_MIN, _P_MAX, out=p0)
 
 
 def _inputs(
@@ -285,17 +293,30 @@ def _alternative(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -
     """p1: at least max(factor p0, p0 + delta), raised to the excursion's rate so far (shrunk towards
     that floor by ``shift_prior_events``). Estimated from earlier minutes only, so the likelihood ratio
     stays a martingale under p0 and the false-alarm bound of a fixed p1 holds (Lorden & Pollak)."""
-    floor = np.maximum(config.column("shift_factor") * p0, p0 + config.column("shift_delta"))
+    floor = config.column("shift_factor") * p0
+    np.maximum(floor, p0 + config.column("shift_delta"), out=floor)
     k0 = config.shift_prior_events
-    estimate = (state.exc_events + k0) / (state.exc_trials + k0 / floor)
-    return np.minimum(np.maximum(floor, estimate), _P1_MAX)
+    trials = k0 / floor
+    trials += state.exc_trials
+    estimate = state.exc_events + k0
+    estimate /= trials
+    np.maximum(floor, estimate, out=estimate)
+    return np.minimum(estimate, _P1_MAX, out=estimate)
 
 
 def _log_likelihood_ratio(
     events: np.ndarray, trials: np.ndarray, p0: np.ndarray, p1: np.ndarray, config: DetectorConfig
 ) -> np.ndarray:
-    llr = events * np.log(p1 / p0) + (trials - events) * np.log((1.0 - p1) / (1.0 - p0))
-    return llr / _design_effect(trials, p0, config)
+    llr = p1 / p0
+    np.log(llr, out=llr)
+    llr *= events
+    rest = 1.0 - p1
+    rest /= 1.0 - p0
+    np.log(rest, out=rest)
+    rest *= trials - events
+    llr += rest
+    llr /= _design_effect(trials, p0, config)
+    return llr
 
 
 def _track_excursion(state: DetectorState, events: np.ndarray, trials: np.ndarray) -> None:
@@ -303,7 +324,7 @@ def _track_excursion(state: DetectorState, events: np.ndarray, trials: np.ndarra
     for name, value in (("exc_events", events), ("exc_trials", trials), ("exc_minutes", 1)):
         array = getattr(state, name)
         array += value
-        array[~running] = 0
+        array *= running  # back to 0 where the excursion ended (a multiply: no gather and scatter of the rest)
 
 
 def _learn(state: DetectorState, events: np.ndarray, trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -> None:
@@ -317,16 +338,25 @@ def _learn(state: DetectorState, events: np.ndarray, trials: np.ndarray, p0: np.
     settled = state.cusum == 0.0
     new_events = events + state.exc_events
     new_trials = trials + state.exc_trials
-    weight = np.where(settled, 1.0 / _design_effect(new_trials / (state.exc_minutes + 1.0), p0, config), 0.0)
+    weight = np.reciprocal(_design_effect(new_trials / (state.exc_minutes + 1.0), p0, config))
+    weight *= settled  # 0 where the CUSUM is in an excursion: nothing learned there
     state.base_events *= keep
-    state.base_events += weight * new_events
+    new_events *= weight
+    state.base_events += new_events
     state.base_trials *= keep
-    state.base_trials += weight * new_trials
+    new_trials *= weight
+    state.base_trials += new_trials
 
 
 def _design_effect(trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -> np.ndarray:
     """Variance of a minute's event count over the binomial's, when the true rate itself varies."""
-    return 1.0 + np.maximum(trials - 1.0, 0.0) * p0 * config.rate_noise**2 / (1.0 - p0)
+    effect = trials - 1.0
+    np.maximum(effect, 0.0, out=effect)
+    effect *= p0
+    effect *= config.rate_noise**2
+    effect /= 1.0 - p0
+    effect += 1.0
+    return effect
 
 
 def _slide_window(state: DetectorState, events: np.ndarray, trials: np.ndarray, config: DetectorConfig) -> None:
@@ -337,23 +367,33 @@ def _slide_window(state: DetectorState, events: np.ndarray, trials: np.ndarray, 
     state.win_trials += trials[0]  # every signal's trials are the minute's sends
 
 
-def _ceiling_bound(state: DetectorState, config: DetectorConfig) -> np.ndarray:
-    """Wilson lower bound of each window rate (shape (signals, n)); 0 where the window is empty."""
-    n = np.maximum(state.win_trials, 1e-9)
-    rate = np.minimum(state.win_events / n, 1.0)
-    z2 = config.ceiling_z**2
-    spread = config.ceiling_z * np.sqrt(rate * (1.0 - rate) / n + z2 / (4.0 * n * n))
-    return np.maximum((rate + z2 / (2.0 * n) - spread) / (1.0 + z2 / n), 0.0)
+def _ceiling_bound(state: DetectorState, config: DetectorConfig, candidates: np.ndarray) -> np.ndarray:
+    """Wilson lower bound of each window rate (shape (signals, n)), computed where ``candidates`` (0 elsewhere).
+
+    The interval always holds the observed rate, so only a window whose rate is at its ceiling can have its
+    bound there: the caller passes those, a handful a minute, rather than every domain's three windows.
+    """
+    bound = np.zeros(state.win_events.shape)
+    signal, domain = np.nonzero(candidates)
+    if signal.size:
+        n = np.maximum(state.win_trials[domain], 1e-9)
+        rate = np.minimum(state.win_events[signal, domain] / n, 1.0)
+        z2 = config.ceiling_z**2
+        spread = config.ceiling_z * np.sqrt(rate * (1.0 - rate) / n + z2 / (4.0 * n * n))
+        bound[signal, domain] = np.maximum((rate + z2 / (2.0 * n) - spread) / (1.0 + z2 / n), 0.0)
+    return bound
 
 
 def _decide(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> Decisions:
     min_events = config.column("min_events")
     cusum_fires = (state.cusum >= config.threshold) & (state.exc_events >= min_events)
-    bound = _ceiling_bound(state, config)
     ceiling = config.column("ceiling")
-    ceiling_fires = (
-        (state.win_trials >= config.column("ceiling_min_volume")) & (bound >= ceiling) & (state.win_events >= min_events)
+    possible = (
+        (state.win_trials >= config.column("ceiling_min_volume")) & (state.win_events >= min_events)
+        & (state.win_events >= ceiling * state.win_trials)  # the observed rate at the ceiling: necessary for the bound
     )
+    bound = _ceiling_bound(state, config, possible)
+    ceiling_fires = possible & (bound >= ceiling)
     index = np.flatnonzero((cusum_fires | ceiling_fires).any(axis=0) & ~state.paused)
     if not len(index):
         return _NONE
