@@ -120,15 +120,9 @@ def domain_resume(
                 f"{locked.domain} was paused by the detector ({locked.paused_reason}); read the evidence, then resume with force"
             )
         was = {"paused_by": locked.paused_by, "paused_reason": locked.paused_reason}
-        now = timezone.now()
-        locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
-        locked.ramp_started_at, locked.ramp_minutes = now, ramp
         locked.detector_epoch += 1
         locked.override_until = None  # the detector forgets the domain: there is no view of its left to hold off
-        locked.save(update_fields=[
-            "paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", "detector_epoch", "override_until",
-        ])
-        PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
+        _lift(locked, ramp, timezone.now(), "detector_epoch", "override_until")
         audit_record(
             action="domain.resume", target=locked, actor=actor, reason=reason, data={**was, "ramp_minutes": ramp, "force": force}
         )
@@ -147,18 +141,21 @@ def _override(domain: SendingDomain, actor: object, ramp: int, minutes: int, rea
             raise DeliverabilityError(f"{locked.domain} is not paused by the detector: resume it instead", field="override_minutes")
         now = timezone.now()
         was = {"paused_by": locked.paused_by, "paused_reason": locked.paused_reason}
-        locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
-        locked.ramp_started_at, locked.ramp_minutes = now, ramp
         locked.override_from, locked.override_until = now, now + timedelta(minutes=minutes)
-        locked.save(update_fields=[
-            "paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", "override_from", "override_until",
-        ])
-        PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
+        _lift(locked, ramp, now, "override_from", "override_until")
         audit_record(
             action="domain.override", target=locked, actor=actor, reason=reason,
             data={**was, "minutes": minutes, "until": locked.override_until.isoformat(), "ramp_minutes": ramp},
         )
     return PauseOutcome(locked, changed=True)
+
+
+def _lift(locked: SendingDomain, ramp: int, now: datetime, *changed: str) -> None:
+    """The pause is lifted (the row locked by the caller): it ramps from now, its open evidence is closed."""
+    locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
+    locked.ramp_started_at, locked.ramp_minutes = now, ramp
+    locked.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", *changed])
+    PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
 
 
 def overridden(domain: SendingDomain, now: datetime | None = None) -> bool:

@@ -50,15 +50,19 @@ class Heard:
     reply: str
 
 
-def stream_hear(*, domain_id: int, heard: list[Heard]) -> list[ProviderStream]:
+def stream_hear(
+    *, domain_id: int, heard: list[Heard], streams: dict[str, ProviderStream] | None = None
+) -> list[ProviderStream]:
     """Update each provider group's stream from what this batch heard; returns the streams paused now.
 
-    A batch of accepted mail to streams at full rate (the usual case) costs one query and locks nothing.
+    ``streams``: the domain's streams as the batch's pacing read them (else read here). A batch of accepted mail
+    to streams at full rate (the usual case) then costs no query and locks nothing; a change re-reads under lock.
     """
     by_provider: dict[str, list[Heard]] = defaultdict(list)
     for item in heard:
         by_provider[item.provider].append(item)
-    streams = {s.provider: s for s in ProviderStream.objects.filter(sending_domain_id=domain_id)}
+    if streams is None:
+        streams = {s.provider: s for s in ProviderStream.objects.filter(sending_domain_id=domain_id)}
     paused = []
     for provider, items in by_provider.items():
         stream = _hear_one(domain_id, provider, items, streams.get(provider))

@@ -78,6 +78,7 @@ class BatchResult:
     correlation_ids: set[str] = field(default_factory=set)  # of the triggers whose messages were handed over
     fault: str = ""  # a domain-wide fault found by this batch: the domain was paused with it as the reason
     bounced: int = 0  # refusals recorded as bounces: the domain's bounces are judged at once (batch_watch)
+    streams: dict[str, ProviderStream] | None = None  # the domain's provider streams as pacing read them: recording reuses them
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -198,7 +199,7 @@ def _pace_providers(domain: SendingDomain, claimed: list[Message], result: Batch
     by_provider: dict[str, list[Message]] = defaultdict(list)
     for message in claimed:
         by_provider[message.provider].append(message)
-    streams = {s.provider: s for s in ProviderStream.objects.filter(sending_domain=domain)}
+    streams = result.streams = {s.provider: s for s in ProviderStream.objects.filter(sending_domain=domain)}
     sendable: list[Message] = []
     for provider, rows in by_provider.items():
         stream = streams.get(provider)
@@ -400,7 +401,7 @@ def messages_record(
         if attempted:
             counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=attempted)
         if heard:  # each provider's stream: slowed on rate limiting, paused on refusals of our authentication or listing
-            stream_hear(domain_id=messages[0].sending_domain_id, heard=heard)
+            stream_hear(domain_id=messages[0].sending_domain_id, heard=heard, streams=result.streams)
     correlations = _correlations(messages)
     for message in messages:
         status = MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status
