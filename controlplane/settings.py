@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from controlplane.dns import dns_resolver_setting
 from controlplane.env import (
     env_bool,
     env_choice,
@@ -362,6 +363,11 @@ SENDPLANE_ESP: EspSettings = {
     # Calls in flight at once, each on its own thread and backend (measured: ops/architecture.md, "ESP transport").
     "CONCURRENCY": env_int("SENDPLANE_ESP_CONCURRENCY", 100, minimum=1, maximum=1000),
 }
+# DNS lookups Sendplane makes itself (controlplane/dns.py): recipient domains' MX, for provider groups (issue 16).
+# Empty: the system resolver; "off": no lookup at all; else a name server's IP address with an optional port.
+SENDPLANE_DNS_RESOLVER = dns_resolver_setting(env_str("SENDPLANE_DNS_RESOLVER", "") or "")
+# One lookup's total time, retries included; a trigger waits at most about this long for all its domains at once.
+SENDPLANE_DNS_TIMEOUT_SECONDS = env_float("SENDPLANE_DNS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
 CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
     # Versions spamd could not score are retried with the backoff their assessment set.
@@ -472,6 +478,8 @@ reject_unknown(
         "SENDPLANE_SMTP_DELIVERIES_PER_CONNECTION",
         "SENDPLANE_SMTP_IDLE_SECONDS",
         "SENDPLANE_ESP_CONCURRENCY",
+        "SENDPLANE_DNS_RESOLVER",
+        "SENDPLANE_DNS_TIMEOUT_SECONDS",
         "SENDPLANE_SUPPRESS_HARD_BOUNCE",
         "SENDPLANE_SUPPRESS_COMPLAINT",
         "SENDPLANE_SUPPRESS_UNSUBSCRIBE",

@@ -40,6 +40,13 @@ def _fresh_compile_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_dns_unless_asked(settings: Any) -> None:
+    # Recipient domains outside the reserved ones would be looked up (MX, deliverability/providers.py) through the
+    # machine's resolver: tests ask only the loopback DNS server they start (tests/dns_server.py), which sets its own.
+    settings.SENDPLANE_DNS_RESOLVER = "off"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttle_counters() -> None:
     # Every anonymous request of every test comes from 127.0.0.1 and counts (access/throttling.py): per test, not per minute.
     cache.clear()

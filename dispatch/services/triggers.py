@@ -16,7 +16,7 @@ from controlplane.addresses import address_key, address_validated
 from controlplane.correlation import correlation_id, correlation_new
 from controlplane.errors import ServiceError
 from controlplane.json_values import json_problem
-from deliverability.providers import provider_of
+from deliverability.providers import providers_of
 from deliverability.selectors import suppressed_among
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
 from dispatch.services.hints import publish_send_batches
@@ -193,6 +193,7 @@ def _insert(
     rows: list[tuple[str, dict[str, Any], Arm]],
     created_by: Any,
 ) -> dict[str, Any]:
+    providers = providers_of(address for address, _, _ in rows)  # may ask DNS (MX): outside the transaction
     now = timezone.now()
     with transaction.atomic():
         trigger = Trigger.objects.create(
@@ -205,7 +206,7 @@ def _insert(
         )
         response = {"trigger": trigger.pk, **response}
         Trigger.objects.filter(pk=trigger.pk).update(response=response)
-        Message.objects.bulk_create(_messages(campaign, trigger, rows, now), batch_size=1000)
+        Message.objects.bulk_create(_messages(campaign, trigger, rows, providers, now), batch_size=1000)
         started = Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
         _audit_accept(campaign, trigger, response, bool(started), created_by)
         publish_send_batches([campaign.sending_domain_id], correlation_id=trigger.correlation_id)
@@ -224,18 +225,20 @@ def _audit_accept(campaign: Campaign, trigger: Trigger, response: dict[str, Any]
     audit_record(action="trigger.accept", target=campaign, actor=created_by, data=data)
 
 
-def _messages(campaign: Campaign, trigger: Trigger, rows: list[tuple[str, dict[str, Any], Arm]], now: datetime) -> list[Message]:
+def _messages(
+    campaign: Campaign, trigger: Trigger, rows: list[tuple[str, dict[str, Any], Arm]], providers: list[str], now: datetime
+) -> list[Message]:
     return [
         Message(
             campaign=campaign,
             trigger=trigger,
             sending_domain_id=campaign.sending_domain_id,
-            provider=provider_of(address),
+            provider=provider,
             version=arm.version,
             recipient=address,
             context=context,
             not_before=now,
             content_checked=True,  # _render_problem refused every recipient whose render had active content
         )
-        for address, context, arm in rows
+        for (address, context, arm), provider in zip(rows, providers, strict=True)
     ]
