@@ -30,6 +30,7 @@ from controlplane.api import (
 )
 from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, FeedbackEvent, PauseEvidence, SendingDomain, Suppression, SuppressionReason
+from deliverability.providers import OTHER_PROVIDERS, PROVIDER_DOMAINS
 from deliverability.selectors import domain_pause_evidence, domain_reputation_history
 from deliverability.services import suppression_add, suppression_remove
 
@@ -244,13 +245,14 @@ class PauseEvidenceSerializer(serializers.ModelSerializer):
         model = PauseEvidence
         ref_name = "PauseEvidence"
         fields = [
-            "id", "minute", "signal", "rule", "baseline", "observed", "statistic", "threshold", "volume", "events",
-            "summary", "created_at", "resumed_at",
+            "id", "provider", "minute", "signal", "rule", "baseline", "observed", "statistic", "threshold", "volume", "events",
+            "replies", "summary", "created_at", "resumed_at",
         ]
 
 
 class ReputationOutputSerializer(serializers.Serializer):
     domain = serializers.CharField()
+    provider = serializers.CharField(allow_null=True, help_text="The provider stream drawn; null: the whole domain.")
     paused = serializers.BooleanField()
     paused_by = serializers.CharField()
     paused_reason = serializers.CharField()
@@ -266,6 +268,10 @@ class DomainReputationApi(DeliverabilityApi):
     class QuerySerializer(StrictInputSerializer):
         hours = serializers.IntegerField(min_value=1, max_value=MAX_HISTORY_HOURS, default=24)
         step_minutes = serializers.IntegerField(min_value=1, max_value=1440, default=10)
+        provider = serializers.ChoiceField(
+            choices=[*PROVIDER_DOMAINS, OTHER_PROVIDERS], required=False,
+            help_text="One provider stream's counters instead of the whole domain's ('other': every receiver outside the groups).",
+        )
 
         class Meta:
             ref_name = "ReputationQuery"
@@ -284,9 +290,12 @@ class DomainReputationApi(DeliverabilityApi):
         end = timezone.now()
         start = end - timedelta(hours=query.validated_data["hours"])
         step = query.validated_data["step_minutes"]
-        points = domain_reputation_history(domain=sending_domain, start=start, end=end, step_minutes=step)
+        asked = query.validated_data.get("provider")
+        provider = None if asked is None else "" if asked == OTHER_PROVIDERS else asked
+        points = domain_reputation_history(domain=sending_domain, start=start, end=end, step_minutes=step, provider=provider)
         body = {
             "domain": sending_domain.domain,
+            "provider": asked,
             "paused": sending_domain.paused,
             "paused_by": sending_domain.paused_by,
             "paused_reason": sending_domain.paused_reason,

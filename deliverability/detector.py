@@ -60,6 +60,7 @@ class Rule(TextChoices):
     CUSUM = "cusum", "CUSUM: a shift from the domain's own baseline"
     CEILING = "ceiling", "Ceiling: an absolute limit"
     BATCH = "batch", "CUSUM on the worker's own batches: refusals heard while sending"
+    STREAMS = "streams", "Streams: two or more of the domain's provider streams shifted in the same minute"
 
 
 SIGNALS: tuple[Signal, ...] = tuple(Signal)

@@ -169,15 +169,17 @@ class FeedbackEvent(models.Model):
 
 
 class DomainMinute(models.Model):
-    """What happened on one sending domain in one minute: the anomaly detector's input.
+    """What happened on one sending domain's mail to one provider group in one minute: the anomaly detector's input.
 
-    One row per (domain, minute), incremented by upsert as events commit, so
-    the detector reads a contiguous block of rows into arrays. The bounce
+    One row per (domain, provider group, minute), incremented by upsert as
+    events commit, so the detector reads a contiguous block of rows into
+    arrays: per stream as they are, per domain summed. The bounce
     columns are disjoint: hard (address failures), reputation (blocks, spam,
     authentication: what says something about us), soft (the rest).
     """
 
     sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="minutes")
+    provider = models.CharField(max_length=20, blank=True, default="", help_text="Provider group of the recipients; empty: every other")
     minute = models.DateTimeField(help_text="Start of the minute, UTC")
     # Final delivery attempts: accepted (250) or refused for good (5xx) by the receiving server;
     # a 4xx that will be retried is not counted until its last try.
@@ -196,10 +198,10 @@ class DomainMinute(models.Model):
 
     class Meta:
         ordering = ["sending_domain", "minute"]
-        constraints = [models.UniqueConstraint(fields=["sending_domain", "minute"], name="domain_minute_once")]
+        constraints = [models.UniqueConstraint(fields=["sending_domain", "provider", "minute"], name="domain_minute_once")]
 
     def __str__(self) -> str:
-        return f"{self.sending_domain_id} {self.minute:%Y-%m-%d %H:%M}"
+        return f"{self.sending_domain_id} {self.provider or 'other'} {self.minute:%Y-%m-%d %H:%M}"
 
 
 class DetectorState(models.Model):
@@ -225,9 +227,12 @@ class DetectorState(models.Model):
 
 
 class PauseEvidence(models.Model):
-    """Why the detector paused a domain: the numbers an on-call engineer reads at 3 a.m."""
+    """Why the detector paused a domain, or one of its provider streams: the numbers an on-call engineer reads at 3 a.m."""
 
     sending_domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="pause_evidence")
+    provider = models.CharField(  # noqa: DJ001 - null (the whole domain) is not "" (the stream to every other receiver)
+        max_length=20, null=True, blank=True, help_text="The provider stream paused; null: the whole domain, empty: every other receiver"
+    )
     minute = models.DateTimeField(help_text="The minute whose data tipped the decision")
     signal = models.CharField(max_length=16, choices=Signal.choices)
     rule = models.CharField(max_length=16, choices=Rule.choices)
@@ -250,8 +255,9 @@ class PauseEvidence(models.Model):
 
     def summary(self) -> str:
         heard = f"; replies: {' | '.join(self.replies)}" if self.replies else ""
+        stream = "" if self.provider is None else f" at {self.provider or 'other receivers'}"
         return (
-            f"detector: {self.signal} rate {self.observed:.2%} over {self.volume} messages "
+            f"detector{stream}: {self.signal} rate {self.observed:.2%} over {self.volume} messages "
             f"vs baseline {self.baseline:.2%} ({self.rule} {self.statistic:.1f} > {self.threshold:.1f}){heard}"
         )
 
@@ -275,6 +281,7 @@ class ProviderStream(models.Model):
     rate_factor = models.FloatField(default=1.0, help_text="Share of the stream's rate allowed now (backs off on rate limiting)")
     slowed_at = models.DateTimeField(null=True, blank=True)
     strikes = models.PositiveIntegerField(default=0, help_text="Refusals about us since the stream last had mail accepted")
+    detector_epoch = models.PositiveIntegerField(default=0, help_text="Bumped by each resume: the detector forgets the stream's past")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -21,18 +21,23 @@ WEBHOOK_TIMEOUT_SECONDS = 5
 
 
 def pause_notify(evidence: PauseEvidence) -> None:
-    domain = evidence.sending_domain.domain
-    logger.warning("anomaly detector paused %s: %s", domain, evidence.summary())
+    logger.warning("anomaly detector paused %s: %s", _what(evidence), evidence.summary())
     metrics.DETECTOR_PAUSES.labels(signal=evidence.signal, rule=evidence.rule).inc()
     if settings.SENDPLANE_ALERT_WEBHOOK_URL:
         _post(settings.SENDPLANE_ALERT_WEBHOOK_URL, _payload(evidence))
 
 
+def _what(evidence: PauseEvidence) -> str:
+    domain = evidence.sending_domain.domain
+    return domain if evidence.provider is None else f"{domain}'s mail to {evidence.provider or 'other receivers'}"
+
+
 def _payload(evidence: PauseEvidence) -> dict[str, object]:
     return {
-        "event": "domain.paused",
+        "event": "domain.paused" if evidence.provider is None else "stream.paused",
         "domain": evidence.sending_domain.domain,
-        "text": f"Sendplane paused {evidence.sending_domain.domain}: {evidence.summary()}",
+        "provider": evidence.provider,
+        "text": f"Sendplane paused {_what(evidence)}: {evidence.summary()}",
         "evidence": {
             "id": evidence.pk, "minute": evidence.minute.isoformat(), "signal": evidence.signal, "rule": evidence.rule,
             "baseline": evidence.baseline, "observed": evidence.observed, "statistic": evidence.statistic,

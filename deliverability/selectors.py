@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from django.db.models import Q
+from django.db.models import Q, Sum
 
 from controlplane.addresses import address_hash
 from deliverability.models import DomainMinute, PauseEvidence, SendingDomain, Suppression
@@ -51,6 +51,35 @@ class MinuteSeries:
     counts: dict[str, np.ndarray]  # int64, shape (len(domain_ids), len(minutes))
 
 
+@dataclass(frozen=True)
+class StreamSeries:
+    """Counters per provider stream: ``counts[name][s, m]`` is stream ``streams[s]`` (domain id, provider) in ``minutes[m]``."""
+
+    streams: list[tuple[int, str]]  # sorted; only the streams with a row in the range
+    minutes: np.ndarray
+    counts: dict[str, np.ndarray]
+
+    def aligned(self, streams: list[tuple[int, str]]) -> dict[str, np.ndarray]:
+        """The counters with one row per stream of ``streams``, in its order (zeros for a stream without rows)."""
+        position = {key: index for index, key in enumerate(streams)}
+        kept = [s for s, key in enumerate(self.streams) if key in position]  # a stream outside ``streams`` is left out
+        rows = np.array([position[self.streams[s]] for s in kept], dtype=np.int64)
+        out = {name: np.zeros((len(streams), len(self.minutes)), dtype=np.int64) for name in self.counts}
+        for name, values in self.counts.items():
+            out[name][rows] = values[kept]
+        return out
+
+    def by_domain(self, domain_ids: list[int]) -> MinuteSeries:
+        """Every domain's streams summed: the domain's own counters (a domain outside ``domain_ids`` is left out)."""
+        row_of = {domain_id: index for index, domain_id in enumerate(domain_ids)}
+        keep = [s for s, (domain_id, _) in enumerate(self.streams) if domain_id in row_of]
+        target = np.array([row_of[self.streams[s][0]] for s in keep], dtype=np.int64)
+        counts = {name: np.zeros((len(domain_ids), len(self.minutes)), dtype=np.int64) for name in self.counts}
+        for name, values in self.counts.items():
+            np.add.at(counts[name], target, values[keep])
+        return MinuteSeries(domain_ids=domain_ids, minutes=self.minutes, counts=counts)
+
+
 def domain_minute_series(*, start: datetime, end: datetime, domain_ids: list[int] | None = None) -> MinuteSeries:
     """Every counter of every domain (or the given ones) per minute in [start, end), both rounded up to a minute.
 
@@ -62,21 +91,28 @@ def domain_minute_series(*, start: datetime, end: datetime, domain_ids: list[int
     One query, then one vectorized scatter per counter: the detector reads all
     domains at once without a Python loop over minutes.
     """
-    first, last = _minute_ceiling(start), _minute_ceiling(end)
-    minutes = np.arange(first, last, dtype="datetime64[m]")
     if domain_ids is None:
         domain_ids = list(SendingDomain.objects.order_by("id").values_list("id", flat=True))
+    return stream_minute_series(start=start, end=end, domain_ids=domain_ids).by_domain(domain_ids)
+
+
+def stream_minute_series(*, start: datetime, end: datetime, domain_ids: list[int] | None = None) -> StreamSeries:
+    """Every counter of every provider stream (of the given domains) with a row in [start, end), rounded as above."""
+    first, last = _minute_ceiling(start), _minute_ceiling(end)
+    minutes = np.arange(first, last, dtype="datetime64[m]")
     since, until = (m.astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC) for m in (first, last))
-    rows = DomainMinute.objects.filter(minute__gte=since, minute__lt=until, sending_domain_id__in=domain_ids)
-    values = list(rows.values_list("sending_domain_id", "minute", *DomainMinute.COUNTS))
-    counts = {name: np.zeros((len(domain_ids), len(minutes)), dtype=np.int64) for name in DomainMinute.COUNTS}
+    rows = DomainMinute.objects.filter(minute__gte=since, minute__lt=until)
+    if domain_ids is not None:
+        rows = rows.filter(sending_domain_id__in=domain_ids)
+    values = list(rows.values_list("sending_domain_id", "provider", "minute", *DomainMinute.COUNTS))
+    streams = sorted({(r[0], r[1]) for r in values})
+    counts = {name: np.zeros((len(streams), len(minutes)), dtype=np.int64) for name in DomainMinute.COUNTS}
     if values:
-        table = np.array([(r[0], _minute_index(r[1], first), *r[2:]) for r in values], dtype=np.int64)
-        row_of = {domain_id: index for index, domain_id in enumerate(domain_ids)}
-        d = np.array([row_of[int(x)] for x in table[:, 0]])
+        row_of = {key: index for index, key in enumerate(streams)}
+        table = np.array([(row_of[(r[0], r[1])], _minute_index(r[2], first), *r[3:]) for r in values], dtype=np.int64)
         for offset, name in enumerate(DomainMinute.COUNTS, start=2):
-            counts[name][d, table[:, 1]] = table[:, offset]
-    return MinuteSeries(domain_ids=domain_ids, minutes=minutes, counts=counts)
+            counts[name][table[:, 0], table[:, 1]] = table[:, offset]
+    return StreamSeries(streams=streams, minutes=minutes, counts=counts)
 
 
 def _minute_ceiling(moment: datetime) -> np.datetime64:
@@ -113,11 +149,17 @@ class ReputationPoint:
 
 
 def domain_reputation_history(
-    *, domain: SendingDomain, start: datetime, end: datetime, step_minutes: int = 5
+    *, domain: SendingDomain, start: datetime, end: datetime, step_minutes: int = 5, provider: str | None = None
 ) -> list[ReputationPoint]:
-    """The domain's counters summed per ``step_minutes`` over [start, end) rounded up to minutes (the minute ``end``
-    is in included): what the admin chart and API draw."""
-    series = domain_minute_series(start=start, end=end, domain_ids=[domain.pk])
+    """The domain's counters (or one provider stream's: ``provider``, "" for every other receiver) summed per
+    ``step_minutes`` over [start, end) rounded up to minutes (the minute ``end`` is in included): what the admin
+    chart and API draw."""
+    streams = stream_minute_series(start=start, end=end, domain_ids=[domain.pk])
+    if provider is None:
+        series = streams.by_domain([domain.pk])
+    else:
+        counts = {name: values[:1] for name, values in streams.aligned([(domain.pk, provider)]).items()}
+        series = MinuteSeries(domain_ids=[domain.pk], minutes=streams.minutes, counts=counts)
     return reputation_points(series, step_minutes=step_minutes)[0]
 
 
@@ -148,3 +190,40 @@ def reputation_points(series: MinuteSeries, *, step_minutes: int) -> list[list[R
 def domain_pause_evidence(*, domain: SendingDomain, since: datetime | None = None) -> list[PauseEvidence]:
     rows = PauseEvidence.objects.filter(sending_domain=domain)
     return list(rows.filter(created_at__gte=since) if since else rows)
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    """One provider stream's counters over a recent window, as the on-call engineer reads them."""
+
+    sent: int
+    bounced: int
+    reputation: int
+    complained: int
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return self.bounced / self.sent if self.sent else None
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return self.complained / self.sent if self.sent else None
+
+
+def stream_health(*, domain: SendingDomain, since: datetime) -> dict[str, StreamHealth]:
+    """Each of the domain's streams (provider group, "" for every other) summed since ``since``: one grouped query."""
+    rows = (
+        DomainMinute.objects.filter(sending_domain=domain, minute__gte=since)
+        .values("provider")
+        .annotate(
+            sent=Sum("sent"), hard=Sum("bounced_hard"), soft=Sum("bounced_soft"), reputation=Sum("bounced_reputation"),
+            complained=Sum("complained"),
+        )
+    )
+    return {
+        r["provider"]: StreamHealth(
+            sent=r["sent"] or 0, bounced=(r["hard"] or 0) + (r["soft"] or 0) + (r["reputation"] or 0),
+            reputation=r["reputation"] or 0, complained=r["complained"] or 0,
+        )
+        for r in rows
+    }

@@ -8,10 +8,12 @@ answers what is paused now and how many messages were in flight.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import Count
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +23,8 @@ from access.permissions import Capability, CapabilityPermission
 from controlplane.api import StrictInputSerializer, error_responses, get_or_404
 from deliverability.api import PauseEvidenceSerializer
 from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
+from deliverability.providers import OTHER_PROVIDERS as OTHER
+from deliverability.selectors import stream_health
 from deliverability.services import domain_rate, sending_switch
 from deliverability.services.streams import stream_resume
 from dispatch.models import WAITING, Campaign, Message, MessageStatus
@@ -216,39 +220,63 @@ class DomainResumeApi(OnCallApi):
         return _answer(domain_resume_now(domain=target, actor=request.user, **_input(DomainResumeInputSerializer, request)))
 
 
+class StreamHealthSerializer(serializers.Serializer):
+    sent = serializers.IntegerField()
+    bounced = serializers.IntegerField()
+    reputation = serializers.IntegerField(help_text="Refusals about us: blocks, spam, authentication")
+    complained = serializers.IntegerField()
+    bounce_rate = serializers.FloatField(allow_null=True)
+    complaint_rate = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        ref_name = "StreamHealth"
+
+
 class StreamSerializer(serializers.ModelSerializer):
     provider = serializers.SerializerMethodField(help_text="Provider group; 'other' for every receiver outside the groups.")
+    last_hour = serializers.SerializerMethodField(help_text="The stream's counters over the last hour (absent where not asked).")
 
     class Meta:
         model = ProviderStream
         ref_name = "ProviderStream"
-        fields = ["provider", "paused", "paused_reason", "paused_at", "paused_by", "replies", "rate_factor", "slowed_at", "strikes"]
+        fields = [
+            "provider", "paused", "paused_reason", "paused_at", "paused_by", "replies", "rate_factor", "slowed_at", "strikes",
+            "last_hour",
+        ]
 
     def get_provider(self, stream: ProviderStream) -> str:
         return stream.provider or OTHER
 
-
-OTHER = "other"  # the path segment and the API's name for the stream of every receiver outside the provider groups
+    @extend_schema_field(StreamHealthSerializer(allow_null=True))
+    def get_last_hour(self, stream: ProviderStream) -> dict[str, Any] | None:
+        health = self.context.get("health", {}).get(stream.provider)
+        return None if health is None else StreamHealthSerializer(health).data
 
 
 class DomainStreamsApi(OnCallApi):
     @extend_schema(
         tags=[TAG], operation_id="domains_streams",
         description=(
-            "The domain's streams to each mailbox provider group it was heard from: paused (with the replies that "
-            "decided) or slowed by rate limiting (rate_factor: the share of its rate allowed now)."
+            "The domain's streams to each mailbox provider group it sent to: paused (by the replies that decided, or by "
+            "the detector on the stream's own rates), slowed by rate limiting (rate_factor: the share of its rate "
+            "allowed now), and their counters over the last hour."
         ),
         responses={200: StreamSerializer(many=True), **_errors(401, 403, 404)},
     )
     def get(self, request: Request, domain: str) -> Response:
-        streams = ProviderStream.objects.filter(sending_domain=_domain(domain)).order_by("provider")
-        return Response(StreamSerializer(streams, many=True).data)
+        target = _domain(domain)
+        streams = ProviderStream.objects.filter(sending_domain=target).order_by("provider")
+        health = stream_health(domain=target, since=(timezone.now() - timedelta(hours=1)).replace(second=0, microsecond=0))
+        return Response(StreamSerializer(streams, many=True, context={"health": health}).data)
 
 
 class StreamResumeApi(OnCallApi):
     @extend_schema(
         tags=[TAG], operation_id="streams_resume",
-        description="Resume one paused stream (the domain's mail to one provider group), at the rate it had. Audited.",
+        description=(
+            "Resume one paused stream (the domain's mail to one provider group): it ramps back from a quarter of its "
+            "rate at most, and the detector forgets its past. Audited."
+        ),
         request=ResumeInputSerializer,
         responses={200: StreamSerializer, **_errors(400, 401, 403, 404)},
     )

@@ -73,14 +73,14 @@ def test_a_second_run_in_the_same_minute_feeds_nothing_and_decides_nothing(domai
 def test_state_survives_between_runs_and_new_domains_start_cold(domains: list[SendingDomain]) -> None:
     traffic(domains[0], minutes=120, sent=100, bounced=1, until=END - timedelta(minutes=60))
     detector_run(now=END - timedelta(minutes=60))
-    row = DetectorState.objects.get()
+    row = DetectorState.objects.get(name="default")
     assert row.minute == END - timedelta(minutes=61)
     late = domain_create(domain="late.example.com", default_sender="news@late.example.com")
     traffic(domains[0], minutes=60, sent=100, bounced=1)
     result = detector_run(now=END)
     assert result.minutes == 60 and result.domains == 4
-    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get().state))
-    ids = np.frombuffer(bytes(DetectorState.objects.get().domain_ids), dtype=np.int64).tolist()
+    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get(name="default").state))
+    ids = np.frombuffer(bytes(DetectorState.objects.get(name="default").domain_ids), dtype=np.int64).tolist()
     assert ids[-1] == late.pk
     # The first run backfilled BACKFILL_MINUTES (180), the second fed the 60 since; the late domain saw only those.
     assert state.minutes_seen[ids.index(domains[0].pk)] == 240 and state.minutes_seen[ids.index(late.pk)] == 60
@@ -92,8 +92,8 @@ def test_a_deleted_domain_drops_out_and_the_others_keep_what_they_learned(domain
     detector_run(now=END - timedelta(minutes=10))
     SendingDomain.objects.filter(pk=domains[1].pk).delete()
     detector_run(now=END)
-    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get().state))
-    ids = np.frombuffer(bytes(DetectorState.objects.get().domain_ids), dtype=np.int64).tolist()
+    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get(name="default").state))
+    ids = np.frombuffer(bytes(DetectorState.objects.get(name="default").domain_ids), dtype=np.int64).tolist()
     assert ids == [domains[0].pk, domains[2].pk]
     assert state.minutes_seen.tolist() == [190, 190]  # 180 backfilled, then 10 more
 
@@ -108,8 +108,8 @@ def test_a_domain_resumed_while_another_was_deleted_starts_cold_and_the_rest_kee
     domain_pause(domain=domains[2], reason="held by hand", actor=oncall)
     domain_resume(domain=domains[2], actor=oncall, reason="fine after all")
     detector_run(now=END)
-    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get().state))
-    ids = np.frombuffer(bytes(DetectorState.objects.get().domain_ids), dtype=np.int64).tolist()
+    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get(name="default").state))
+    ids = np.frombuffer(bytes(DetectorState.objects.get(name="default").domain_ids), dtype=np.int64).tolist()
     assert ids == [domains[0].pk, domains[2].pk]
     assert state.minutes_seen.tolist() == [190, 10]
 
@@ -122,12 +122,12 @@ def test_resume_with_force_makes_the_detector_forget_the_domain(domains: list[Se
     # The resume only bumps the domain's epoch (it never locks the detector's row); the next run forgets the domain.
     assert SendingDomain.objects.get(pk=domains[0].pk).detector_epoch == 1
     assert detector_run(now=END + timedelta(minutes=1)).paused == []
-    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get().state))
-    ids = np.frombuffer(bytes(DetectorState.objects.get().domain_ids), dtype=np.int64).tolist()
+    state = detector.DetectorState.from_bytes(bytes(DetectorState.objects.get(name="default").state))
+    ids = np.frombuffer(bytes(DetectorState.objects.get(name="default").domain_ids), dtype=np.int64).tolist()
     index = ids.index(domains[0].pk)
     assert state.minutes_seen[index] == 1 and not state.paused[index] and state.cusum[:, index].sum() == 0
     assert state.minutes_seen[ids.index(domains[1].pk)] == 181
-    epochs = np.frombuffer(bytes(DetectorState.objects.get().domain_epochs), dtype=np.int64).tolist()
+    epochs = np.frombuffer(bytes(DetectorState.objects.get(name="default").domain_epochs), dtype=np.int64).tolist()
     assert epochs[index] == 1 and epochs[ids.index(domains[1].pk)] == 0
 
 

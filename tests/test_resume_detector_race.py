@@ -126,7 +126,7 @@ def race(domain: SendingDomain, oncall: Any, order: str) -> list[Racer]:
 
 def detector_entry(domain: SendingDomain) -> tuple[bool, int]:
     """(decided, minutes seen) of the domain in the saved detector state."""
-    row = DetectorState.objects.get()
+    row = DetectorState.objects.get(name="default")
     ids = np.frombuffer(bytes(row.domain_ids), dtype=np.int64).tolist()
     state = detector.DetectorState.from_bytes(bytes(row.state))
     index = ids.index(domain.pk)

@@ -101,7 +101,7 @@ def domain_rate(domain: SendingDomain) -> float:
 
 # Re-exported: callers import every deliverability write from ``deliverability.services``.
 from controlplane.addresses import address_hash  # noqa: E402
-from deliverability.services.counters import counters_add  # noqa: E402
+from deliverability.services.counters import counters_add, counters_add_streams  # noqa: E402
 from deliverability.services.feedback import Feedback, event_record  # noqa: E402
 from deliverability.services.pause import (  # noqa: E402
     PauseOutcome,
@@ -129,7 +129,8 @@ from deliverability.services.tokens import (  # noqa: E402
 )
 
 __all__ = [
-    "DeliverabilityError", "Feedback", "address_erase", "address_hash", "counters_add", "domain_create", "domain_rate", "domain_update",
+    "DeliverabilityError", "Feedback", "address_erase", "address_hash", "counters_add",
+    "counters_add_streams", "domain_create", "domain_rate", "domain_update",
     "PauseOutcome", "ResumeRefused", "domain_pause", "domain_resume", "ramp_factor", "sending_pause_all",
     "sending_resume_all", "sending_switch", "event_record", "suppression_add", "suppression_remove", "Reservation",
     "token_bucket_peek", "token_bucket_refund", "token_bucket_release", "token_bucket_reserve", "token_bucket_spend", "token_bucket_take",

@@ -30,6 +30,7 @@ from controlplane.addresses import address_hash, address_key, address_problem
 from deliverability.bounces import vocabulary as v
 from deliverability.errors import DeliverabilityError
 from deliverability.models import EventType, FeedbackEvent, SendingDomain, SuppressionReason
+from deliverability.providers import provider_of
 from deliverability.services.counters import counters_add
 from deliverability.services.suppression import suppression_add, suppression_scope
 
@@ -59,6 +60,7 @@ class Feedback:
     feedback_type: str = ""
     sending_domain: SendingDomain | None = None
     message_uuid: uuid.UUID | None = None
+    provider: str | None = None  # the provider group of the message it is about (its stream's counters); None: from the address
     matched_by: str = ""
     detail: dict = field(default_factory=dict)
     # None: only our own SMTP session and unsubscribe tokens are verified by construction
@@ -93,7 +95,7 @@ def event_record(feedback: Feedback) -> tuple[FeedbackEvent, bool]:
             event = _insert(feedback, key)
             if event.verified:
                 _suppress(event)
-                _count(event)
+                _count(event, provider_of(event.recipient) if feedback.provider is None else feedback.provider)
     except IntegrityError:
         # A concurrent or earlier delivery of the same event won; it did all of the above.
         existing = FeedbackEvent.objects.filter(dedupe_key=key).first()
@@ -191,12 +193,12 @@ def _soft_limit_reached(event: FeedbackEvent) -> bool:
 # --- counters -------------------------------------------------------------------------
 
 
-def _count(event: FeedbackEvent) -> None:
+def _count(event: FeedbackEvent, provider: str) -> None:
     column = counter_column(event.event_type, event.kind, event.reason)
     if column and event.sending_domain_id:
         # Counted in the minute we learn of it, not back-dated: a minute the
         # detector has read never changes under it, whatever order providers resend in.
-        counters_add(domain_id=event.sending_domain_id, at=None, **{column: 1})
+        counters_add(domain_id=event.sending_domain_id, at=None, provider=provider, **{column: 1})
 
 
 def counter_column(event_type: str, kind: str, reason: str) -> str | None:

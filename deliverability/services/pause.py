@@ -155,7 +155,7 @@ def _lift(locked: SendingDomain, ramp: int, now: datetime, *changed: str) -> Non
     locked.paused, locked.paused_reason, locked.paused_at, locked.paused_by = False, "", None, ""
     locked.ramp_started_at, locked.ramp_minutes = now, ramp
     locked.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by", "ramp_started_at", "ramp_minutes", *changed])
-    PauseEvidence.objects.filter(sending_domain=locked, resumed_at__isnull=True).update(resumed_at=now)
+    PauseEvidence.objects.filter(sending_domain=locked, provider__isnull=True, resumed_at__isnull=True).update(resumed_at=now)
 
 
 def overridden(domain: SendingDomain, now: datetime | None = None) -> bool:

@@ -12,9 +12,15 @@ transaction. Per provider group of the batch, the replies about *us*
   between pause the stream with the reason and the replies that decided
   ("authentication failing at gmail"); one odd reply never does.
 
+The minute pass (``services/detection.py``) judges each stream's counters
+with the anomaly detector too and pauses a stream whose own rates shifted
+through ``stream_pause_detected``, with the detector's evidence.
+
 ``_pace_providers`` in the worker reads the streams: a paused one sends
 nothing, a slowed one its share. A stream is resumed by a person (API, admin),
-audited, at the rate it had.
+audited; it starts again at a quarter of its rate at most and recovers as
+accepted batches add back (the stream's resume ramp), and the detector
+forgets its past (``detector_epoch``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from django.utils import timezone
 from audit.services import DETECTOR, audit_record
 from deliverability.bounces.replies import Action, ReplyAction, reply_action
 from deliverability.errors import DeliverabilityError
-from deliverability.models import ProviderStream, SendingDomain
+from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
 
 logger = logging.getLogger("sendplane.streams")
 
@@ -39,6 +45,7 @@ _RECOVER = 0.05  # share of the rate added back per batch with accepted mail and
 _SLOW_EVERY = timedelta(seconds=10)  # one halving per window: the replies of one storm arrive together
 _STRIKES = 3  # refusals about our authentication or listing, with nothing accepted between, that pause the stream
 _REPLIES_KEPT = 3
+_RESUME_FACTOR = 0.25  # a resumed stream starts at a quarter of its rate at most: the ramp back is the AIMD's recovery
 
 
 @dataclass(frozen=True)
@@ -107,14 +114,37 @@ def _pause(stream: ProviderStream, against: list[tuple[ReplyAction, Heard]], now
     logger.warning("paused the stream %s: %s", stream, stream.paused_reason)
 
 
+def stream_pause_detected(*, stream_id: int, evidence: PauseEvidence, expected_epoch: int) -> bool:
+    """Pause the stream on the detector's evidence (saved, audited); False when it was paused already, or resumed
+    (itself or its domain) since the detector read it: a decision on data from before a resume is dropped."""
+    with transaction.atomic():
+        stream = ProviderStream.objects.select_for_update().select_related("sending_domain").filter(pk=stream_id).first()
+        if stream is None or stream.paused or stream.detector_epoch + stream.sending_domain.detector_epoch != expected_epoch:
+            return False
+        evidence.sending_domain, evidence.provider = stream.sending_domain, stream.provider
+        evidence.save()
+        stream.paused, stream.paused_at, stream.paused_by = True, timezone.now(), DETECTOR
+        stream.paused_reason, stream.replies = evidence.summary(), []
+        stream.save(update_fields=["paused", "paused_at", "paused_by", "paused_reason", "replies", "updated_at"])
+        audit_record(
+            action="stream.pause", target=stream.sending_domain, actor=DETECTOR, reason=stream.paused_reason,
+            data={"provider": stream.provider, "evidence": evidence.pk},
+        )
+    logger.warning("paused the stream %s: %s", stream, stream.paused_reason)
+    return True
+
+
 def stream_resume(*, domain: SendingDomain, provider: str, actor: object, reason: str = "") -> ProviderStream:
-    """Let the stream send again (at the rate it had); audited. Refused when it is not paused."""
+    """Let the stream send again, ramping back from a quarter of its rate at most; audited. Refused when it is not paused."""
     with transaction.atomic():
         stream = ProviderStream.objects.select_for_update().filter(sending_domain=domain, provider=provider).first()
         if stream is None or not stream.paused:
             raise DeliverabilityError(f"the stream of {domain.domain} to {provider or 'other receivers'} is not paused", field="provider")
         was = {"paused_by": stream.paused_by, "paused_reason": stream.paused_reason}
         stream.paused, stream.paused_reason, stream.paused_at, stream.paused_by, stream.strikes = False, "", None, "", 0
+        stream.rate_factor, stream.detector_epoch = min(stream.rate_factor, _RESUME_FACTOR), stream.detector_epoch + 1
         stream.save()
+        now = timezone.now()
+        PauseEvidence.objects.filter(sending_domain=domain, provider=provider, resumed_at__isnull=True).update(resumed_at=now)
         audit_record(action="stream.resume", target=domain, actor=actor, reason=reason, data={"provider": provider, **was})
     return stream

@@ -299,6 +299,7 @@ def _record(verdict: Classification, tie: Tie, dedupe: str, source: str) -> Inge
         feedback_type=verdict.feedback_type,
         sending_domain=message.sending_domain if message else None,
         message_uuid=message.uuid if message else None,
+        provider=message.provider if message else None,
         matched_by=tie.matched_by,
         detail=detail,
         verified=verified,
@@ -359,6 +360,7 @@ def reply_learn(*, message: Message, code: int | None, reply: str) -> Ingested |
         smtp_reply=f"{code} {reply}".strip(),
         sending_domain=message.sending_domain,
         message_uuid=message.uuid,
+        provider=message.provider,
         matched_by=MatchedBy.SMTP,
     )
     return ingested(*event_record(feedback), message=message)

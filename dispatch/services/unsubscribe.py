@@ -49,6 +49,7 @@ def unsubscribe_one_click(*, token: str) -> Message | None:
                 dedupe=f"unsubscribe:{message.uuid.hex}",  # one per message, however often the link is used
                 sending_domain=message.sending_domain,
                 message_uuid=message.uuid,
+                provider=message.provider,
                 matched_by=MatchedBy.TOKEN,
             )
         )

@@ -183,6 +183,7 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
         feedback_type=verdict.feedback_type,
         sending_domain=message.sending_domain,
         message_uuid=message.uuid,
+        provider=message.provider,
         matched_by=tie.matched_by,
         detail=_detail(esp_name, event, recipient) | ({} if verified else {"unverified": unverified_why(tie)}),
         verified=verified,

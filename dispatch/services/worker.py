@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -43,7 +43,7 @@ from deliverability.models import EventType, ProviderStream, SendingDomain
 from deliverability.selectors import suppressed_among
 from deliverability.services import (
     Reservation,
-    counters_add,
+    counters_add_streams,
     domain_pause,
     domain_rate,
     token_bucket_release,
@@ -381,9 +381,9 @@ def messages_record(
     others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
     heard = [Heard(m.provider, 250, "") for m in messages if m.pk in sent_ids]
     with transaction.atomic():
-        attempted = 0  # the detector's denominator: final answers from the receiving server, yes or no
-        if sent:
-            attempted += _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
+        attempted: Counter[str] = Counter()  # the detector's denominator per stream: final answers from the receiver, yes or no
+        if sent and _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply=""):
+            attempted.update(m.provider for m in messages if m.pk in sent_ids)
         if released:
             messages_release(released, not_before=release_at or now)
         for message in others:
@@ -397,9 +397,11 @@ def messages_record(
                 learned = reply_learn(message=message, code=outcome.code, reply=outcome.reply)
                 result.bounced += learned is not None and learned.event.event_type == EventType.BOUNCED
                 heard.append(Heard(message.provider, outcome.code, outcome.reply))
-                attempted += message.status == MessageStatus.FAILED and outcome.code is not None
+                if message.status == MessageStatus.FAILED and outcome.code is not None:
+                    attempted[message.provider] += 1
         if attempted:
-            counters_add(domain_id=messages[0].sending_domain_id, at=now, sent=attempted)
+            by_provider = {provider: {"sent": n} for provider, n in attempted.items()}
+            counters_add_streams(domain_id=messages[0].sending_domain_id, at=now, by_provider=by_provider)
         if heard:  # each provider's stream: slowed on rate limiting, paused on refusals of our authentication or listing
             stream_hear(domain_id=messages[0].sending_domain_id, heard=heard, streams=result.streams)
     correlations = _correlations(messages)
