@@ -75,6 +75,27 @@ def test_a_detector_pause_that_day_backs_off(warming: SendingDomain) -> None:
     assert warmup_review(today=TODAY) == {"new.example.com": "back off"} and step(warming) == 0
 
 
+def stream_yesterday(domain: SendingDomain, provider: str, **counts: int) -> None:
+    start = datetime.combine(TODAY - timedelta(days=1), time(13), tzinfo=UTC)
+    DomainMinute.objects.create(sending_domain=domain, provider=provider, minute=start, **counts)
+
+
+def test_one_provider_deferring_the_new_domain_holds_it_back_though_the_sum_looks_healthy(warming: SendingDomain) -> None:
+    SendingDomain.objects.filter(pk=warming.pk).update(warmup_step=2)
+    stream_yesterday(warming, "", sent=6000, deferred=20)
+    stream_yesterday(warming, "microsoft", sent=200, deferred=120)  # 37% of Microsoft's mail deferred; 2% of the day's
+    assert warmup_review(today=TODAY) == {"new.example.com": "back off"} and step(warming) == 1
+    entry = AuditEntry.objects.get(action="domain.warmup")
+    assert entry.data["stream"] == "microsoft" and entry.data["deferral_rate"] < 0.05
+
+
+def test_a_provider_with_too_little_mail_to_judge_does_not_decide(warming: SendingDomain) -> None:
+    stream_yesterday(warming, "", sent=400, deferred=4)
+    stream_yesterday(warming, "yahoo", sent=20, deferred=10)  # half deferred, but 20 messages say little
+    assert warmup_review(today=TODAY) == {"new.example.com": "advance"}
+    assert "stream" not in AuditEntry.objects.get(action="domain.warmup").data
+
+
 def test_a_quiet_or_middling_day_holds(warming: SendingDomain) -> None:
     yesterday(warming, sent=100)  # under half the 500 cap: the step was not used
     assert warmup_review(today=TODAY) == {"new.example.com": "hold"} and step(warming) == 0

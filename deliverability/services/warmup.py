@@ -10,10 +10,14 @@ counters and pauses:
 - **advance** a step when the day was healthy (``_HEALTHY``) and the domain
   used its step (at least half its daily cap, or ``_MIN_VOLUME`` messages);
 - **back off** a step when it was not (``_UNHEALTHY``: deferrals, complaints
-  or bounces past a limit, or a detector pause that day);
+  or bounces past a limit, or a detector pause of the domain or one of its
+  streams that day);
 - **hold** otherwise (a quiet day proves nothing).
 
-Each decision is audited with the day's numbers. ``domain_rate`` reads the
+Each provider stream is judged as well as the domain (one that sent at least
+``_MIN_VOLUME`` that day): a provider that defers a new domain's mail holds
+its warm-up back even when the others' volume would hide it in the sum.
+Each decision is audited with the day's numbers (and the stream that decided). ``domain_rate`` reads the
 step; the worker stops a day's sending at the step's cap (``daily_remaining``).
 """
 
@@ -60,8 +64,14 @@ def warmup_review(*, today: date | None = None) -> dict[str, str]:
 
 
 def _review(domain: SendingDomain, today: date) -> str:
-    day = _day(domain, today - timedelta(days=1))
-    decision = _decide(domain, day)
+    day, streams = _day(domain, today - timedelta(days=1))
+    decision, worst = _decide(domain, day), None
+    for provider, stream in streams.items():
+        if stream.sent < _MIN_VOLUME:
+            continue  # too little mail to one provider to say anything of it
+        verdict = _judge(stream, used=True)
+        if _RANK[verdict] < _RANK[decision]:
+            decision, worst = verdict, provider
     last = len(domain.warmup_schedule) - 1
     step = {"advance": min(domain.warmup_step + 1, last), "back off": max(domain.warmup_step - 1, 0)}.get(decision, domain.warmup_step)
     with transaction.atomic():
@@ -72,34 +82,52 @@ def _review(domain: SendingDomain, today: date) -> str:
             data={
                 "from_step": domain.warmup_step, "to_step": step, "sent": day.sent, "bounce_rate": round(bounce, 4),
                 "complaint_rate": round(complaint, 5), "deferral_rate": round(deferral, 4), "paused": day.paused,
+                **({} if worst is None else {"stream": worst or "other", "stream_rates": [round(r, 4) for r in streams[worst].rates()]}),
             },
         )
     return decision
 
 
+_RANK = {"back off": 0, "hold": 1, "advance": 2}  # the worst of the domain's and its streams' verdicts decides
+
+
 def _decide(domain: SendingDomain, day: Day) -> str:
+    cap = step_cap(domain)
+    return _judge(day, used=day.sent >= (cap / 2 if cap else _MIN_VOLUME))
+
+
+def _judge(day: Day, *, used: bool) -> str:
     rates = day.rates()
     if day.paused or any(rate > limit for rate, limit in zip(rates, _UNHEALTHY, strict=True)):
         return "back off"
-    cap = step_cap(domain)
-    used = day.sent >= (cap / 2 if cap else _MIN_VOLUME)
     if used and all(rate <= limit for rate, limit in zip(rates, _HEALTHY, strict=True)):
         return "advance"
     return "hold"
 
 
-def _day(domain: SendingDomain, day: date) -> Day:
+def _day(domain: SendingDomain, day: date) -> tuple[Day, dict[str, Day]]:
+    """The domain's day, and each of its provider streams' (their pauses are the domain's: ``paused`` is False)."""
     start = datetime.combine(day, time(), tzinfo=UTC)
     rows = DomainMinute.objects.filter(sending_domain=domain, minute__gte=start, minute__lt=start + timedelta(days=1))
-    sums = rows.aggregate(
+    sums = rows.values("provider").annotate(
         sent=Sum("sent"), hard=Sum("bounced_hard"), soft=Sum("bounced_soft"), reputation=Sum("bounced_reputation"),
         complained=Sum("complained"), deferred=Sum("deferred"),
     )
+    streams = {
+        r["provider"]: Day(
+            sent=r["sent"] or 0, bounced=(r["hard"] or 0) + (r["soft"] or 0) + (r["reputation"] or 0),
+            complained=r["complained"] or 0, deferred=r["deferred"] or 0, paused=False,
+        )
+        for r in sums
+    }
+    # Any pause that day, the domain's or one of its streams'.
     paused = PauseEvidence.objects.filter(sending_domain=domain, created_at__gte=start, created_at__lt=start + timedelta(days=1))
-    return Day(
-        sent=sums["sent"] or 0, bounced=(sums["hard"] or 0) + (sums["soft"] or 0) + (sums["reputation"] or 0),
-        complained=sums["complained"] or 0, deferred=sums["deferred"] or 0, paused=paused.exists(),
+    total = Day(
+        sent=sum(d.sent for d in streams.values()), bounced=sum(d.bounced for d in streams.values()),
+        complained=sum(d.complained for d in streams.values()), deferred=sum(d.deferred for d in streams.values()),
+        paused=paused.exists(),
     )
+    return total, streams
 
 
 def step_cap(domain: SendingDomain) -> int | None:
