@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, Protocol
 
 import numpy as np
 from django.db.models import TextChoices
@@ -65,7 +65,7 @@ class Rule(TextChoices):
 
 SIGNALS: tuple[Signal, ...] = tuple(Signal)
 _N_SIGNALS = len(SIGNALS)
-_FORMAT = 1  # bumped when the saved arrays change meaning; from_bytes refuses another
+_FORMAT = 2  # bumped when the saved arrays change meaning; from_bytes reads 1 (arrays by name) and 2 (rows), refuses another
 _P_MIN, _P_MAX = 1e-7, 0.5  # p0 is kept where the logarithms are finite and p1 > p0 stays meaningful
 _P1_MAX = 0.95  # a p1 near 1 would make every delivered message a huge penalty
 
@@ -131,7 +131,8 @@ class DetectorConfig:
 
 DEFAULT = DetectorConfig()
 
-# name -> (per signal?, dtype). Every array has the domain as its last axis.
+# name -> (per signal?, dtype): the arrays the state is made of, as read and saved. Every array has the domain as its
+# last axis; ``DetectorState`` keeps them packed by entity (``_COLUMNS``) and exposes each under its name.
 _ARRAYS: dict[str, tuple[bool, Any]] = {
     "minutes_seen": (False, np.int64),  # minutes since the domain started cold
     "paused": (False, np.bool_),  # decided; no further decisions until reset
@@ -144,10 +145,310 @@ _ARRAYS: dict[str, tuple[bool, Any]] = {
     "win_events": (True, np.float64),  # exponentially weighted window for the ceilings
     "win_trials": (False, np.float64),
 }
+# Where each array lives in a row of ``DetectorState._rows`` (one row per entity, float64; whole minutes are exact).
+_COLUMNS: dict[str, slice | int] = {
+    "cusum": slice(0, 3),
+    "base_events": slice(3, 6),
+    "base_trials": slice(6, 9),
+    "exc_events": slice(9, 12),
+    "exc_trials": slice(12, 15),
+    "exc_minutes": slice(15, 18),
+    "win_events": slice(18, 21),
+    "win_trials": 21,
+}
+_BASE, _WINDOW, _EXC = slice(3, 9), slice(18, 22), slice(9, 15)
+_LAST = 22  # the clock when the row was last brought up to date (a float: exact for any realistic count of minutes)
+_WIDTH = 24  # one spare column: a row is three 64-byte cache lines
+_CHUNK = 8192  # entities advanced together: a chunk's rows and temporaries stay in the L2 cache
+
+
+class _Arrays(Protocol):
+    """What the minute's arithmetic reads and updates in place: a whole state, or a chunk of one."""
+
+    @property
+    def cusum(self) -> np.ndarray: ...
+    @property
+    def base_events(self) -> np.ndarray: ...
+    @property
+    def base_trials(self) -> np.ndarray: ...
+    @property
+    def exc_events(self) -> np.ndarray: ...
+    @property
+    def exc_trials(self) -> np.ndarray: ...
+    @property
+    def exc_minutes(self) -> np.ndarray: ...
+    @property
+    def win_events(self) -> np.ndarray: ...
+    @property
+    def win_trials(self) -> np.ndarray: ...
+    @property
+    def paused(self) -> np.ndarray: ...
 
 
 class DetectorState:
-    """Everything the detector remembers: arrays of shape (n,) or (len(SIGNALS), n)."""
+    """Everything the detector remembers, for n entities (domains, or streams): arrays of shape (n,) or (len(SIGNALS), n).
+
+    Read them by name (``state.cusum``, ``state.base_trials``, ...): each is the entity's value after the last
+    minute, as the detector defines it (``reference_step``, every entity every minute). Only ``paused`` is the
+    state's own array, to be written in place (``state.paused[i] = False``); the others are read-only snapshots,
+    changed through ``reset``, ``restart_excursion``, ``copy_from`` and ``detector_step``.
+
+    Inside, an entity's row holds its values as of the last minute it had traffic (or could decide): a minute
+    without counts only forgets (the baseline and the window by their factors, ``factor ** minutes`` in one
+    multiplication when the entity next has traffic or is read) and counts the minutes of an open excursion.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        """From the arrays by name (``_ARRAYS``), every entity up to date. Which could decide is not known: all may."""
+        n = len(arrays["minutes_seen"])
+        rows = np.zeros((n, _WIDTH))
+        for name, column in _COLUMNS.items():
+            rows[:, column] = np.asarray(arrays[name]).T
+        self._set(rows, 0, -np.asarray(arrays["minutes_seen"], dtype=np.int64), np.array(arrays["paused"], dtype=np.bool_),
+                  np.ones(n, dtype=np.bool_), _keeps(DEFAULT))
+
+    def _set(
+        self, rows: np.ndarray, clock: int, birth: np.ndarray, paused: np.ndarray, armed: np.ndarray, keeps: np.ndarray,
+        armed_for: str | None = None,
+    ) -> None:
+        self._rows = rows  # (n, _WIDTH), see _COLUMNS
+        self._clock = clock  # minutes stepped
+        self._birth = birth  # minutes_seen = clock - birth
+        self._paused = paused
+        # Could decide without new counts: a CUSUM over h with its events, or a ceiling window over its volume, events
+        # and rate, when last brought up to date. Idle, neither can start to hold (the CUSUM stands still, the window's
+        # rate stays and its volume and events only shrink), so an idle entity can decide only when armed and its
+        # pause was lifted (``paused[i] = False``); those are advanced with the entities that have traffic.
+        self._armed = armed
+        self._armed_for = armed_for  # repr of the config ``armed`` was judged by; None: right under any
+        self._keeps = keeps  # (baseline, window) forgetting factors a minute, of the config last stepped with
+        self._config: DetectorConfig | None = None
+        self._snapshot: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, n: int, config: DetectorConfig = DEFAULT) -> DetectorState:
+        """n domains, all cold (the prior lives in ``config``, so the state holds only data)."""
+        state = cls.__new__(cls)
+        state._set(np.zeros((n, _WIDTH)), 0, np.zeros(n, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.bool_), _keeps(config))
+        return state
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # --- the arrays by name -------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> np.ndarray:
+        return self._paused
+
+    @property
+    def minutes_seen(self) -> np.ndarray:
+        return _read_only(self._clock - self._birth)
+
+    @property
+    def cusum(self) -> np.ndarray:
+        return self._current()[0:3]
+
+    @property
+    def base_events(self) -> np.ndarray:
+        return self._current()[3:6]
+
+    @property
+    def base_trials(self) -> np.ndarray:
+        return self._current()[6:9]
+
+    @property
+    def exc_events(self) -> np.ndarray:
+        return self._current()[9:12]
+
+    @property
+    def exc_trials(self) -> np.ndarray:
+        return self._current()[12:15]
+
+    @property
+    def exc_minutes(self) -> np.ndarray:
+        return _read_only(self._current()[15:18].astype(np.int64))
+
+    @property
+    def win_events(self) -> np.ndarray:
+        return self._current()[18:21]
+
+    @property
+    def win_trials(self) -> np.ndarray:
+        return self._current()[21]
+
+    def _current(self) -> np.ndarray:
+        """Every entity brought up to now, as (_WIDTH, n) read-only; kept until the state changes."""
+        if self._snapshot is None:
+            columns = np.ascontiguousarray(self._rows.T)
+            _catch_up(columns, self._clock, self._keeps)
+            self._snapshot = _read_only(columns)
+        return self._snapshot
+
+    def _changed(self) -> None:
+        self._snapshot = None
+
+    # --- changes ------------------------------------------------------------------------------------
+
+    def grow(self, n: int) -> None:
+        """Append cold domains up to n in all."""
+        extra = n - len(self)
+        if extra < 0:
+            raise ValueError(f"cannot grow {len(self)} domains to {n}")
+        rows = np.zeros((extra, _WIDTH))
+        rows[:, _LAST] = self._clock
+        self._rows = np.concatenate([self._rows, rows])
+        self._birth = np.concatenate([self._birth, np.full(extra, self._clock, np.int64)])
+        self._paused = np.concatenate([self._paused, np.zeros(extra, np.bool_)])
+        self._armed = np.concatenate([self._armed, np.zeros(extra, np.bool_)])
+        self._changed()
+
+    def reset(self, index: np.ndarray) -> None:
+        """These domains start cold again (a person resumed them): no data, no excursion, not paused."""
+        self._rows[index] = 0.0
+        self._rows[index, _LAST] = self._clock
+        self._birth[index] = self._clock
+        self._paused[index] = False
+        self._armed[index] = False
+        self._changed()
+
+    def restart_excursion(self, index: np.ndarray) -> None:
+        """These domains' evidence starts again from now (an operator overrode a pause); the baseline stays learned."""
+        for name in ("cusum", "exc_events", "exc_trials", "exc_minutes"):
+            self._rows[index, _COLUMNS[name]] = 0.0
+        self._changed()  # (armed stays: it may only ever hold more entities than can decide)
+
+    def copy_from(self, other: DetectorState, *, source: np.ndarray, target: np.ndarray) -> None:
+        """Take the entries ``source`` of ``other`` as this state's entries ``target``."""
+        if not np.array_equal(other._keeps, self._keeps):
+            other._bring_up_to_date()
+        rows = other._rows[source]
+        rows[:, _LAST] += self._clock - other._clock
+        self._rows[target] = rows
+        self._birth[target] = other._birth[source] + (self._clock - other._clock)
+        self._paused[target] = other._paused[source]
+        self._armed[target] = other._armed[source]
+        self._changed()
+
+    def _bring_up_to_date(self) -> None:
+        """Every row to now (before the forgetting factors change: idle minutes forget by the config they passed under)."""
+        self._rows[:] = self._current().T
+        self._rows[:, _LAST] = self._clock
+        self._changed()
+
+    def _adopt(self, config: DetectorConfig) -> None:
+        if config is self._config:
+            return
+        keeps = _keeps(config)
+        if not np.array_equal(keeps, self._keeps):
+            self._bring_up_to_date()
+            self._keeps = keeps
+        judged_by = repr(config)
+        if self._armed_for is not None and judged_by != self._armed_for:
+            self._armed[:] = True  # other thresholds: which entities could decide is not known
+        self._armed_for, self._config = judged_by, config
+
+    # --- saved --------------------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The rows as they are (not brought up to date: a restored state continues bit for bit as this one would)."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer, format=np.int64(_FORMAT), clock=np.int64(self._clock), rows=self._rows, birth=self._birth,
+            paused=self._paused, armed=self._armed, keeps=self._keeps, armed_for=np.str_(self._armed_for or ""),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DetectorState:
+        """A state saved by ``to_bytes``; format 1 (the arrays by name, before the rows) loads too."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+            version = int(saved["format"])
+            if version == 1:
+                return cls({name: saved[name].astype(dtype, copy=False) for name, (_, dtype) in _ARRAYS.items()})
+            if version != _FORMAT:
+                raise ValueError(f"detector state format {version}, expected {_FORMAT} (or 1)")
+            rows = saved["rows"]
+            if rows.ndim != 2 or rows.shape[1] != _WIDTH:
+                raise ValueError(f"detector state rows of shape {rows.shape}, expected (n, {_WIDTH})")
+            state = cls.__new__(cls)
+            state._set(
+                rows.astype(np.float64), int(saved["clock"]), saved["birth"].astype(np.int64), saved["paused"].astype(np.bool_),
+                saved["armed"].astype(np.bool_), saved["keeps"].astype(np.float64), str(saved["armed_for"]) or None,
+            )
+            return state
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _keeps(config: DetectorConfig) -> np.ndarray:
+    """Forgetting factors a minute: (baseline, ceiling window)."""
+    return np.array([0.5 ** (1.0 / config.baseline_half_life_minutes), 0.5 ** (1.0 / config.window_half_life_minutes)])
+
+
+def _catch_up(columns: np.ndarray, clock: int, keeps: np.ndarray) -> None:
+    """Columns (_WIDTH, k) of rows last brought up to date at ``columns[_LAST]``: apply the minutes since, all without
+    counts, in place. What ``reference_step`` does to an entity with no counts, minute after minute: the baseline and
+    the window forget (factor ** minutes, for the repeated product: the same to ~1e-16 a minute), the CUSUM and the
+    excursion's evidence stand still, an open excursion's minutes count on, and a closed one stays at zero."""
+    idle = clock - columns[_LAST]
+    if not idle.any():
+        return
+    base, window = _powers(keeps, idle)
+    columns[_BASE] *= base
+    columns[_WINDOW] *= window
+    running = columns[0:3] > 0.0
+    running |= idle == 0.0  # (an entity up to date keeps its values as they are)
+    columns[15:18] += idle
+    columns[15:18] *= running
+    columns[9:12] *= running
+    columns[12:15] *= running
+    columns[_LAST] = clock
+
+
+def _powers(keeps: np.ndarray, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """keeps[0] ** minutes and keeps[1] ** minutes (whole minutes >= 0), from a table up to ``_TABLE`` minutes."""
+    key = (float(keeps[0]), float(keeps[1]))
+    table = _POWER_TABLES.get(key)
+    if table is None:
+        table = _POWER_TABLES[key] = np.power(keeps[:, None], np.arange(_TABLE, dtype=np.float64))
+    at = minutes.astype(np.intp)
+    if at.max() < _TABLE:
+        return table[0][at], table[1][at]
+    far = at >= _TABLE
+    at[far] = 0
+    base, window = table[0][at], table[1][at]
+    base[far], window[far] = np.power(keeps[0], minutes[far]), np.power(keeps[1], minutes[far])
+    return base, window
+
+
+_TABLE = 1 << 15  # minutes (22 days) of powers tabled
+_POWER_TABLES: dict[tuple[float, float], np.ndarray] = {}
+
+
+class _Chunk:
+    """Some entities' columns (_WIDTH, k) under the arrays' names (views: the arithmetic updates them in place)."""
+
+    def __init__(self, columns: np.ndarray, paused: np.ndarray) -> None:
+        self.cusum, self.base_events, self.base_trials = columns[0:3], columns[3:6], columns[6:9]
+        self.exc_events, self.exc_trials, self.exc_minutes = columns[9:12], columns[12:15], columns[15:18]
+        self.win_events, self.win_trials = columns[18:21], columns[21]
+        self.paused = paused
+
+
+class ReferenceState:
+    """The detector's state as plain arrays, every entity updated every minute by ``reference_step``.
+
+    The definition ``detector_step`` is held to (``tests/test_detector_fast_path.py``); ``ops/bench/detector``
+    times both in the same run.
+    """
+
+    def __init__(self, n: int) -> None:
+        for name, (per, dtype) in _ARRAYS.items():
+            setattr(self, name, np.zeros(_shape(per, n), dtype))
 
     minutes_seen: np.ndarray
     paused: np.ndarray
@@ -160,52 +461,11 @@ class DetectorState:
     win_events: np.ndarray
     win_trials: np.ndarray
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        for name in _ARRAYS:
-            setattr(self, name, arrays[name])
-
-    @classmethod
-    def empty(cls, n: int, config: DetectorConfig = DEFAULT) -> DetectorState:
-        """n domains, all cold (the prior lives in ``config``, so the state holds only data)."""
-        return cls({name: np.zeros(_shape(per, n), dtype) for name, (per, dtype) in _ARRAYS.items()})
-
     def __len__(self) -> int:
         return len(self.minutes_seen)
 
-    def grow(self, n: int) -> None:
-        """Append cold domains up to n in all."""
-        extra = n - len(self)
-        if extra < 0:
-            raise ValueError(f"cannot grow {len(self)} domains to {n}")
-        for name, (per, dtype) in _ARRAYS.items():
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(_shape(per, extra), dtype)], axis=-1))
 
-    def reset(self, index: np.ndarray) -> None:
-        """These domains start cold again (a person resumed them): no data, no excursion, not paused."""
-        for name in _ARRAYS:
-            getattr(self, name)[..., index] = 0
-
-    def restart_excursion(self, index: np.ndarray) -> None:
-        """These domains' evidence starts again from now (an operator overrode a pause); the baseline stays learned."""
-        for name in ("cusum", "exc_events", "exc_trials", "exc_minutes"):
-            getattr(self, name)[..., index] = 0
-
-    def copy_from(self, other: DetectorState, *, source: np.ndarray, target: np.ndarray) -> None:
-        """Take the entries ``source`` of ``other`` as this state's entries ``target``."""
-        for name in _ARRAYS:
-            getattr(self, name)[..., target] = getattr(other, name)[..., source]
-
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        np.savez(buffer, format=np.int64(_FORMAT), **{name: getattr(self, name) for name in _ARRAYS})
-        return buffer.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> DetectorState:
-        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
-            if int(saved["format"]) != _FORMAT:
-                raise ValueError(f"detector state format {int(saved['format'])}, expected {_FORMAT}")
-            return cls({name: saved[name].astype(dtype, copy=False) for name, (_, dtype) in _ARRAYS.items()})
+_Updated = _Chunk | ReferenceState  # what the minute's arithmetic updates in place
 
 
 def _shape(per_signal: bool, n: int) -> tuple[int, ...]:
@@ -248,8 +508,77 @@ def detector_step(
     """Feed one minute of counts for every domain (arrays of shape (n,)); update ``state`` in place.
 
     ``bounced`` includes the reputation-class bounces; ``reputation`` may be None (unknown).
+    The same decisions as ``reference_step``, at the cost of the entities with counts this minute (and the
+    few that could decide without: ``DetectorState._armed``), in chunks that stay in the cache.
     """
+    n = len(state)
+    counts = [np.asarray(sent), np.asarray(bounced), np.asarray(complained)] + ([] if reputation is None else [np.asarray(reputation)])
+    for values in counts:
+        if values.shape != (n,):
+            raise ValueError(f"counts of shape {values.shape} for {n} entities")
+    state._adopt(config)
+    work = state._armed & ~state._paused
+    if all(values.dtype.kind in "iu" for values in counts):  # counts as integers: one OR of them, then one test
+        either = np.bitwise_or(counts[0], counts[1])
+        for values in counts[2:]:
+            either |= values
+        work |= either != 0
+    else:
+        for values in counts:
+            work |= values != 0
+    index = np.flatnonzero(work)
+    state._clock += 1
+    state._changed()
+    found = [_advance(state, index[start : start + _CHUNK], counts, config) for start in range(0, len(index), _CHUNK)]
+    return _joined([d for d in found if len(d)])
+
+
+def _advance(state: DetectorState, index: np.ndarray, counts: list[np.ndarray], config: DetectorConfig) -> Decisions:
+    """These entities' minute (``state._clock`` is already the minute's): their rows out, up to date, advanced, back."""
+    rows = state._rows[index]
+    columns = np.ascontiguousarray(rows.T)
+    _catch_up(columns, state._clock - 1, state._keeps)
+    chunk = _Chunk(columns, state._paused[index])
+    sent, bounced, complained, *reputation = (values[index] for values in counts)
+    trials, events = _inputs(len(index), sent, bounced, complained, reputation[0] if reputation else None)
+    p0 = _minute(chunk, trials, events, config)
+    cusum_fires, possible = _fires(chunk, config)
+    decisions = _decide(chunk, p0, config, cusum_fires, possible)
+    columns[_LAST] = state._clock
+    rows[...] = columns.T
+    state._rows[index] = rows
+    state._armed[index] = (cusum_fires | possible).any(axis=0)
+    if not len(decisions):
+        return decisions
+    state._paused[index[decisions.index]] = True
+    return replace(decisions, index=index[decisions.index])
+
+
+def _joined(found: list[Decisions]) -> Decisions:
+    if not found:
+        return _NONE
+    if len(found) == 1:
+        return found[0]
+    return Decisions(*(np.concatenate([getattr(d, f.name) for d in found]) for f in fields(Decisions)))
+
+
+def reference_step(
+    state: ReferenceState,
+    sent: np.ndarray,
+    bounced: np.ndarray,
+    complained: np.ndarray,
+    reputation: np.ndarray | None = None,
+    config: DetectorConfig = DEFAULT,
+) -> Decisions:
+    """``detector_step``'s definition: every entity's minute, all at once, with or without counts."""
     trials, events = _inputs(len(state), sent, bounced, complained, reputation)
+    p0 = _minute(state, trials, events, config)
+    state.minutes_seen += 1
+    return _decide(state, p0, config, *_fires(state, config))
+
+
+def _minute(state: _Updated, trials: np.ndarray, events: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """The minute's arithmetic on every entity of ``state`` (in place); returns the p0 it was tested against."""
     p0 = baseline_rate(state, config)
     llr = _log_likelihood_ratio(events, trials, p0, _alternative(state, p0, config), config)
     llr += state.cusum
@@ -257,11 +586,10 @@ def detector_step(
     _learn(state, events, trials, p0, config)
     _track_excursion(state, events, trials)
     _slide_window(state, events, trials, config)
-    state.minutes_seen += 1
-    return _decide(state, p0, config)
+    return p0
 
 
-def baseline_rate(state: DetectorState, config: DetectorConfig = DEFAULT) -> np.ndarray:
+def baseline_rate(state: _Arrays, config: DetectorConfig = DEFAULT) -> np.ndarray:
     """p0 per signal and domain (shape (signals, n)): posterior mean + z posterior sd."""
     prior_trials = config.prior_events / config.column("prior_rate")
     # In place where it can be: the detector's minute is a few dozen passes over arrays of every domain.
@@ -290,7 +618,7 @@ def _inputs(
     return trials, events
 
 
-def _alternative(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> np.ndarray:
+def _alternative(state: _Arrays, p0: np.ndarray, config: DetectorConfig) -> np.ndarray:
     """p1: at least max(factor p0, p0 + delta), raised to the excursion's rate so far (shrunk towards
     that floor by ``shift_prior_events``). Estimated from earlier minutes only, so the likelihood ratio
     stays a martingale under p0 and the false-alarm bound of a fixed p1 holds (Lorden & Pollak)."""
@@ -320,7 +648,7 @@ def _log_likelihood_ratio(
     return llr
 
 
-def _track_excursion(state: DetectorState, events: np.ndarray, trials: np.ndarray) -> None:
+def _track_excursion(state: _Arrays, events: np.ndarray, trials: np.ndarray) -> None:
     running = state.cusum > 0.0
     for name, value in (("exc_events", events), ("exc_trials", trials), ("exc_minutes", 1)):
         array = getattr(state, name)
@@ -328,7 +656,7 @@ def _track_excursion(state: DetectorState, events: np.ndarray, trials: np.ndarra
         array *= running  # back to 0 where the excursion ended (a multiply: no gather and scatter of the rest)
 
 
-def _learn(state: DetectorState, events: np.ndarray, trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -> None:
+def _learn(state: _Updated, events: np.ndarray, trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -> None:
     """Forget a little; then learn this minute, and the excursion it closes, where the CUSUM is back at 0.
 
     Counts enter as effective counts (divided by the design effect of an average minute), so a
@@ -360,7 +688,7 @@ def _design_effect(trials: np.ndarray, p0: np.ndarray, config: DetectorConfig) -
     return effect
 
 
-def _slide_window(state: DetectorState, events: np.ndarray, trials: np.ndarray, config: DetectorConfig) -> None:
+def _slide_window(state: _Updated, events: np.ndarray, trials: np.ndarray, config: DetectorConfig) -> None:
     keep = 0.5 ** (1.0 / config.window_half_life_minutes)
     state.win_events *= keep
     state.win_events += events
@@ -368,7 +696,7 @@ def _slide_window(state: DetectorState, events: np.ndarray, trials: np.ndarray, 
     state.win_trials += trials[0]  # every signal's trials are the minute's sends
 
 
-def _ceiling_bound(state: DetectorState, config: DetectorConfig, candidates: np.ndarray) -> np.ndarray:
+def _ceiling_bound(state: _Arrays, config: DetectorConfig, candidates: np.ndarray) -> np.ndarray:
     """Wilson lower bound of each window rate (shape (signals, n)), computed where ``candidates`` (0 elsewhere).
 
     The interval always holds the observed rate, so only a window whose rate is at its ceiling can have its
@@ -385,14 +713,19 @@ def _ceiling_bound(state: DetectorState, config: DetectorConfig, candidates: np.
     return bound
 
 
-def _decide(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> Decisions:
+def _fires(state: _Arrays, config: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(signals, n) each: the CUSUM decides; a ceiling may (its window's volume, events and observed rate are there)."""
     min_events = config.column("min_events")
     cusum_fires = (state.cusum >= config.threshold) & (state.exc_events >= min_events)
-    ceiling = config.column("ceiling")
     possible = (
         (state.win_trials >= config.column("ceiling_min_volume")) & (state.win_events >= min_events)
-        & (state.win_events >= ceiling * state.win_trials)  # the observed rate at the ceiling: necessary for the bound
+        & (state.win_events >= config.column("ceiling") * state.win_trials)  # the observed rate at the ceiling: necessary for the bound
     )
+    return cusum_fires, possible
+
+
+def _decide(state: _Arrays, p0: np.ndarray, config: DetectorConfig, cusum_fires: np.ndarray, possible: np.ndarray) -> Decisions:
+    ceiling = config.column("ceiling")
     bound = _ceiling_bound(state, config, possible)
     ceiling_fires = possible & (bound >= ceiling)
     index = np.flatnonzero((cusum_fires | ceiling_fires).any(axis=0) & ~state.paused)
@@ -417,7 +750,7 @@ def _decide(state: DetectorState, p0: np.ndarray, config: DetectorConfig) -> Dec
         threshold=np.where(by_cusum, config.threshold, ceiling[signal, 0]),
         volume=volume,
         events=events,
-        minutes=np.where(by_cusum, state.exc_minutes[at], round(win_span)),
+        minutes=np.where(by_cusum, state.exc_minutes[at], round(win_span)).astype(np.int64),
         rule=np.where(by_cusum, Rule.CUSUM.value, Rule.CEILING.value),
     )
 

@@ -55,12 +55,12 @@ from deliverability.services.counters import minute_of
 from deliverability.services.handover import hand_overs_wait
 from deliverability.services.pause import domain_pause, overridden, override_lapse
 from deliverability.services.streams import stream_pause_detected
+from deliverability.stream_detector import COUNTS, TwoLevel
 
 logger = logging.getLogger("sendplane.detector")
 _STATE = "default"
 _STREAMS_STATE = "streams"
 _IDS = np.int64
-_DOMAIN_WIDE = 2  # streams of one domain deciding in one minute that make it a domain-wide shift
 
 
 @dataclass(frozen=True)
@@ -143,20 +143,19 @@ def _save(row: DetectorState, state: detector.DetectorState, entities: Domains, 
 
 
 class _Run:
-    """One run's minutes: the streams' step, then the domains' on what the streams left them."""
+    """One run's minutes over streams and domains (``stream_detector.TwoLevel``), with the overrides' times."""
 
     def __init__(
         self, domains: Domains, streams: Streams, data: Input, state: detector.DetectorState,
         stream_state: detector.DetectorState, lapses: dict[int, np.datetime64], restarts: dict[int, np.datetime64],
     ) -> None:
-        self.domains, self.streams, self.data = domains, streams, data
-        self.state, self.stream_state = state, stream_state
+        self.data, self.state, self.stream_state = data, state, stream_state
+        self.two = TwoLevel(stream_state, state, streams.domain, streams.paused)
         by_domain = streams.domain.tolist()
         # A domain's override covers its streams: their lapses and restarts follow the domain's.
         self.lapses, self.restarts = lapses, restarts
         self.stream_lapses = {s: lapses[d] for s, d in enumerate(by_domain) if d in lapses}
         self.stream_restarts = {s: restarts[d] for s, d in enumerate(by_domain) if d in restarts}
-        self.excluded = streams.paused.copy()  # streams whose counters are not the domain's to judge
         self.stream_decided: dict[int, tuple[int, detector.Decisions, int]] = {}  # stream -> (minute, decisions, k)
         self.streams_alone: set[int] = set()  # the streams that decided alone: theirs to pause, not their domain's
         self.domain_decided: dict[int, tuple[int, detector.Decisions, int]] = {}
@@ -171,52 +170,15 @@ class _Run:
         _restart(self.state, self.restarts, minute)
         _restart(self.stream_state, self.stream_restarts, minute)
         self.return_views(until=minute + np.timedelta64(60, "s"))
-        decided = _step(self.stream_state, self.data.streams, m)
-        fresh: dict[int, list[int]] = {}
-        for k, index in enumerate(decided.index.tolist()):
-            self.stream_decided[index] = (m, decided, k)
-            fresh.setdefault(int(self.streams.domain[index]), []).append(index)
-        alone = self._alone(m, fresh)
-        for domain in alone:
-            self.excluded[fresh[domain]] = True  # one provider's trouble: it leaves the domain's input from now on
-            self.streams_alone.update(fresh[domain])
-        decisions = _step(self.state, self._domain_feed(m), 0)
-        for k, index in enumerate(decisions.index.tolist()):
-            self.domain_decided[index] = (m, decisions, k)
-        for domain, members in fresh.items():
-            if domain not in alone and domain not in self.domain_decided:
-                self.domain_wide[domain] = (m, members)
-                self.state.paused[domain] = True  # decided: the domain's state holds no further decision until a resume
-
-    def _alone(self, m: int, fresh: dict[int, list[int]]) -> set[int]:
-        """The domains whose streams that decided now did so alone: one stream, with others of the domain still
-        sending. Several at once, or the only ones sending, are the domain's mail shifting, not one provider's."""
-        if not fresh:
-            return set()
-        sending = ~self.excluded
-        sent = np.bincount(self.streams.domain[sending], weights=self.data.streams["sent"][sending, m], minlength=len(self.domains.ids))
-        return {
-            domain for domain, members in fresh.items()
-            if len(members) < _DOMAIN_WIDE and sent[domain] > self.data.streams["sent"][members, m].sum()
-        }
-
-    def _domain_feed(self, m: int) -> dict[str, np.ndarray]:
-        """The domain's minute without the streams decided or paused: their trouble is theirs, judged once."""
-        feed = {name: values[:, m : m + 1] for name, values in self.data.domains.counts.items()}
-        if not self.excluded.any():
-            return feed
-        out = np.flatnonzero(self.excluded)
-        owners, n = self.streams.domain[out], len(self.domains.ids)
-        return {
-            name: np.maximum(0, feed[name][:, 0] - np.bincount(owners, weights=self.data.streams[name][out, m], minlength=n))
-            .astype(np.int64)[:, None]
-            for name in feed
-        }
-
-
-def _step(state: detector.DetectorState, counts: dict[str, np.ndarray], m: int) -> detector.Decisions:
-    bounced = counts["bounced_hard"][:, m] + counts["bounced_soft"][:, m] + counts["bounced_reputation"][:, m]
-    return detector.detector_step(state, counts["sent"][:, m], bounced, counts["complained"][:, m], counts["bounced_reputation"][:, m])
+        streams = {name: self.data.streams[name][:, m] for name in COUNTS}
+        decided = self.two.step(streams, {name: self.data.domains.counts[name][:, m] for name in COUNTS})
+        for k, index in enumerate(decided.streams.index.tolist()):
+            self.stream_decided[index] = (m, decided.streams, k)
+        self.streams_alone.update(decided.alone)
+        for k, index in enumerate(decided.domains.index.tolist()):
+            self.domain_decided[index] = (m, decided.domains, k)
+        for domain, members in decided.domain_wide.items():
+            self.domain_wide[domain] = (m, members)
 
 
 def _overrides_begun(*, since: datetime) -> dict[int, datetime]:
