@@ -33,6 +33,7 @@ class Capability(StrEnum):
     TEMPLATES_WRITE = "templates.write"  # templates, variants, versions (and "new version from this one")
     TEMPLATES_APPROVE = "templates.approve"  # the approval gate, and asking for a new spam score
     CAMPAIGNS_WRITE = "campaigns.write"  # create and trigger a campaign, the admin's launch page
+    CAMPAIGNS_END = "campaigns.end"  # cancel a campaign (its waiting messages with it), mark one completed
     SENDING_CONTROL = "sending.control"  # pause and resume a domain, a campaign, or all sending
     FEEDBACK_UPLOAD = "feedback.upload"  # raw bounce and complaint upload
     SUPPRESSIONS_ADD = "suppressions.add"
@@ -47,6 +48,7 @@ PERMISSIONS: Mapping[Capability, frozenset[Role]] = MappingProxyType({
     Capability.TEMPLATES_WRITE: frozenset({Role.MARKETER, Role.ADMIN}),
     Capability.TEMPLATES_APPROVE: frozenset({Role.MARKETER, Role.ADMIN}),
     Capability.CAMPAIGNS_WRITE: frozenset({Role.MARKETER, Role.ADMIN}),
+    Capability.CAMPAIGNS_END: frozenset({Role.MARKETER, Role.ONCALL, Role.ADMIN}),  # the marketer's call, or on-call's at 3 a.m.
     Capability.SENDING_CONTROL: frozenset({Role.ONCALL, Role.ADMIN}),  # a marketer cannot resume a paused domain
     Capability.FEEDBACK_UPLOAD: frozenset({Role.ONCALL, Role.ADMIN}),
     Capability.SUPPRESSIONS_ADD: frozenset({Role.MARKETER, Role.ONCALL, Role.ADMIN}),

@@ -32,7 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 NO_DOMAIN = "none"  # events we could not tie to a sending domain
 
 # --- dispatch: the worker --------------------------------------------------------------------
-MESSAGES = Counter("sendplane_messages", "Outcomes the worker recorded, per message", ["domain", "status"])
+MESSAGES = Counter("sendplane_messages", "Outcomes of messages (the worker's, and a campaign cancel's), per message", ["domain", "status"])
 SEND_SECONDS = Histogram(
     "sendplane_send_duration_seconds",
     "Hand-over time of one message to the SMTP server or ESP (the exchange only, not rendering)",
@@ -92,6 +92,12 @@ def batch_recorded(*, domain: str, counts: dict[str, int]) -> None:
     for status, n in counts.items():
         if status != "queued" and n:
             MESSAGES.labels(domain=domain, status=status).inc(n)
+
+
+def messages_cancelled(*, domain: str, count: int) -> None:
+    """Waiting messages a campaign's cancel ended (dispatch.services.campaigns): an outcome, though no worker recorded it."""
+    if count:
+        MESSAGES.labels(domain=domain, status="cancelled").inc(count)
 
 
 def tokens_denied(*, domain: str, count: int, pushback_seconds: float) -> None:

@@ -376,6 +376,8 @@ CELERY_BEAT_SCHEDULE = {
     "anomaly-detect": {"task": "deliverability.tasks.detect", "schedule": 60.0},
     # Warm-up that follows reputation: each warming domain's previous day judged once a day (hourly: idempotent).
     "warmup-review": {"task": "deliverability.tasks.warmup", "schedule": 3600.0},
+    # Variant guardrails: each running campaign's variants against their siblings (dispatch.services.guardrails).
+    "variant-guardrails": {"task": "dispatch.tasks.guardrails", "schedule": 60.0},
 }
 
 # --- Feedback: suppression policy and bounce ingestion (issue 5) ----------------------

@@ -7,24 +7,32 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import path
-from django.utils.html import format_html
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
+from access.permissions import Capability
 from controlplane.admin_roles import ControlActions, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
 from dispatch.admin_launch import CampaignLaunchPages
 from dispatch.cockpit import cockpit_view
-from dispatch.models import Campaign, Message
-from dispatch.selectors import campaign_progress
+from dispatch.models import TERMINAL, WAITING, Campaign, Message, MessageStatus, Quarantine
+from dispatch.results_chart import results_html
+from dispatch.selectors import campaign_progress, campaign_results
+from dispatch.services.campaigns import campaign_cancel, campaign_complete
 from dispatch.services.controls import campaign_pause, campaign_resume
+from dispatch.services.guardrails import Evidence, quarantine_restore
 
 
 @admin.register(Campaign)
 class CampaignAdmin(CampaignLaunchPages, ControlActions, ReadOnlyAdmin):
     list_display = ["name", "template", "sending_domain", "status", "progress", "created_at"]
-    readonly_fields = ["progress"]  # on the campaign's page too, which reloads itself while messages move
+    readonly_fields = ["progress", "results", "quarantined"]  # on the campaign's page too, which reloads itself while messages move
     list_filter = ["status", "sending_domain"]
     search_fields = ["name"]
-    actions = ["pause", "resume"]
+    actions = ["pause", "resume", "cancel", "complete"]
+    end_capability = Capability.CAMPAIGNS_END  # the cancel and complete actions (permissions=["end"])
+
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        return self.allows(request, "end")
 
     @admin.action(description="Pause the selected campaigns", permissions=["control"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> Any:
@@ -44,15 +52,76 @@ class CampaignAdmin(CampaignLaunchPages, ControlActions, ReadOnlyAdmin):
 
         return control_action(self, request, queryset, title="Resume the selected campaigns", form_class=ResumeForm, apply=apply)
 
+    @admin.action(description="Cancel the selected campaigns (their waiting messages with them)", permissions=["end"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> Any:
+        def apply(campaign: Campaign, data: dict[str, Any]) -> str:
+            return f"{campaign}: {campaign_cancel(campaign=campaign, actor=request.user, reason=data['reason']).detail}"
+
+        return control_action(self, request, queryset, title="Cancel the selected campaigns", form_class=PauseForm, apply=apply)
+
+    @admin.action(description="Mark the selected campaigns completed", permissions=["end"])
+    def complete(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> Any:
+        def apply(campaign: Campaign, data: dict[str, Any]) -> str:
+            return f"{campaign}: {campaign_complete(campaign=campaign, actor=request.user, reason=data['reason']).detail}"
+
+        return control_action(self, request, queryset, title="Mark the selected campaigns completed", form_class=ResumeForm, apply=apply)
+
     @admin.display(description="progress")
     def progress(self, campaign: Campaign) -> Any:
         counts = campaign_progress(campaign=campaign)
         total = counts["total"] or 1
-        done = counts["sent"] + counts["failed"] + counts["suppressed"] + counts["unknown"]
+        done = sum(counts[s] for s in TERMINAL)
+        waiting = sum(counts[s] for s in (*WAITING, MessageStatus.SENDING))
+        cancelled = format_html(", {} cancelled", counts[MessageStatus.CANCELLED]) if counts[MessageStatus.CANCELLED] else ""
         return format_html(
-            '<progress max="{}" value="{}"></progress> {} sent, {} failed, {} waiting',
-            total, done, counts["sent"], counts["failed"], counts["queued"] + counts["deferred"] + counts["sending"],
+            '<progress max="{}" value="{}"></progress> {} sent, {} failed, {} waiting{}',
+            total, done, counts["sent"], counts["failed"], waiting, cancelled,
         )
+
+
+    @admin.display(description="results per variant")
+    def results(self, campaign: Campaign) -> Any:
+        return results_html(*campaign_results(campaign=campaign))
+
+    @admin.display(description="quarantined variants")
+    def quarantined(self, campaign: Campaign) -> Any:
+        rows = list(campaign.quarantines.select_related("variant"))
+        if not rows:
+            return "None: every variant is within the guardrails."
+        return format_html_join(
+            "", '<p><a href="{}">{}</a>: {} ({})</p>',
+            (
+                (reverse("admin:dispatch_quarantine_change", args=[q.pk]), q.variant, Evidence(**q.evidence).summary(),
+                 f"restored {q.restored_at:%Y-%m-%d %H:%M}" if q.restored_at else "weight 0 until restored")
+                for q in rows
+            ),
+        )
+
+
+@admin.register(Quarantine)
+class QuarantineAdmin(ControlActions, ReadOnlyAdmin):
+    """Variants the guardrails set aside, with their evidence; a marketer restores one after reading it."""
+
+    list_display = ["variant", "campaign", "metric", "summary", "created_at", "restored_at", "restored_by"]
+    list_filter = ["metric", "restored_at"]
+    readonly_fields = ["summary"]
+    actions = ["restore"]
+    restore_capability = Capability.CAMPAIGNS_WRITE
+
+    def has_restore_permission(self, request: HttpRequest) -> bool:
+        return self.allows(request, "restore")
+
+    @admin.display(description="evidence")
+    def summary(self, quarantine: Quarantine) -> str:
+        return Evidence(**quarantine.evidence).summary()
+
+    @admin.action(description="Restore the selected variants' weights", permissions=["restore"])
+    def restore(self, request: HttpRequest, queryset: QuerySet[Quarantine]) -> Any:
+        def apply(quarantine: Quarantine, data: dict[str, Any]) -> str:
+            quarantine_restore(quarantine=quarantine, actor=request.user, reason=data["reason"])
+            return f"{quarantine.variant} restored to weight {quarantine.weight_before}."
+
+        return control_action(self, request, queryset, title="Restore the selected variants", form_class=ResumeForm, apply=apply)
 
 
 @admin.register(Message)

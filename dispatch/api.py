@@ -31,7 +31,7 @@ from controlplane.api import (
 from deliverability.models import SendingDomain
 from dispatch.models import Campaign, CampaignStatus
 from dispatch.selectors import campaign_progress
-from dispatch.services.campaigns import campaign_create
+from dispatch.services.campaigns import LifecycleResult, campaign_cancel, campaign_complete, campaign_create
 from dispatch.services.triggers import MAX_RECIPIENTS, trigger_accept
 from templates_registry.models import Template
 
@@ -115,8 +115,8 @@ class CampaignOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     progress = serializers.DictField(
         child=serializers.IntegerField(),
-        help_text="Messages by status (queued, sending, deferred, sent, failed, suppressed, unknown; 0 when none) "
-        "and their total.",
+        help_text="Messages by status (queued, sending, deferred, sent, failed, suppressed, unknown, cancelled; 0 when "
+        "none) and their total.",
     )
 
     class Meta:
@@ -175,6 +175,92 @@ class CampaignDetailApi(DispatchApi):
     )
     def get(self, request: Request, campaign_id: int) -> Response:
         return Response(CampaignOutputSerializer(_with_progress(_campaign(campaign_id))).data)
+
+
+# --- Lifecycle: cancel, complete -------------------------------------------------------------
+
+
+_LIFECYCLE_ERRORS = {
+    400: "Bad input (a missing reason, an unknown field, a wrong type); nothing changed.",
+    401: "No or invalid token.",
+    403: "Your role does not allow this (cancel and complete need marketer, oncall or admin).",
+    404: "No such campaign.",
+    409: "The campaign's state refuses it (a completed campaign is not cancelled, a cancelled one not completed, "
+    "a campaign with messages still waiting or sending not completed); nothing changed.",
+}
+
+
+class LifecycleOutputSerializer(serializers.Serializer):
+    campaign = CampaignOutputSerializer(help_text="The campaign now: its status and its messages by status.")
+    changed = serializers.BooleanField(help_text="False when it already was in this state (nothing was written).")
+    cancelled = serializers.IntegerField(help_text="Messages this call ended as cancelled (waiting, never handed over).")
+    in_flight = serializers.IntegerField(
+        help_text="Messages being handed over when the call returned: each ends with its real outcome (sent, failed, ...)."
+    )
+    detail = serializers.CharField(help_text="One line saying what happened.")
+
+    class Meta:
+        ref_name = "CampaignLifecycleResult"
+
+
+class CancelInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=1000, help_text="Why: kept in the audit trail.")
+
+    class Meta:
+        ref_name = "CampaignCancelRequest"
+
+
+class CompleteInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True)
+
+    class Meta:
+        ref_name = "CampaignCompleteRequest"
+
+
+class LifecycleApi(DispatchApi):
+    write_capability = Capability.CAMPAIGNS_END
+
+    @staticmethod
+    def answer(result: LifecycleResult) -> Response:
+        body = {**result.__dict__, "campaign": _with_progress(_campaign(result.campaign.pk))}
+        return Response(LifecycleOutputSerializer(body).data)
+
+
+class CampaignCancelApi(LifecycleApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="campaigns_cancel",
+        description=(
+            "Cancel a campaign for good: its waiting messages (queued, deferred) end cancelled, and none of its messages "
+            "is handed to SMTP after this returns; those being handed over end with their real outcome. Idempotent."
+        ),
+        request=CancelInputSerializer,
+        responses={200: LifecycleOutputSerializer, **error_responses(_LIFECYCLE_ERRORS, 400, 401, 403, 404, 409)},
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = _campaign(campaign_id)
+        data = _valid(CancelInputSerializer, request)
+        return self.answer(campaign_cancel(campaign=campaign, actor=request.user, reason=data["reason"]))
+
+
+class CampaignCompleteApi(LifecycleApi):
+    @extend_schema(
+        tags=[TAG],
+        operation_id="campaigns_complete",
+        description="Mark a running or paused campaign whose messages have all ended completed; it takes no trigger after. Idempotent.",
+        request=CompleteInputSerializer,
+        responses={200: LifecycleOutputSerializer, **error_responses(_LIFECYCLE_ERRORS, 400, 401, 403, 404, 409)},
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = _campaign(campaign_id)
+        data = _valid(CompleteInputSerializer, request)
+        return self.answer(campaign_complete(campaign=campaign, actor=request.user, reason=data["reason"]))
+
+
+def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 # --- Triggers -------------------------------------------------------------------------

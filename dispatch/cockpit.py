@@ -46,8 +46,8 @@ BAR_WIDTH = 300
 # Status colours of the campaign bars: done statuses first, then what is still moving.
 COLOURS = {
     MessageStatus.SENT: "#3a7", MessageStatus.FAILED: "#c33", MessageStatus.SUPPRESSED: "#999",
-    MessageStatus.UNKNOWN: "#e90", MessageStatus.SENDING: "#48c", MessageStatus.DEFERRED: "#bcd",
-    MessageStatus.QUEUED: "#e4e4e4",
+    MessageStatus.UNKNOWN: "#e90", MessageStatus.CANCELLED: "#666", MessageStatus.SENDING: "#48c",
+    MessageStatus.DEFERRED: "#bcd", MessageStatus.QUEUED: "#e4e4e4",
 }
 
 

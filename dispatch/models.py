@@ -64,10 +64,11 @@ class MessageStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     SUPPRESSED = "suppressed", "Suppressed"
     UNKNOWN = "unknown", "Unknown (may have been sent)"
+    CANCELLED = "cancelled", "Cancelled (its campaign was cancelled before it was handed over)"
 
 
 WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
-TERMINAL = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED, MessageStatus.UNKNOWN)
+TERMINAL = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED, MessageStatus.UNKNOWN, MessageStatus.CANCELLED)
 
 
 class Message(models.Model):
@@ -95,6 +96,9 @@ class Message(models.Model):
     # The trigger rendered this recipient and found no active content (templates_registry.checks): the worker,
     # whose render is the same, need not look again. False for rows queued before that check existed.
     content_checked = models.BooleanField(default=False, editable=False)
+    # Outcomes already counted in its campaign's results (dispatch.services.results): one bit each, so a
+    # message's second bounce report or fifth open never counts twice.
+    outcomes = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -116,3 +120,58 @@ class Message(models.Model):
 
     def message_id(self) -> str:
         return f"<{self.uuid}@{self.sending_domain.domain}>"
+
+
+class CampaignResult(models.Model):
+    """What happened to one campaign's messages of one version: counted as it happens, never by scanning messages.
+
+    Each column counts messages (not events): ``dispatch.services.results``
+    adds one when a message first reaches that outcome. Opens are inflated by
+    Apple Mail Privacy Protection (its proxy fetches every image): shown, never
+    decided on by default.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="results")
+    version = models.ForeignKey(VariantVersion, on_delete=models.PROTECT, related_name="+")
+    accepted = models.PositiveIntegerField(default=0, help_text="Queued by a trigger")
+    sent = models.PositiveIntegerField(default=0, help_text="Taken by the receiving server or the ESP")
+    failed = models.PositiveIntegerField(default=0, help_text="Refused for good at delivery (or given up on)")
+    delivered = models.PositiveIntegerField(default=0, help_text="Reported delivered by an ESP")
+    deferred = models.PositiveIntegerField(default=0, help_text="Deferred at least once")
+    bounced_hard = models.PositiveIntegerField(default=0)
+    bounced_soft = models.PositiveIntegerField(default=0)
+    complained = models.PositiveIntegerField(default=0)
+    unsubscribed = models.PositiveIntegerField(default=0)
+    opened = models.PositiveIntegerField(default=0, help_text="Inflated by Apple Mail Privacy Protection")
+    clicked = models.PositiveIntegerField(default=0)
+
+    COUNTS = (
+        "accepted", "sent", "failed", "delivered", "deferred", "bounced_hard", "bounced_soft", "complained", "unsubscribed",
+        "opened", "clicked",
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="campaign_result_once_per_version")]
+
+    def __str__(self) -> str:
+        return f"campaign {self.campaign_id} version {self.version_id}"
+
+
+class Quarantine(models.Model):
+    """A variant set aside by the guardrails (dispatch.services.guardrails): its weight went to 0, with the evidence."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="quarantines")
+    variant = models.ForeignKey("templates_registry.Variant", on_delete=models.CASCADE, related_name="quarantines")
+    metric = models.CharField(max_length=16, help_text="complaint, unsubscribe or bounce")
+    evidence = models.JSONField(help_text="The variant's and its siblings' counts, the test's statistic and threshold")
+    weight_before = models.PositiveIntegerField(help_text="Given back on restore")
+    created_at = models.DateTimeField(auto_now_add=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
+    restored_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    restore_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.variant} quarantined ({self.metric})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from dispatch.services.guardrails import guardrails_run
 from dispatch.services.hints import SEND_BATCH, publish_send_batches
 from dispatch.services.sweeper import sweep as sweep_service
 from dispatch.services.worker import batch_send
@@ -22,3 +23,9 @@ def send_batch(domain_id: int) -> dict[str, int]:
 def sweep() -> dict[str, int]:
     result = sweep_service()
     return {"published": result.published, "expired": result.expired}
+
+
+@shared_task(name="dispatch.tasks.guardrails")
+def guardrails() -> dict[str, int]:
+    """Quarantine the variants that hurt more than their siblings (every minute)."""
+    return {"quarantined": len(guardrails_run())}

@@ -11,7 +11,11 @@ permissions: the role groups carry none. Adding and changing need
 
 Approval is the gate of issue 4: ``services.version_approve`` refuses a version
 that is not scored, failed a blocking pre-send check or scores at or over its
-template's threshold, and the admin shows that one-line reason. Re-scoring is
+template's threshold, or (four-eyes) whose creator is the approver, and the
+admin shows that one-line reason. "Retire" and "Roll back to this version"
+(issue 17) ask for a reason first, like the pause actions, then call
+``services.version_retire`` / ``version_rollback``; both need ``templates.approve``,
+as does turning a template's four-eyes approval on or off. Re-scoring is
 published by task name: the registry never imports deliverability (the imports
 run dispatch -> deliverability -> templates_registry).
 """
@@ -37,7 +41,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from access.permissions import Capability
-from controlplane.admin_roles import CapabilityAccess
+from controlplane.admin_roles import CapabilityAccess, PauseForm, control_action
 from controlplane.json_values import BoundedJSONField
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Template, Variant, VariantVersion, VersionAssessment
@@ -121,13 +125,13 @@ class ServiceModelForm(forms.ModelForm):
 class TemplateForm(ServiceModelForm):
     class Meta:
         model = Template
-        fields = ("slug", "name", "description", "spam_threshold")
+        fields = ("slug", "name", "description", "spam_threshold", "four_eyes")
 
     def write(self) -> Template:
         data = self.cleaned_data
         return services.template_create(
             slug=data["slug"], name=data["name"], description=data["description"], spam_threshold=data["spam_threshold"],
-            created_by=self.user,
+            four_eyes=data["four_eyes"], created_by=self.user,
         )
 
 
@@ -330,10 +334,28 @@ class VariantInline(RegistryAccess, admin.TabularInline):
 @admin.register(Template)
 class TemplateAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     form = TemplateForm
-    list_display = ("slug", "name", "spam_threshold", "variant_count", "updated_at")
+    list_display = ("slug", "name", "spam_threshold", "four_eyes", "variant_count", "updated_at")
     search_fields = ("slug", "name")
     inlines = [VariantInline]
-    change_capability = None  # no service updates a template yet, and the admin writes only through services
+    actions = ["four_eyes_on", "four_eyes_off"]
+    change_capability = None  # only four-eyes changes after creation, through the actions below
+    approve_capability = Capability.TEMPLATES_APPROVE  # who may approve: four-eyes on or off
+
+    def has_approve_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.allows(request, "approve")
+
+    @admin.action(description="Turn four-eyes approval on", permissions=["approve"])
+    def four_eyes_on(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
+        self._four_eyes(request, queryset, True)
+
+    @admin.action(description="Turn four-eyes approval off (creators may approve their own versions)", permissions=["approve"])
+    def four_eyes_off(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
+        self._four_eyes(request, queryset, False)
+
+    def _four_eyes(self, request: HttpRequest, queryset: QuerySet[Template], on: bool) -> None:
+        for template in queryset:
+            services.template_set_four_eyes(template=template, four_eyes=on, actor=request.user)
+        self.message_user(request, f"Four-eyes approval {'on' if on else 'off'} for {queryset.count()} template(s).", messages.SUCCESS)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Template]:
         return super().get_queryset(request).annotate(variant_count=Count("variants"))
@@ -409,7 +431,7 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     list_filter = ("status", "origin", "variant__template")
     search_fields = ("subject", "variant__template__slug", "variant__slug")
     list_select_related = ("variant__template", "created_by", "assessment")
-    actions = ["approve_selected"]
+    actions = ["approve_selected", "retire_selected", "rollback_to_selected"]
     add_fieldsets = ((None, {"fields": ("variant", *CONTENT_FIELDS)}),)
     view_fieldsets = (
         (None, {"fields": ("variant", "number", "status", "status_changed_at", "content_hash")}),
@@ -447,6 +469,31 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
         if approved:
             self.message_user(request, f"Approved {approved} version(s).", messages.SUCCESS)
 
+    @admin.action(description="Retire selected versions (new triggers stop sending them)", permissions=["approve"])
+    def retire_selected(self, request: HttpRequest, queryset: QuerySet[VariantVersion]) -> Any:
+        def apply(version: VariantVersion, data: dict[str, Any]) -> str:
+            services.version_retire(version=version, actor=request.user, reason=data["reason"])
+            live = selectors.version_latest_approved(variant=version.variant)
+            now = f"now sends v{live.number}" if live else "has no approved version left: it is out of rotation"
+            return f"Retired {version}; {version.variant} {now}."
+
+        return control_action(self, request, queryset, title="Retire the selected versions", form_class=PauseForm, apply=apply)
+
+    @admin.action(description="Roll back to this version", permissions=["approve"])
+    def rollback_to_selected(self, request: HttpRequest, queryset: QuerySet[VariantVersion]) -> Any:
+        variants = list(queryset.values_list("variant_id", flat=True))
+        if len(set(variants)) != len(variants):
+            self.message_user(request, "Select one version per variant to roll back to.", messages.ERROR)
+            return None
+
+        def apply(version: VariantVersion, data: dict[str, Any]) -> str:
+            done = services.version_rollback(variant=version.variant, to_version=version, actor=request.user, reason=data["reason"])
+            retired = ", ".join(f"v{old.number}" for old in done.retired) or "nothing"
+            return f"Rolled {version.variant} back to v{version.number} (retired {retired})."
+
+        queryset = queryset.select_related("variant__template")
+        return control_action(self, request, queryset, title="Roll back to the selected versions", form_class=PauseForm, apply=apply)
+
     def _approve(self, request: HttpRequest, version: VariantVersion) -> bool:
         """Through the gate; a refusal is shown as its one-line reason and changes nothing."""
         try:
@@ -474,8 +521,9 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
             "threshold": threshold,
             "rules": sorted(assessment.rules, key=lambda rule: -float(rule.get("points") or 0)) if assessment else [],
             "checks": assessment.checks if assessment else [],
-            "approvable_reason": services.version_approvable(version=version),
+            "approvable_reason": services.version_approvable(version=version, approver=request.user),
             "can_approve": self.has_approve_permission(request),
+            "is_live": _is_live(version),
         }
 
     def approve_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
@@ -590,6 +638,11 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
 
     def _url(self, view: str, version: VariantVersion) -> str:
         return reverse(f"admin:{self._url_name(view)}", args=[version.pk])
+
+
+def _is_live(version: VariantVersion) -> bool:
+    live = selectors.version_latest_approved(variant=version.variant)
+    return live is not None and live.pk == version.pk
 
 
 def _publish_rescore(version_id: int) -> None:

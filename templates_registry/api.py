@@ -2,7 +2,9 @@
 
 Product backends and AI generators push versions here (with provenance); any
 role may read and preview, and read a version's spam assessment. Marketers and
-admins approve, through the same gate as the admin (services.version_approve).
+admins approve, through the same gate as the admin (services.version_approve;
+four-eyes: not the version's creator where the template says so), and retire a
+version or roll a variant back to one approved before (templates.approve).
 Bad input is answered 400 in the project's one error shape
 (controlplane.api_errors) and changes nothing: the services validate and
 render everything before they write.
@@ -37,6 +39,7 @@ _DESCRIBED = {
     403: "Your role does not allow this.",
     404: "No such template, variant or version.",
 }
+_REASON_HELP = "Why: kept in the audit trail."
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -75,6 +78,7 @@ class TemplateOutputSerializer(serializers.Serializer):
     spam_threshold = serializers.DecimalField(
         max_digits=5, decimal_places=2, help_text="A version scoring at or above this is never approvable."
     )
+    four_eyes = serializers.BooleanField(help_text="The creator of a version cannot approve it; another person must.")
     variant_count = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -91,6 +95,9 @@ class TemplateListCreateApi(RegistryApi):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True)
         spam_threshold = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
+        four_eyes = serializers.BooleanField(
+            required=False, help_text="The creator of a version cannot approve it (true when omitted)."
+        )
 
         class Meta:
             ref_name = "TemplateCreate"
@@ -120,6 +127,14 @@ class TemplateListCreateApi(RegistryApi):
 
 
 class TemplateDetailApi(RegistryApi):
+    write_capability = Capability.TEMPLATES_APPROVE  # the one change: who may approve its versions
+
+    class InputSerializer(StrictInputSerializer):
+        four_eyes = serializers.BooleanField(help_text="The creator of a version cannot approve it; another person must.")
+
+        class Meta:
+            ref_name = "TemplateUpdate"
+
     @extend_schema(
         tags=[TAG],
         operation_id="templates_retrieve",
@@ -129,6 +144,23 @@ class TemplateDetailApi(RegistryApi):
     def get(self, request: Request, slug: str) -> Response:
         template = get_or_404(selectors.template_list(), f"template {slug!r}", slug=slug)
         return Response(TemplateOutputSerializer(template).data)
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="templates_partial_update",
+        description=(
+            "Turn four-eyes approval on or off (the only field that changes after creation), audited. "
+            "Setting the value it has changes nothing."
+        ),
+        request=InputSerializer,
+        responses={200: TemplateOutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        template = _template(slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.template_set_four_eyes(template=template, four_eyes=serializer.validated_data["four_eyes"], actor=request.user)
+        return Response(TemplateOutputSerializer(selectors.template_list().get(pk=template.pk)).data)
 
 
 # --- Variants -------------------------------------------------------------------------
@@ -372,8 +404,9 @@ class VersionApproveApi(RegistryApi):
         description=(
             "Approve the version for sending, recording who and when. The gate: it renders with its sample "
             "values, passed every blocking pre-send check, and spamd scored it under its template's threshold "
-            "(not scored is never a pass). Refused with the gate's one-line reason as a 400, changing nothing. "
-            "Approving an approved version changes nothing."
+            "(not scored is never a pass); on a template with four_eyes, the caller is not the version's creator "
+            "(the user whose token pushed it). Refused with the gate's one-line reason as a 400, changing nothing. "
+            "Approving an approved version changes nothing; a retired one is made live again by a rollback."
         ),
         request=None,
         responses={200: VersionOutputSerializer, **_errors(400, 401, 403, 404)},
@@ -382,6 +415,80 @@ class VersionApproveApi(RegistryApi):
         version = get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
         services.version_approve(version=version, approved_by=request.user)
         return Response(VersionOutputSerializer(_VERSIONS.get(pk=version.pk)).data)
+
+
+class VersionRetireApi(RegistryApi):
+    write_capability = Capability.TEMPLATES_APPROVE
+
+    class InputSerializer(StrictInputSerializer):
+        reason = serializers.CharField(max_length=1000, help_text=_REASON_HELP)
+
+        class Meta:
+            ref_name = "VersionRetire"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="versions_retire",
+        description=(
+            "Retire an approved version: new triggers never send it (the variant's newest approved version left, "
+            "if any, is live instead; none: the variant leaves the rotation). Messages already queued with it still "
+            "send as queued; pause the campaign to stop them. Audited as version.retire. Anything but an approved "
+            "version is a 400, changing nothing."
+        ),
+        request=InputSerializer,
+        responses={200: VersionOutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, version_id: int) -> Response:
+        version = get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.version_retire(version=version, actor=request.user, reason=serializer.validated_data["reason"])
+        return Response(VersionOutputSerializer(_VERSIONS.get(pk=version.pk)).data)
+
+
+class VariantRollbackApi(RegistryApi):
+    write_capability = Capability.TEMPLATES_APPROVE
+
+    class InputSerializer(StrictInputSerializer):
+        to_version = serializers.IntegerField(min_value=1, help_text="The number (v<n>) of a version of this variant approved before.")
+        reason = serializers.CharField(max_length=1000, help_text=_REASON_HELP)
+
+        class Meta:
+            ref_name = "VariantRollback"
+
+    class OutputSerializer(serializers.Serializer):
+        live = VersionSummaryOutputSerializer(help_text="The version new triggers send now.")
+        retired = serializers.ListField(
+            child=serializers.IntegerField(), help_text="Numbers of the versions this retired, newest first."
+        )
+
+        class Meta:
+            ref_name = "VariantRollbackResult"
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="variants_rollback",
+        description=(
+            "Make an earlier version, approved before (now retired, or approved but not live), the variant's live "
+            "version in one step: every approved version newer than it is retired, and it is approved again, with no "
+            "new version and no edit. It must still pass the gate's reading of its content (renders, pre-send checks, "
+            "score under today's threshold). A version never approved, rejected, or already live is a 400, changing "
+            "nothing. Audited as version.rollback (from, to) and one version.retire per retired version."
+        ),
+        request=InputSerializer,
+        responses={200: OutputSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, slug: str, variant_slug: str) -> Response:
+        variant = _variant(slug, variant_slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        number = serializer.validated_data["to_version"]
+        to_version = get_or_404(_VERSIONS, f"version {number} of {variant}", variant=variant, number=number)
+        rollback = services.version_rollback(
+            variant=variant, to_version=to_version, actor=request.user, reason=serializer.validated_data["reason"]
+        )
+        body = {"live": _VERSIONS.get(pk=rollback.live.pk), "retired": [version.number for version in rollback.retired]}
+        return Response(self.OutputSerializer(body).data)
 
 
 class SpamRuleOutputSerializer(serializers.Serializer):
@@ -441,7 +548,7 @@ class VersionAssessmentApi(RegistryApi):
         attempts = serializers.IntegerField(help_text="Failed scoring attempts so far.")
         next_attempt_at = serializers.DateTimeField(allow_null=True)
         scored_at = serializers.DateTimeField(allow_null=True)
-        approvable = serializers.BooleanField()
+        approvable = serializers.BooleanField(help_text="Whether the caller could approve it now.")
         approvable_reason = serializers.CharField(
             allow_null=True, help_text="Why it cannot be approved; null when it can."
         )
@@ -462,7 +569,7 @@ class VersionAssessmentApi(RegistryApi):
         version = get_or_404(_VERSIONS, f"version {version_id}", pk=version_id)
         # An unsaved row stands for "not assessed yet": its defaults are what pending means.
         assessment = VersionAssessment.objects.filter(version=version).first() or VersionAssessment(version=version)
-        reason = services.version_approvable(version=version)
+        reason = services.version_approvable(version=version, approver=request.user)
         body = {name: getattr(assessment, name) for name in _ASSESSMENT_FIELDS} | {
             "version": version.pk,
             "threshold": version.variant.template.spam_threshold,
@@ -477,9 +584,11 @@ __all__ = [
     "TemplateListCreateApi",
     "VariantDetailApi",
     "VariantListCreateApi",
+    "VariantRollbackApi",
     "VersionApproveApi",
     "VersionAssessmentApi",
     "VersionDetailApi",
     "VersionListCreateApi",
     "VersionPreviewApi",
+    "VersionRetireApi",
 ]

@@ -19,6 +19,10 @@ class Template(models.Model):
     description = models.TextField(blank=True)
     # A version scoring at or above this (SpamAssassin points) is never approvable.
     spam_threshold = models.DecimalField(max_digits=5, decimal_places=2, default=5.0)
+    # Four-eyes approval: the creator of a version (a person, or an AI generator's token user) cannot approve it.
+    four_eyes = models.BooleanField(
+        default=True, help_text="The creator of a version cannot approve it; another person must (services.version_approvable)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -28,7 +28,11 @@ def version_list(*, variant: Variant) -> QuerySet[VariantVersion]:
 
 
 def version_latest_approved(*, variant: Variant) -> VariantVersion | None:
-    """The version dispatch sends for a variant: its newest approved one."""
+    """The variant's live version, the one a new trigger sends: its newest approved one (None: out of rotation).
+
+    The one rule for "live": dispatch's trigger reads it here, and services.version_retire and
+    version_rollback keep it true by retiring (a rollback retires every approved version newer than its target).
+    """
     return (
         VariantVersion.objects.filter(variant=variant, status=VersionStatus.APPROVED).order_by("-number").first()
     )

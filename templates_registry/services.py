@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -26,6 +27,7 @@ from templates_registry.models import (
     VersionStatus,
 )
 from templates_registry.rendering import RenderError, VersionContent, validate_content
+from templates_registry.selectors import version_latest_approved  # the one rule for "live", which dispatch reads too
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -43,22 +45,47 @@ def content_hash(content: VersionContent) -> str:
 
 
 def template_create(
-    *, slug: str, name: str, description: str = "", spam_threshold: Any = None, created_by: Any = None
+    *,
+    slug: str,
+    name: str,
+    description: str = "",
+    spam_threshold: Any = None,
+    four_eyes: bool = True,
+    created_by: Any = None,
 ) -> Template:
     _check_slug(slug, "slug")
     if not name.strip():
         raise RegistryError("must not be empty", field="name")
-    template = Template(slug=slug, name=name.strip(), description=description)
+    _check_bool(four_eyes, "four_eyes")
+    template = Template(slug=slug, name=name.strip(), description=description, four_eyes=four_eyes)
     if spam_threshold is not None:
         template.spam_threshold = _threshold(spam_threshold)
     try:
         with transaction.atomic():
             template.save()
-            data = {"slug": template.slug, "spam_threshold": float(template.spam_threshold)}
+            data = {"slug": template.slug, "spam_threshold": float(template.spam_threshold), "four_eyes": template.four_eyes}
             audit_record(action="template.create", target=template, actor=created_by, data=data)
     except IntegrityError:
         raise RegistryError(f"a template {slug!r} already exists", field="slug") from None
     return template
+
+
+def template_set_four_eyes(*, template: Template, four_eyes: bool, actor: Any = None) -> Template:
+    """Turn four-eyes approval on or off for ``template``; setting what it has changes nothing and writes no entry."""
+    _check_bool(four_eyes, "four_eyes")
+    with transaction.atomic():
+        locked = Template.objects.select_for_update().get(pk=template.pk)
+        if locked.four_eyes != four_eyes:
+            audit_record(action="template.four_eyes", target=locked, actor=actor, data={"before": locked.four_eyes, "after": four_eyes})
+            locked.four_eyes = four_eyes
+            locked.save(update_fields=["four_eyes", "updated_at"])
+    template.four_eyes = four_eyes
+    return template
+
+
+def _check_bool(value: Any, field: str) -> None:
+    if not isinstance(value, bool):
+        raise RegistryError("must be true or false", field=field)
 
 
 def variant_create(*, template: Template, slug: str, weight: int = 1, created_by: Any = None) -> Variant:
@@ -150,15 +177,42 @@ RETRY_BASE_SECONDS = 30
 RETRY_MAX_SECONDS = 30 * 60
 
 
-def version_approvable(*, version: VariantVersion) -> str | None:
-    """Why ``version`` cannot be approved, or None when it can.
+def version_approvable(*, version: VariantVersion, approver: Any = None) -> str | None:
+    """Why ``version`` cannot be approved (by ``approver``, when given), or None when it can.
 
     The gate: it renders with its sample values, passed every blocking pre-send
     check, and was scored by spamd under its template's threshold. Not scored
-    (spamd down) is never a pass.
+    (spamd down) is never a pass. Four-eyes: on a template with ``four_eyes``,
+    the version's creator (a person, or the user of the AI generator's token
+    that pushed it) cannot approve it; a version with no recorded creator, or
+    an approval with no user, is not held by that rule.
     """
-    if version.status in (VersionStatus.REJECTED, VersionStatus.RETIRED):
-        return f"a {version.status} version cannot be approved"
+    problem = _status_problem(version)
+    if problem:
+        return problem
+    if _own_version(version, approver) and version.variant.template.four_eyes:
+        return f"{approver.get_username()} created it; four-eyes approval needs another person"
+    return _content_problem(version)
+
+
+def _status_problem(version: VariantVersion) -> str | None:
+    if version.status == VersionStatus.RETIRED:
+        return "a retired version cannot be approved again; roll the variant back to it instead"
+    if version.status == VersionStatus.REJECTED:
+        return "a rejected version cannot be approved"
+    return None
+
+
+def _own_version(version: VariantVersion, approver: Any) -> bool:
+    return bool(
+        version.created_by_id is not None
+        and getattr(approver, "is_authenticated", False)
+        and approver.pk == version.created_by_id
+    )
+
+
+def _content_problem(version: VariantVersion) -> str | None:
+    """The gate's reading of the content itself: render, pre-send checks, spam score under the threshold."""
     try:
         validate_content(version.content())
     except RenderError as exc:
@@ -179,11 +233,16 @@ def version_approvable(*, version: VariantVersion) -> str | None:
 
 def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVersion:
     """Approve a version for sending, recording who and when; refused with the gate's reason."""
-    reason = version_approvable(version=version)
+    reason = version_approvable(version=version, approver=approved_by)
     if reason:
         raise RegistryError(f"cannot approve {version}: {reason}", field="status")
     with transaction.atomic():
+        # The variant first, as version_retire and version_rollback lock it: which version is live changes under it.
+        Variant.objects.select_for_update().get(pk=version.variant_id)
         locked = VariantVersion.objects.select_for_update().select_related("variant__template").get(pk=version.pk)
+        reason = _status_problem(locked)  # retired or rejected since the gate read it
+        if reason:
+            raise RegistryError(f"cannot approve {locked}: {reason}", field="status")
         if locked.status != VersionStatus.APPROVED:
             was = locked.status
             locked.status = VersionStatus.APPROVED
@@ -192,6 +251,112 @@ def version_approve(*, version: VariantVersion, approved_by: Any) -> VariantVers
             locked.save(update_fields=["status", "status_changed_at", "approved_by", "approved_at"])
             audit_record(action="version.approve", target=locked, actor=approved_by, data=_approval_data(locked, was))
     return locked
+
+
+# --- Retire and roll back -----------------------------------------------------------------
+#
+# The live version of a variant, the one a new trigger sends, is its newest approved version
+# (selectors.version_latest_approved, which dispatch reads). Retiring the live version makes the
+# next newest approved one live (or takes the variant out of rotation when none is left); rolling
+# back retires every approved version newer than the target and approves the target again, so the
+# target is the newest approved one. Neither writes a new version. Messages already queued keep the
+# version they were triggered with (Message.version): its content was approved when they were
+# accepted; pausing the campaign is how to stop them.
+
+REASON_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Rollback:
+    live: VariantVersion  # the version new triggers send now
+    retired: list[VariantVersion]  # the versions that were live or newer, now retired, newest first
+
+
+def version_retire(*, version: VariantVersion, actor: Any, reason: str) -> VariantVersion:
+    """An approved version stops being sendable: new triggers never pick it. Refused, changing nothing, otherwise."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        variant = Variant.objects.select_for_update().get(pk=version.variant_id)
+        locked = VariantVersion.objects.select_for_update().select_related("variant__template").get(pk=version.pk)
+        if locked.status != VersionStatus.APPROVED:
+            raise RegistryError(f"cannot retire {locked}: it is {locked.status}; only an approved version can be retired", field="status")
+        was_live = _live_number(variant) == locked.number
+        _retire(locked, timezone.now())
+        data = {"number": locked.number, "was_live": was_live, "live_now": _live_number(variant)}
+        audit_record(action="version.retire", target=locked, actor=actor, reason=reason, data=data)
+    return locked
+
+
+def version_rollback(*, variant: Variant, to_version: VariantVersion, actor: Any, reason: str) -> Rollback:
+    """Make ``to_version``, approved once, the variant's live version again, in one transaction; no new version, no edit.
+
+    Every approved version newer than it is retired; a retired ``to_version`` is approved again, keeping who
+    approved it first (its content passed four-eyes then: the rollback is not a new approval). It must still pass
+    the gate's reading of its content (renders, checks, score under today's threshold).
+    """
+    reason = _reason(reason)
+    problem = _rollback_problem(variant, to_version) or _content_problem(to_version)
+    if problem:
+        raise RegistryError(f"cannot roll back {variant} to v{to_version.number}: {problem}", field="to_version")
+    with transaction.atomic():
+        locked_variant = Variant.objects.select_for_update().select_related("template").get(pk=variant.pk)
+        target = VariantVersion.objects.select_for_update().select_related("variant__template").get(pk=to_version.pk)
+        problem = _rollback_problem(locked_variant, target)  # again under the lock: a retire or approve may have won
+        if problem:
+            raise RegistryError(f"cannot roll back {variant} to v{target.number}: {problem}", field="to_version")
+        return _roll_back(locked_variant, target, actor, reason)
+
+
+def _rollback_problem(variant: Variant, target: VariantVersion) -> str | None:
+    if target.variant_id != variant.pk:
+        return f"{target} is a version of another variant"
+    if target.status == VersionStatus.REJECTED:
+        return "it was rejected"
+    if target.status not in (VersionStatus.APPROVED, VersionStatus.RETIRED) or target.approved_at is None:
+        return f"it was never approved (it is {target.status})"
+    if _live_number(variant) == target.number:
+        return "it is already the live version"
+    return None
+
+
+def _roll_back(variant: Variant, target: VariantVersion, actor: Any, reason: str) -> Rollback:
+    now = timezone.now()
+    live_before = _live_number(variant)
+    newer = list(
+        VariantVersion.objects.select_for_update()
+        .filter(variant=variant, status=VersionStatus.APPROVED, number__gt=target.number)
+        .order_by("-number")
+    )
+    for version in newer:
+        _retire(version, now)
+        data = {"number": version.number, "was_live": version.number == live_before, "rollback_to": target.number}
+        audit_record(action="version.retire", target=version, actor=actor, reason=reason, data=data)
+    was = target.status
+    if was != VersionStatus.APPROVED:
+        target.status, target.status_changed_at = VersionStatus.APPROVED, now
+        target.save(update_fields=["status", "status_changed_at"])
+    summary = {"variant": str(variant), "from": live_before, "to": target.number, "retired": [v.number for v in newer], "was": was}
+    audit_record(action="version.rollback", target=target, actor=actor, reason=reason, data=summary)
+    return Rollback(live=target, retired=newer)
+
+
+def _retire(version: VariantVersion, now: Any) -> None:
+    # approved_by and approved_at stay: who approved the content once is history, and a rollback may need it.
+    version.status, version.status_changed_at = VersionStatus.RETIRED, now
+    version.save(update_fields=["status", "status_changed_at"])
+
+
+def _live_number(variant: Variant) -> int | None:
+    live = version_latest_approved(variant=variant)
+    return live.number if live is not None else None
+
+
+def _reason(reason: Any) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise RegistryError("say why (it is kept in the audit trail)", field="reason")
+    if len(reason) > REASON_MAX:
+        raise RegistryError(f"at most {REASON_MAX} characters", field="reason")
+    return reason.strip()
 
 
 def _approval_data(version: VariantVersion, was: str) -> dict[str, Any]:
@@ -349,6 +514,7 @@ __all__ = [
     "RenderError",
     "content_hash",
     "template_create",
+    "template_set_four_eyes",
     "variant_create",
     "variant_set_weight",
     "version_create",
@@ -356,4 +522,7 @@ __all__ = [
     "version_approvable",
     "version_approve",
     "version_derive",
+    "version_retire",
+    "version_rollback",
+    "Rollback",
 ]

@@ -16,6 +16,11 @@ urlpatterns = [
         name="variant-detail",
     ),
     path(
+        "templates/<slug:slug>/variants/<slug:variant_slug>/rollback",
+        api.VariantRollbackApi.as_view(),
+        name="variant-rollback",
+    ),
+    path(
         "templates/<slug:slug>/variants/<slug:variant_slug>/versions/",
         api.VersionListCreateApi.as_view(),
         name="version-list",
@@ -23,5 +28,6 @@ urlpatterns = [
     path("versions/<int:version_id>/", api.VersionDetailApi.as_view(), name="version-detail"),
     path("versions/<int:version_id>/preview", api.VersionPreviewApi.as_view(), name="version-preview"),
     path("versions/<int:version_id>/approve", api.VersionApproveApi.as_view(), name="version-approve"),
+    path("versions/<int:version_id>/retire", api.VersionRetireApi.as_view(), name="version-retire"),
     path("versions/<int:version_id>/assessment", api.VersionAssessmentApi.as_view(), name="version-assessment"),
 ]

@@ -18,7 +18,7 @@ from tests.conftest import recipients
 Api = Callable[[User | None], APIClient]
 
 CAMPAIGNS_URL = "/api/v1/campaigns/"
-ALL_STATUSES = {"queued", "sending", "deferred", "sent", "failed", "suppressed", "unknown"}
+ALL_STATUSES = {"queued", "sending", "deferred", "sent", "failed", "suppressed", "unknown", "cancelled"}
 
 
 def campaign_url(campaign: Campaign) -> str:

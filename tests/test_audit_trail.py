@@ -64,7 +64,7 @@ def test_creating_a_template_and_a_variant_records_who(marketer: User) -> None:
     assert (entry.action, entry.actor, entry.target_type, entry.target_id) == (
         "template.create", marketer, "templates_registry.template", str(template.pk)
     )
-    assert entry.data == {"slug": "promo", "spam_threshold": 4.5}
+    assert entry.data == {"slug": "promo", "spam_threshold": 4.5, "four_eyes": True}
     last = mark()
     variant = registry.variant_create(template=template, slug="b", weight=3, created_by=marketer)
     entry = only(last)

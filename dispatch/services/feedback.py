@@ -39,6 +39,7 @@ from email.message import Message as MimeMessage
 from email.policy import compat32
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from controlplane.errors import ServiceError
@@ -51,6 +52,7 @@ from deliverability.selectors import address_suppressed
 from deliverability.services import Feedback, event_record
 from deliverability.services.feedback import same_recipient
 from dispatch.models import Message, MessageStatus, Trigger
+from dispatch.services.results import result_event
 from dispatch.services.verp import verp_claimed_uuid, verp_message_uuid
 
 logger = logging.getLogger("sendplane.feedback")
@@ -304,7 +306,16 @@ def _record(verdict: Classification, tie: Tie, dedupe: str, source: str) -> Inge
         detail=detail,
         verified=verified,
     )
-    return ingested(*event_record(feedback), message=message)
+    return ingested(*message_event_record(feedback, message), message=message)
+
+
+def message_event_record(feedback: Feedback, message: Message | None) -> tuple[FeedbackEvent, bool]:
+    """``event_record``, and the event counted in its message's campaign results, in one transaction."""
+    with transaction.atomic():
+        event, created = event_record(feedback)
+        if created and event.verified and message is not None:
+            result_event(event, message)
+    return event, created
 
 
 def ingested(event: FeedbackEvent, created: bool, *, message: Message | None = None) -> Ingested:
@@ -363,4 +374,4 @@ def reply_learn(*, message: Message, code: int | None, reply: str) -> Ingested |
         provider=message.provider,
         matched_by=MatchedBy.SMTP,
     )
-    return ingested(*event_record(feedback), message=message)
+    return ingested(*message_event_record(feedback, message), message=message)

@@ -20,6 +20,7 @@ from deliverability.providers import providers_of
 from deliverability.selectors import suppressed_among
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
 from dispatch.services.hints import publish_send_batches
+from dispatch.services.results import results_accepted
 from templates_registry.checks import refuse_active_content
 from templates_registry.models import Variant, VariantVersion
 from templates_registry.rendering import CompiledVersion, RenderError, compile_version
@@ -206,7 +207,8 @@ def _insert(
         )
         response = {"trigger": trigger.pk, **response}
         Trigger.objects.filter(pk=trigger.pk).update(response=response)
-        Message.objects.bulk_create(_messages(campaign, trigger, rows, providers, now), batch_size=1000)
+        queued = Message.objects.bulk_create(_messages(campaign, trigger, rows, providers, now), batch_size=1000)
+        results_accepted(queued)
         started = Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.DRAFT).update(status=CampaignStatus.RUNNING)
         _audit_accept(campaign, trigger, response, bool(started), created_by)
         publish_send_batches([campaign.sending_domain_id], correlation_id=trigger.correlation_id)

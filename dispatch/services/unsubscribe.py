@@ -9,8 +9,9 @@ from django.conf import settings
 from django.utils.crypto import salted_hmac
 
 from deliverability.models import EventType, MatchedBy
-from deliverability.services import Feedback, event_record
+from deliverability.services import Feedback
 from dispatch.models import Message
+from dispatch.services.feedback import message_event_record
 
 _SALT = "sendplane.unsubscribe"
 
@@ -41,7 +42,7 @@ def unsubscribe_one_click(*, token: str) -> Message | None:
     """Record the unsubscribe (which suppresses the recipient for its domain); idempotent. None for a bad token."""
     message = message_for_token(token)
     if message is not None:
-        event_record(
+        message_event_record(
             Feedback(
                 event_type=EventType.UNSUBSCRIBED,
                 recipient=message.recipient,
@@ -51,7 +52,8 @@ def unsubscribe_one_click(*, token: str) -> Message | None:
                 message_uuid=message.uuid,
                 provider=message.provider,
                 matched_by=MatchedBy.TOKEN,
-            )
+            ),
+            message,
         )
     return message
 

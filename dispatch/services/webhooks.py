@@ -34,7 +34,7 @@ from anymail.signals import EventType as Esp
 from deliverability.bounces import vocabulary as v
 from deliverability.bounces.parse import reply_in, status_in
 from deliverability.models import EventType
-from deliverability.services import Feedback, event_record
+from deliverability.services import Feedback
 from deliverability.services.feedback import same_recipient
 from dispatch.services.delivery import ESP_METADATA_KEY
 from dispatch.services.feedback import (
@@ -44,10 +44,12 @@ from dispatch.services.feedback import (
     last_sent_to,
     message_by_message_id,
     message_by_uuid,
+    message_event_record,
     report_verified,
     unverified_why,
     verified_dedupe,
 )
+from dispatch.services.results import result_tracked
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +162,9 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
 
     Raises on our own faults (the database), so the webhook answers 500 and the ESP retries.
     """
+    if event.event_type in _TRACKING:
+        _tracked(esp_name, event)
+        return None
     verdict = event_verdict(esp_name, event)
     if verdict is None:
         return None
@@ -188,7 +193,17 @@ def webhook_event_ingest(*, esp_name: str, event: AnymailTrackingEvent) -> Inges
         detail=_detail(esp_name, event, recipient) | ({} if verified else {"unverified": unverified_why(tie)}),
         verified=verified,
     )
-    return ingested(*event_record(feedback), message=message)
+    return ingested(*message_event_record(feedback, message), message=message)
+
+
+# Opens and clicks: counted in the campaign's results (once per message), not stored as feedback events.
+_TRACKING = {Esp.OPENED: "opened", Esp.CLICKED: "clicked"}
+
+
+def _tracked(esp_name: str, event: AnymailTrackingEvent) -> None:
+    tie = _message_for(esp_name, event)
+    if tie.message is not None and report_verified(tie, event.recipient or ""):
+        result_tracked(tie.message, _TRACKING[event.event_type])
 
 
 def esp_slug(esp_name: str) -> str:

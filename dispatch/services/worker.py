@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
@@ -60,6 +60,7 @@ from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import DomainFault, Outcome, Prepared, Transport, log_unexpected, one_line, open_transport
 from dispatch.services.feedback import reply_learn
 from dispatch.services.hints import publish_send_batches
+from dispatch.services.results import results_delivered
 
 if TYPE_CHECKING:
     from controlplane.settings import DispatchSettings
@@ -381,14 +382,16 @@ def messages_record(
     others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
     heard = [Heard(m.provider, 250, "") for m in messages if m.pk in sent_ids]
     with transaction.atomic():
+        cancelled = campaigns_cancelled({m.campaign_id for m in messages})  # first: a cancel waits for this transaction
         attempted: Counter[str] = Counter()  # the detector's denominator per stream: final answers from the receiver, yes or no
-        if sent and _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply=""):
-            attempted.update(m.provider for m in messages if m.pk in sent_ids)
+        taken = _mark_sent(messages, sent, now)
+        failed: list[Message] = []
+        attempted.update(m.provider for m in taken)
         if released:
-            messages_release(released, not_before=release_at or now)
+            messages_release(released, not_before=release_at or now, cancelled=cancelled)
         for message in others:
             outcome = outcomes[message.pk]
-            _apply(message, outcome, now, settings.SENDPLANE_DISPATCH)
+            _apply(message, outcome, now, settings.SENDPLANE_DISPATCH, cancelled=message.campaign_id in cancelled)
             updated = _ours([message.pk]).update(
                 status=message.status, not_before=message.not_before, lease_expires_at=None,
                 last_code=message.last_code, last_reply=message.last_reply,
@@ -397,37 +400,83 @@ def messages_record(
                 learned = reply_learn(message=message, code=outcome.code, reply=outcome.reply)
                 result.bounced += learned is not None and learned.event.event_type == EventType.BOUNCED
                 heard.append(Heard(message.provider, outcome.code, outcome.reply))
-                if message.status == MessageStatus.FAILED and outcome.code is not None:
-                    attempted[message.provider] += 1
+                if message.status == MessageStatus.FAILED:
+                    failed.append(message)
+                    attempted[message.provider] += outcome.code is not None
         if attempted:
             by_provider = {provider: {"sent": n} for provider, n in attempted.items()}
             counters_add_streams(domain_id=messages[0].sending_domain_id, at=now, by_provider=by_provider)
         if heard:  # each provider's stream: slowed on rate limiting, paused on refusals of our authentication or listing
             stream_hear(domain_id=messages[0].sending_domain_id, heard=heard, streams=result.streams)
+        results_delivered(taken=taken, failed=failed)
     correlations = _correlations(messages)
     for message in messages:
-        status = MessageStatus.SENT if message.pk in sent_ids else MessageStatus.QUEUED if message.pk in released_ids else message.status
+        status = MessageStatus.SENT if message.pk in sent_ids else message.status
+        if message.pk in released_ids:
+            status = MessageStatus.CANCELLED if message.campaign_id in cancelled else MessageStatus.QUEUED
         result.add(status)
         _log_message(message, status, correlations.get(message.trigger_id, ""))
     result.correlation_ids.update(filter(None, correlations.values()))
 
 
-def messages_release(messages: list[Message], *, not_before: datetime) -> None:
-    """Back to the queue: never handed over, so the claim's attempt does not count."""
-    _ours([m.pk for m in messages]).update(
-        status=MessageStatus.QUEUED, not_before=not_before, lease_expires_at=None, attempts=F("attempts") - 1
-    )
+def _mark_sent(messages: list[Message], sent: list[int], now: datetime) -> list[Message]:
+    """Mark the receiver's 250s sent; returns the messages this wrote (a row the sweeper took back stays unknown)."""
+    if not sent:
+        return []
+    updated = _ours(sent).update(status=MessageStatus.SENT, sent_at=now, lease_expires_at=None, last_code=250, last_reply="")
+    ids = set(sent)
+    if updated < len(sent):  # rare: read back which rows this update wrote (its sent_at is this batch's own)
+        ids = set(Message.objects.filter(pk__in=sent, status=MessageStatus.SENT, sent_at=now).values_list("pk", flat=True))
+    return [m for m in messages if m.pk in ids]
+
+
+def messages_release(messages: list[Message], *, not_before: datetime, cancelled: frozenset[int] | None = None) -> None:
+    """Back to the queue: never handed over, so the claim's attempt does not count.
+
+    A cancelled campaign's rows end ``cancelled`` instead (``cancelled``: the
+    campaigns ``campaigns_cancelled`` found in the caller's transaction).
+    """
+    with transaction.atomic():
+        if cancelled is None:
+            cancelled = campaigns_cancelled({m.campaign_id for m in messages})
+        back = [m.pk for m in messages if m.campaign_id not in cancelled]
+        ended = [m.pk for m in messages if m.campaign_id in cancelled]
+        fields = {"not_before": not_before, "lease_expires_at": None, "attempts": F("attempts") - 1}
+        if back:
+            _ours(back).update(status=MessageStatus.QUEUED, **fields)
+        if ended:
+            _ours(ended).update(status=MessageStatus.CANCELLED, **fields)
+
+
+def campaigns_cancelled(campaign_ids: set[int]) -> frozenset[int]:
+    """Which of these campaigns are cancelled, every one read ``FOR KEY SHARE`` (PostgreSQL); call it in a transaction.
+
+    ``campaign_cancel`` flips the status, then waits for every holder of such
+    a lock (``hand_overs_wait``), then ends the waiting rows: so either this
+    transaction sees the cancel, or the cancel's sweep sees what it puts back
+    in the queue. No row of a cancelled campaign is left waiting.
+    """
+    rows = Campaign.objects.filter(pk__in=sorted(campaign_ids)).order_by("pk").values_list("pk", "status")
+    if connection.vendor != "postgresql":
+        return frozenset(pk for pk, status in rows if status == CampaignStatus.CANCELLED)
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:  # the ORM has FOR UPDATE and FOR NO KEY UPDATE, not FOR KEY SHARE
+        cursor.execute(f"{sql} FOR KEY SHARE", params)
+        return frozenset(pk for pk, status in cursor.fetchall() if status == CampaignStatus.CANCELLED)
 
 
 def _ours(ids: list[int]) -> QuerySet[Message]:
     return Message.objects.filter(id__in=ids, status=MessageStatus.SENDING)
 
 
-def _apply(message: Message, outcome: Outcome, now: datetime, cfg: DispatchSettings) -> None:
+def _apply(message: Message, outcome: Outcome, now: datetime, cfg: DispatchSettings, *, cancelled: bool = False) -> None:
+    """The row's status after ``outcome``; a deferral of a cancelled campaign's message ends it ``cancelled`` (never retried)."""
     message.last_code, message.last_reply = outcome.code, outcome.reply
     message.status = outcome.status
     if outcome.status == MessageStatus.DEFERRED:
-        if message.attempts >= cfg["MAX_ATTEMPTS"]:
+        if cancelled:
+            message.status = MessageStatus.CANCELLED
+        elif message.attempts >= cfg["MAX_ATTEMPTS"]:
             message.status = MessageStatus.FAILED
             message.last_reply = f"gave up after {message.attempts} attempts: {outcome.reply}"[:1000]
         else:

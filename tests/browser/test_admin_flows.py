@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from deliverability.assessments import version_assess
 from deliverability.models import SendingDomain
 from dispatch.models import Campaign, Message, MessageStatus
-from templates_registry.models import VariantVersion, VersionStatus
+from templates_registry.models import Template, VariantVersion, VersionStatus
 from tests.browser.conftest import login, off_the_loop
 from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES
 from tests.test_cockpit import detector_pause, traffic
@@ -26,6 +26,8 @@ PROGRESS_TIMEOUT_MS = 20_000  # the campaign page reloads itself every few secon
 
 
 def test_marketer_flow(page: Page, marketer: Any, variant: Any, sending_domain: SendingDomain, smtp_sink: Any) -> None:
+    # One marketer adds and approves here: four-eyes (its own tests: tests/test_version_lifecycle.py) is off for this template.
+    Template.objects.filter(pk=variant.template_id).update(four_eyes=False)
     login(page, marketer)
     version = add_version(page, variant)
 
