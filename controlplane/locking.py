@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from django.db import connection
+from django.db.models import Model
 
 
 class LockOptions(TypedDict, total=False):
@@ -26,3 +27,15 @@ def lock_no_key() -> LockOptions:
 def lock_skip_locked() -> LockOptions:
     """``SKIP LOCKED`` where available: concurrent claims take different rows instead of queueing."""
     return {"skip_locked": True} if connection.features.has_select_for_update_skip_locked else {}
+
+
+def row_share_lock(model: type[Model], pk: int, *, exclusive: bool = False) -> None:
+    """Lock one row ``FOR SHARE`` (or ``FOR NO KEY UPDATE`` when ``exclusive``) until the transaction ends: writers
+    of it (``FOR NO KEY UPDATE``, ``FOR UPDATE``) wait for the holders, and the holders for a writer that came first.
+    SQLite (one writer at a time) needs none."""
+    if connection.vendor != "postgresql":
+        return
+    table, column = model._meta.db_table, model._meta.pk.column
+    mode = "NO KEY UPDATE" if exclusive else "SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT 1 FROM "{table}" WHERE "{column}" = %s FOR {mode}', [pk])

@@ -347,3 +347,37 @@ def test_an_outsider_has_no_cancel_or_complete_action(campaign: Campaign, staff_
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.RUNNING
     page = staff_client(marketer).get(CAMPAIGNS).content
     assert b'value="cancel"' in page and b'value="complete"' in page and b'value="pause"' not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trigger_that_read_the_campaign_before_a_cancel_inserts_nothing_after_it(campaign: Campaign, oncall: Any) -> None:
+    """The trigger's rows commit before the cancel flips (and are cancelled by it), or the trigger is refused."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from dispatch.services.triggers import TriggerError
+
+    trigger_accept(campaign=campaign, idempotency_key="first", recipients=recipients(5))
+    stale = Campaign.objects.get(pk=campaign.pk)  # read as running, before the cancel
+    holding, release = threading.Event(), threading.Event()
+
+    def cancel() -> None:
+        try:
+            with transaction.atomic():  # a cancel's flip, held open: the trigger must wait for it, then see it
+                Campaign.objects.select_for_update(no_key=True).get(pk=campaign.pk)
+                Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.CANCELLED)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    assert holding.wait(10)
+    timer = threading.Timer(0.5, release.set)
+    timer.start()
+    with pytest.raises(TriggerError, match="is cancelled"):
+        trigger_accept(campaign=stale, idempotency_key="late", recipients=recipients(5, prefix="late"))
+    thread.join()
+    assert not Message.objects.filter(recipient__startswith="late").exists()

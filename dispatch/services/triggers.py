@@ -16,6 +16,7 @@ from controlplane.addresses import address_key, address_validated
 from controlplane.correlation import correlation_id, correlation_new
 from controlplane.errors import ServiceError
 from controlplane.json_values import json_problem
+from controlplane.locking import row_share_lock
 from deliverability.providers import providers_of
 from deliverability.selectors import suppressed_among
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
@@ -197,6 +198,7 @@ def _insert(
     providers = providers_of(address for address, _, _ in rows)  # may ask DNS (MX): outside the transaction
     now = timezone.now()
     with transaction.atomic():
+        _still_open(campaign)
         trigger = Trigger.objects.create(
             campaign=campaign,
             idempotency_key=key,
@@ -218,6 +220,22 @@ def _insert(
 def erased_key(key: str) -> str:
     """What a GDPR erase leaves of an Idempotency-Key that named the address: its hash, which a retry still finds."""
     return f"erased:sha256:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
+def _still_open(campaign: Campaign) -> None:
+    """Hold the campaign against a cancel or complete until these rows commit, and refuse if one came first.
+
+    A cancel flips the status under ``FOR NO KEY UPDATE`` and then ends the rows
+    waiting; rows a trigger committed after it would wait for ever (only
+    running campaigns are claimed). ``FOR SHARE`` makes the two take turns
+    while triggers of one campaign still run side by side. A draft's first
+    trigger writes the row (draft -> running): it takes the write lock at
+    once, as two share locks upgraded together would deadlock.
+    """
+    row_share_lock(Campaign, campaign.pk, exclusive=campaign.status == CampaignStatus.DRAFT)
+    status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).get()
+    if status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
+        raise TriggerError(f"campaign {campaign.pk} is {status}")
 
 
 def _audit_accept(campaign: Campaign, trigger: Trigger, response: dict[str, Any], started: bool, created_by: Any) -> None:
