@@ -8,6 +8,7 @@ Every variable is documented in ops/configuration.md.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from datetime import timedelta
@@ -368,6 +369,13 @@ SENDPLANE_ESP: EspSettings = {
 SENDPLANE_DNS_RESOLVER = dns_resolver_setting(env_str("SENDPLANE_DNS_RESOLVER", "") or "")
 # One lookup's total time, retries included; a trigger waits at most about this long for all its domains at once.
 SENDPLANE_DNS_TIMEOUT_SECONDS = env_float("SENDPLANE_DNS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+# What the configured transport costs (issue 17): a price per 1,000 messages handed over (an ESP's list price, or a
+# relay's cost spread over its volume), in SENDPLANE_COST_CURRENCY. Campaigns show it projected at launch and spent,
+# per variant; each message is costed at the price of the day it was handed over. 0: costs are not shown.
+SENDPLANE_COST_PER_1000 = env_float("SENDPLANE_COST_PER_1000", 0.0, minimum=0.0)
+SENDPLANE_COST_CURRENCY = env_str("SENDPLANE_COST_CURRENCY", "USD") or "USD"
+if not re.fullmatch(r"[A-Z]{3}", SENDPLANE_COST_CURRENCY):
+    raise ImproperlyConfigured(f"SENDPLANE_COST_CURRENCY must be an ISO 4217 code such as USD or EUR, not {SENDPLANE_COST_CURRENCY!r}")
 CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
     # Versions spamd could not score are retried with the backoff their assessment set.
@@ -482,6 +490,8 @@ reject_unknown(
         "SENDPLANE_ESP_CONCURRENCY",
         "SENDPLANE_DNS_RESOLVER",
         "SENDPLANE_DNS_TIMEOUT_SECONDS",
+        "SENDPLANE_COST_PER_1000",
+        "SENDPLANE_COST_CURRENCY",
         "SENDPLANE_SUPPRESS_HARD_BOUNCE",
         "SENDPLANE_SUPPRESS_COMPLAINT",
         "SENDPLANE_SUPPRESS_UNSUBSCRIBE",

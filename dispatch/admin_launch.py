@@ -18,6 +18,7 @@ import csv
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -34,6 +35,7 @@ from dispatch.models import WAITING, MessageStatus
 from dispatch.selectors import campaigns_progress
 from dispatch.services.campaigns import CampaignError
 from dispatch.services.launch import Launch, campaign_launch
+from dispatch.services.results import projected_cost
 from dispatch.services.triggers import TriggerError
 from templates_registry.models import Template
 
@@ -134,6 +136,7 @@ class CampaignLaunchPages(CapabilityAccess, admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:dispatch_campaign_change", args=[launched.campaign.pk]))
         context = {
             **self.admin_site.each_context(request), "opts": self.opts, "title": "Launch a campaign", "form": form,
+            "price": _price_line(),
             "adminform": helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}),  # type: ignore[arg-type]  # django-stubs: any Form works
         }
         return TemplateResponse(request, "admin/dispatch/launch.html", context)
@@ -143,13 +146,25 @@ class CampaignLaunchPages(CapabilityAccess, admin.ModelAdmin):
         self.message_user(
             request,
             format_html(
-                "Launched “{}”: {} accepted, {} suppressed, {} rejected. Its progress is below.",
-                launched.campaign, result["accepted"], result["suppressed"], result["rejected"],
+                "Launched “{}”: {} accepted, {} suppressed, {} rejected{}. Its progress is below.",
+                launched.campaign, result["accepted"], result["suppressed"], result["rejected"], _projected(result["accepted"]),
             ),
             messages.SUCCESS,
         )
         for rejection in result["rejections"][:REJECTIONS_SHOWN]:
             self.message_user(request, f"Rejected {rejection['address']}: {rejection['reason']}", messages.WARNING)
+
+
+def _price_line() -> str:
+    if not settings.SENDPLANE_COST_PER_1000:
+        return ""
+    return f"At today's price, {settings.SENDPLANE_COST_PER_1000:g} {settings.SENDPLANE_COST_CURRENCY} per 1,000 messages handed over."
+
+
+def _projected(accepted: int) -> str:
+    if not settings.SENDPLANE_COST_PER_1000:
+        return ""
+    return f"; projected cost {projected_cost(accepted)} {settings.SENDPLANE_COST_CURRENCY}"
 
 
 def _refresh_seconds(object_id: str) -> int | None:

@@ -144,6 +144,8 @@ class CampaignResult(models.Model):
     unsubscribed = models.PositiveIntegerField(default=0)
     opened = models.PositiveIntegerField(default=0, help_text="Inflated by Apple Mail Privacy Protection")
     clicked = models.PositiveIntegerField(default=0)
+    # What handing these messages over cost, in millionths of SENDPLANE_COST_CURRENCY, at the price of the day.
+    cost_micros = models.BigIntegerField(default=0)
 
     COUNTS = (
         "accepted", "sent", "failed", "delivered", "deferred", "bounced_hard", "bounced_soft", "complained", "unsubscribed",

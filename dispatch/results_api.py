@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -15,6 +16,7 @@ from dispatch.api import TAG, DispatchApi, _campaign, _errors
 from dispatch.models import CampaignResult, Quarantine
 from dispatch.selectors import SUGGEST_AT, Result, campaign_results, results_leader
 from dispatch.services.guardrails import Evidence, quarantine_restore
+from dispatch.services.results import message_cost_micros, micros_amount
 
 
 class RateSerializer(serializers.Serializer):
@@ -28,12 +30,24 @@ class RateSerializer(serializers.Serializer):
         ref_name = "ResultRate"
 
 
+class CostSerializer(serializers.Serializer):
+    spent = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="Handed over so far, at each day's price")
+    projected = serializers.DecimalField(
+        max_digits=14, decimal_places=2, help_text="Spent, plus the messages still waiting at today's price"
+    )
+    currency = serializers.CharField()
+
+    class Meta:
+        ref_name = "ResultCost"
+
+
 class ResultSerializer(serializers.Serializer):
     version_id = serializers.IntegerField(allow_null=True)
     variant = serializers.CharField()
     number = serializers.IntegerField(allow_null=True)
     counts = serializers.DictField(child=serializers.IntegerField(), help_text=f"Messages: {', '.join(CampaignResult.COUNTS)}.")
     rates = serializers.DictField(child=RateSerializer(), help_text="bounce, hard_bounce, complaint, unsubscribe, delivery, open, click.")
+    cost = CostSerializer()
 
     class Meta:
         ref_name = "CampaignResult"
@@ -82,7 +96,15 @@ def result_body(result: Result) -> dict[str, Any]:
     for name, rate in result.rates().items():
         low, high = rate.interval or (None, None)
         rates[name] = {"events": rate.events, "trials": rate.trials, "value": rate.value, "low": low, "high": high}
-    return {"version_id": result.version_id, "variant": result.variant, "number": result.number, "counts": result.counts, "rates": rates}
+    cost = {
+        "spent": micros_amount(result.cost_micros),
+        "projected": micros_amount(result.cost_micros + result.waiting * message_cost_micros()),
+        "currency": settings.SENDPLANE_COST_CURRENCY,
+    }
+    return {
+        "version_id": result.version_id, "variant": result.variant, "number": result.number, "counts": result.counts,
+        "rates": rates, "cost": cost,
+    }
 
 
 class ResultsQuerySerializer(StrictInputSerializer):

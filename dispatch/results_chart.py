@@ -6,11 +6,13 @@ count, the denominator and the 95% interval, and the chart an ``aria-label``.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from dispatch.models import CampaignResult
 from dispatch.selectors import Rate, Result
+from dispatch.services.results import micros_amount
 
 CHARTED = ("bounce", "complaint", "unsubscribe", "click", "open")  # open last: Apple's proxy inflates it
 _COLOURS = ("#447e9b", "#e08e0b", "#5a9e4b", "#a8479b", "#8a6d3b", "#417690")
@@ -31,9 +33,13 @@ def _name(result: Result) -> str:
 
 def _table(total: Result, versions: list[Result]) -> SafeString:
     head = format_html_join("", "<th scope=\"col\">{}</th>", ((name.replace("_", " "),) for name in CampaignResult.COUNTS))
+    head = format_html("{}<th scope=\"col\">cost ({})</th>", head, settings.SENDPLANE_COST_CURRENCY)
     rows = format_html_join(
-        "", "<tr><th scope=\"row\">{}</th>{}</tr>",
-        ((_name(r), format_html_join("", "<td>{}</td>", ((r.counts[n],) for n in CampaignResult.COUNTS))) for r in [*versions, total]),
+        "", "<tr><th scope=\"row\">{}</th>{}<td>{}</td></tr>",
+        (
+            (_name(r), format_html_join("", "<td>{}</td>", ((r.counts[n],) for n in CampaignResult.COUNTS)), micros_amount(r.cost_micros))
+            for r in [*versions, total]
+        ),
     )
     return format_html("<table class=\"results\"><thead><tr><th>version</th>{}</tr></thead><tbody>{}</tbody></table>", head, rows)
 

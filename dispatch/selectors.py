@@ -61,6 +61,12 @@ class Result:
     version_id: int | None = None
     variant: str = ""
     number: int | None = None
+    cost_micros: int = 0  # spent, in millionths of SENDPLANE_COST_CURRENCY
+
+    @property
+    def waiting(self) -> int:
+        """Queued by a trigger and not yet answered for good (nor cancelled: those are not counted here)."""
+        return max(0, self.counts["accepted"] - self.counts["sent"] - self.counts["failed"])
 
     def rates(self) -> dict[str, Rate]:
         c = self.counts
@@ -87,11 +93,12 @@ def campaign_results(*, campaign: Campaign) -> tuple[Result, list[Result]]:
         Result(
             counts={name: getattr(row, name) for name in CampaignResult.COUNTS},
             version_id=row.version_id, variant=row.version.variant.slug, number=row.version.number,
+            cost_micros=row.cost_micros,
         )
         for row in rows
     ]
     total = {name: sum(r.counts[name] for r in versions) for name in CampaignResult.COUNTS}
-    return Result(counts=total), versions
+    return Result(counts=total, cost_micros=sum(r.cost_micros for r in versions)), versions
 
 
 LOWER_IS_BETTER = frozenset({"bounce", "hard_bounce", "complaint", "unsubscribe"})

@@ -140,7 +140,10 @@ def api_results(campaign: Any) -> dict[str, Any]:
     from access.services import token_create
     from tests.conftest import _user
 
-    _, plaintext = token_create(user=_user("rita-reader", "marketer"), name="t", created_by=None)
+    from django.contrib.auth.models import User
+
+    reader = User.objects.filter(username="rita-reader").first() or _user("rita-reader", "marketer")
+    _, plaintext = token_create(user=reader, name="t", created_by=None)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {plaintext}")
     response = client.get(f"/api/v1/campaigns/{campaign.pk}/results")
@@ -170,3 +173,24 @@ def test_a_winner_is_suggested_only_with_its_confidence() -> None:
     fewer = results_leader([version(1, 5000, 0, complained=2), version(2, 5000, 0, complained=30)], "complaint")
     assert fewer is not None and fewer.result.version_id == 1 and fewer.suggested  # lower is better
     assert results_leader([version(1, 100, 5)], "click") is None
+
+
+def test_cost_is_projected_at_launch_and_spent_per_version_at_the_price_of_the_day(
+    two_variants: Any, smtp_sink: SmtpSink, settings: Any, staff_client: Any, marketer: Any
+) -> None:
+    campaign = two_variants
+    settings.SENDPLANE_COST_PER_1000, settings.SENDPLANE_COST_CURRENCY = 0.80, "EUR"
+    smtp_sink.handler.replies_by_domain["gone.example.org"] = "550 5.1.1 <x>: Recipient address rejected: User unknown"
+    trigger_accept(campaign=campaign, idempotency_key="wave-1", recipients=people())
+    before = api_results(campaign)["total"]["cost"]
+    assert before == {"spent": "0.00", "projected": f"{64 * 0.0008:.2f}", "currency": "EUR"}
+    send_all(campaign)
+    settings.SENDPLANE_COST_PER_1000 = 2.00  # the price changes: what was handed over keeps its price
+    body = api_results(campaign)
+    handed = {v["version_id"]: v["counts"]["sent"] + v["counts"]["failed"] for v in body["versions"]}
+    for version in body["versions"]:
+        assert version["cost"]["spent"] == f"{handed[version['version_id']] * 0.0008:.2f}"
+    waiting = 64 - sum(handed.values())  # the deferred ones, at today's price
+    assert body["total"]["cost"]["projected"] == f"{sum(handed.values()) * 0.0008 + waiting * 0.002:.2f}"
+    page = staff_client(marketer).get("/admin/dispatch/campaign/launch/").content.decode()
+    assert "2 EUR per 1,000 messages" in page

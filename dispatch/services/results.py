@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
@@ -34,6 +36,7 @@ from dispatch.models import CampaignResult, Message
 _ONCE = ("delivered", "deferred", "bounced_hard", "bounced_soft", "complained", "unsubscribed", "opened", "clicked")
 _BITS = {name: 1 << index for index, name in enumerate(_ONCE)}  # append only: the bits are stored
 TRACKED = ("opened", "clicked")  # from ESP tracking webhooks; not feedback events
+_COLUMNS = (*CampaignResult.COUNTS, "cost_micros")
 
 
 def results_add(rows: Mapping[tuple[int, int], Mapping[str, int]]) -> None:
@@ -41,13 +44,13 @@ def results_add(rows: Mapping[tuple[int, int], Mapping[str, int]]) -> None:
     rows = {key: counts for key, counts in rows.items() if any(counts.values())}
     if not rows:
         return
-    unknown = {name for counts in rows.values() for name in counts} - set(CampaignResult.COUNTS)
+    unknown = {name for counts in rows.values() for name in counts} - set(_COLUMNS)
     if unknown:
         raise ValueError(f"unknown result column {sorted(unknown)[0]!r}")  # a programming error, never input
     quote = connection.ops.quote_name
     table = quote(CampaignResult._meta.db_table)
-    columns = ["campaign_id", "version_id", *CampaignResult.COUNTS]
-    changed = [c for c in CampaignResult.COUNTS if any(counts.get(c) for counts in rows.values())]
+    columns = ["campaign_id", "version_id", *_COLUMNS]
+    changed = [c for c in _COLUMNS if any(counts.get(c) for counts in rows.values())]
     values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
     sql = (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) VALUES {values} "
@@ -56,7 +59,7 @@ def results_add(rows: Mapping[tuple[int, int], Mapping[str, int]]) -> None:
     )
     params: list[Any] = []
     for (campaign_id, version_id), counts in sorted(rows.items()):  # one lock order across workers
-        params += [campaign_id, version_id, *(int(counts.get(c, 0)) for c in CampaignResult.COUNTS)]
+        params += [campaign_id, version_id, *(int(counts.get(c, 0)) for c in _COLUMNS)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -68,12 +71,30 @@ def results_accepted(messages: Iterable[Message]) -> None:
 
 
 def results_delivered(*, taken: Iterable[Message], failed: Iterable[Message]) -> None:
-    """A batch's final answers: taken by the receiver (``sent``), refused for good or given up on (``failed``)."""
+    """A batch's final answers: taken by the receiver (``sent``), refused for good or given up on (``failed``);
+    each costed at the price of the day (the transport charges a message handed to it, whatever the answer)."""
     rows: dict[tuple[int, int], Counter[str]] = {}
+    price = message_cost_micros()
     for column, messages in (("sent", taken), ("failed", failed)):
         for m in messages:
-            rows.setdefault((m.campaign_id, m.version_id), Counter())[column] += 1
+            row = rows.setdefault((m.campaign_id, m.version_id), Counter())
+            row[column] += 1
+            row["cost_micros"] += price
     results_add(rows)
+
+
+def message_cost_micros() -> int:
+    """One message's cost on the configured transport, in millionths of the currency."""
+    return round(settings.SENDPLANE_COST_PER_1000 * 1000)
+
+
+def projected_cost(recipients: int) -> Decimal:
+    """What sending to this many recipients costs at today's price."""
+    return micros_amount(recipients * message_cost_micros())
+
+
+def micros_amount(micros: int) -> Decimal:
+    return (Decimal(micros) / 1_000_000).quantize(Decimal("0.01"))
 
 
 def result_event(event: FeedbackEvent, message: Message) -> None:
