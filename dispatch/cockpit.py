@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -33,8 +33,8 @@ from deliverability.charts import reputation_svg
 from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
 from deliverability.selectors import MinuteSeries, domain_minute_series, reputation_points
 from deliverability.services import sending_switch
-from dispatch.models import TERMINAL, WAITING, Campaign, CampaignStatus, MessageStatus
-from dispatch.selectors import campaigns_progress
+from dispatch.models import TERMINAL, WAITING, Campaign, CampaignStatus, MessageStatus, Quarantine
+from dispatch.selectors import Result, campaigns_progress, campaigns_results
 
 HOURS = 24
 STEP_MINUTES = 10
@@ -65,6 +65,8 @@ class CampaignRow:
     campaign: Campaign
     progress: dict[str, int]  # the shape of dispatch.selectors.campaign_progress
     rate: float  # messages a second its domain sent over the last minute
+    results: Result | None = None  # its counters (dispatch.selectors.campaigns_results)
+    quarantined: int = 0  # variants the guardrails set aside and nobody restored yet
 
     @property
     def done(self) -> int:
@@ -125,8 +127,15 @@ def _troubled_streams() -> QuerySet[ProviderStream]:
 
 def _campaigns(rates: dict[int, float]) -> list[CampaignRow]:
     campaigns = list(Campaign.objects.filter(status__in=IN_PROGRESS).select_related("sending_domain")[:CAMPAIGNS_SHOWN])
-    progress = campaigns_progress(campaign_ids=[c.pk for c in campaigns])
-    return [CampaignRow(c, progress[c.pk], rates.get(c.sending_domain_id, 0.0)) for c in campaigns]
+    ids = [c.pk for c in campaigns]
+    progress, results = campaigns_progress(campaign_ids=ids), campaigns_results(campaign_ids=ids)
+    quarantined = dict(
+        Quarantine.objects.filter(campaign__in=ids, restored_at__isnull=True).values_list("campaign").annotate(n=Count("id")).order_by()
+    )
+    return [
+        CampaignRow(c, progress[c.pk], rates.get(c.sending_domain_id, 0.0), results.get(c.pk), quarantined.get(c.pk, 0))
+        for c in campaigns
+    ]
 
 
 def _rates(series: MinuteSeries, now: datetime) -> dict[int, float]:

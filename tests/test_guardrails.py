@@ -162,6 +162,9 @@ def test_the_admin_shows_results_and_the_quarantine_and_a_marketer_restores(two_
     assert "unsubscribe rate" in page
     assert "a v1" in page and "b v1" in page and "0.75%" in page  # a's bar and its hover title
     assert "weight 0 until restored" in page and "unsubscribe rate 0.75% (60 of 8000)" in page
+    type(campaign).objects.filter(pk=campaign.pk).update(status="running")  # the cockpit lists campaigns in progress
+    cockpit = client.get("/admin/cockpit/").content.decode()
+    assert "1 variant quarantined" in cockpit and "unsubscribes 76" in cockpit
     response = client.post(
         "/admin/dispatch/quarantine/",
         {"action": "restore", "_selected_action": [quarantine.pk], "apply": "1", "reason": "copy fixed"},
