@@ -32,9 +32,11 @@ class Capability(StrEnum):
     READ = "read"  # every list and detail, a preview, the cockpit, the admin's pages
     TEMPLATES_WRITE = "templates.write"  # templates, variants, versions (and "new version from this one")
     TEMPLATES_APPROVE = "templates.approve"  # the approval gate, and asking for a new spam score
+    APPROVAL_POLICY = "approval.policy"  # turn four-eyes approval off (or on) for a template
     CAMPAIGNS_WRITE = "campaigns.write"  # create and trigger a campaign, the admin's launch page
     CAMPAIGNS_END = "campaigns.end"  # cancel a campaign (its waiting messages with it), mark one completed
     SENDING_CONTROL = "sending.control"  # pause and resume a domain, a campaign, or all sending
+    DOMAINS_CONFIGURE = "domains.configure"  # add a sending domain, change its pace, warm-up, DKIM, SMTP sessions
     FEEDBACK_UPLOAD = "feedback.upload"  # raw bounce and complaint upload
     SUPPRESSIONS_ADD = "suppressions.add"
     SUPPRESSIONS_LIFT = "suppressions.lift"  # it may have been a complaint or a hard bounce
@@ -47,9 +49,11 @@ PERMISSIONS: Mapping[Capability, frozenset[Role]] = MappingProxyType({
     Capability.READ: frozenset({Role.MARKETER, Role.ONCALL, Role.ADMIN}),
     Capability.TEMPLATES_WRITE: frozenset({Role.MARKETER, Role.ADMIN}),
     Capability.TEMPLATES_APPROVE: frozenset({Role.MARKETER, Role.ADMIN}),
+    Capability.APPROVAL_POLICY: frozenset({Role.ADMIN}),  # else a marketer (or a generator's token) could approve its own
     Capability.CAMPAIGNS_WRITE: frozenset({Role.MARKETER, Role.ADMIN}),
     Capability.CAMPAIGNS_END: frozenset({Role.MARKETER, Role.ONCALL, Role.ADMIN}),  # the marketer's call, or on-call's at 3 a.m.
     Capability.SENDING_CONTROL: frozenset({Role.ONCALL, Role.ADMIN}),  # a marketer cannot resume a paused domain
+    Capability.DOMAINS_CONFIGURE: frozenset({Role.ADMIN}),  # pace and DKIM are the whole fleet's reputation
     Capability.FEEDBACK_UPLOAD: frozenset({Role.ONCALL, Role.ADMIN}),
     Capability.SUPPRESSIONS_ADD: frozenset({Role.MARKETER, Role.ONCALL, Role.ADMIN}),
     Capability.SUPPRESSIONS_LIFT: frozenset({Role.ADMIN}),

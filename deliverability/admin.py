@@ -1,8 +1,9 @@
 """Admin for sending domains, suppressions, feedback events and per-minute counters.
 
 Writes go through services: a manual suppression is ``suppression_add``,
-lifting one (``suppressions.lift``, access/permissions.py) is ``suppression_remove``. Domains, events and
-counters are read-only here (on-call pause and resume come with issue 7).
+lifting one (``suppressions.lift``, access/permissions.py) is ``suppression_remove``; adding a sending domain or
+changing its settings (``domains.configure``) is ``domain_create`` / ``domain_update``, pausing and resuming it the
+on-call actions. Events and counters are read-only here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -21,6 +22,7 @@ from django.utils.html import format_html, format_html_join
 from access.permissions import Capability
 from controlplane.addresses import address_hash, validate_address
 from controlplane.admin_roles import ControlActions, DomainResumeForm, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
+from controlplane.errors import ServiceError
 from deliverability.charts import reputation_svg
 from deliverability.models import (
     DomainMinute,
@@ -33,8 +35,10 @@ from deliverability.models import (
 )
 from deliverability.selectors import domain_pause_evidence, domain_reputation_history
 from deliverability.services import (
+    domain_create,
     domain_pause,
     domain_resume,
+    domain_update,
     sending_pause_all,
     sending_resume_all,
     sending_switch,
@@ -66,8 +70,83 @@ class ProviderStreamAdmin(ControlActions, ReadOnlyAdmin):
         return control_action(self, request, queryset, title="Resume the selected streams", form_class=ResumeForm, apply=apply)
 
 
+_SETTINGS = [
+    "default_sender", "rate_per_second", "burst", "dkim_selector", "dkim_key_path", "warmup_schedule", "warmup_daily_caps",
+    "warmup_started_on", "provider_rates", "smtp_connections", "smtp_deliveries_per_connection",
+]
+_STATE = ["paused", "paused_by", "paused_reason", "paused_at", "override_until", "warmup_step", "warmup_step_since"]
+
+
+class SendingDomainForm(forms.ModelForm):
+    """A domain's settings, written by ``domain_create`` / ``domain_update`` when the form validates.
+
+    Only the service validates fully (the DKIM key against DNS), so it is
+    called from validation, where its one-line refusal can still become the
+    named field's error; the admin's ``save_model`` has nothing left to save.
+    """
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), max_length=1000, required=False,
+        help_text="Why this change: kept in the audit trail with the values before and after.",
+    )
+    user: Any = None  # the request's user, set by SendingDomainAdmin.get_form
+
+    class Meta:
+        model = SendingDomain
+        fields = ["domain", *_SETTINGS]
+        help_texts = {
+            "domain": "The From domain, e.g. mail.example.com. It cannot be renamed later.",
+            "rate_per_second": "Messages per second at most.",
+            "burst": "Messages the token bucket holds: what may go at once after a quiet spell.",
+            "dkim_selector": "The s= of the signatures; empty, with the key path, to send unsigned.",
+            "dkim_key_path": (
+                "Absolute path of the PEM RSA private key on the web and worker machines (the key stays out of the database). "
+                "Checked at save: it must read, and its public half must be the p= published at "
+                "SELECTOR._domainkey.DOMAIN when DNS answers."
+            ),
+            "warmup_schedule": "Warm-up steps' rates, messages a second, as a JSON list: [1, 5, 20]. Empty list: no warm-up.",
+            "warmup_daily_caps": "Optionally, each step's messages a day, as a JSON list: [500, 5000, 50000].",
+            "warmup_started_on": "Set to start the warm-up; the step advances a day at a time while the domain is healthy.",
+            "provider_rates": 'Messages per second per provider group, as a JSON object: {"gmail": 5, "microsoft": 3}.',
+        }
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        for name, empty in (("warmup_schedule", []), ("warmup_daily_caps", []), ("provider_rates", {})):
+            if name in data and data[name] is None:  # an emptied JSON box
+                data[name] = empty
+        if self.instance.pk is not None and not data.get("reason", "").strip():
+            self.add_error("reason", "Say why: the change is audited with its reason.")
+        return data
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # type: ignore[misc]  # django-stubs: BaseModelForm._post_clean (private) is not in the stubs
+        if self.errors:  # those of clean() and the model's validation, already collected
+            return
+        try:
+            self.instance = self.write()
+        except ServiceError as exc:
+            if exc.field in self.fields:
+                self.add_error(exc.field, exc.message)
+            else:
+                self.add_error(None, str(exc))
+
+    def write(self) -> SendingDomain:
+        data = self.cleaned_data
+        if self.instance.pk is None:
+            return domain_create(domain=data["domain"], actor=self.user, **{name: data[name] for name in _SETTINGS})
+        changes = {name: data[name] for name in self.changed_data if name in _SETTINGS}
+        current = SendingDomain.objects.get(pk=self.instance.pk)  # construct_instance already put the new values on instance
+        return domain_update(domain=current, actor=self.user, reason=data["reason"].strip(), **changes)
+
+
 @admin.register(SendingDomain)
 class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
+    """Every role reads; admins (``domains.configure``) add domains and change their settings through the services."""
+
+    form = SendingDomainForm
+    add_capability = change_capability = Capability.DOMAINS_CONFIGURE
     list_display = ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason"]
     actions = ["pause", "resume"]
 
@@ -95,14 +174,37 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
 
     list_filter = ["paused", "paused_by"]
     search_fields = ["domain"]
-    readonly_fields = ["reputation", "evidence", "override_until"]
-    fieldsets = [
-        (None, {"fields": [
-            "domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason", "paused_at", "override_until",
-        ]}),
-        ("SMTP sessions (empty: the relay's limits)", {"fields": ["smtp_connections", "smtp_deliveries_per_connection"]}),
-        ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
-    ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        sets: list[Any] = [
+            (None, {"fields": ["domain", "default_sender", "rate_per_second", "burst"]}),
+            ("DKIM", {"fields": ["dkim_selector", "dkim_key_path"]}),
+            ("Warm-up", {"fields": ["warmup_schedule", "warmup_daily_caps", "warmup_started_on"]}),
+            ("Per provider group", {"fields": ["provider_rates"]}),
+            ("SMTP sessions (empty: the relay's limits)", {"fields": ["smtp_connections", "smtp_deliveries_per_connection"]}),
+        ]
+        if obj is None:
+            return sets
+        if self.has_change_permission(request, obj):
+            sets.append(("Why", {"fields": ["reason"]}))
+        return [
+            *sets,
+            ("State (pause and resume are actions)", {"fields": _STATE}),
+            ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ["reputation", "evidence"] if obj is None else ["domain", *_STATE, "reputation", "evidence"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
+
+    def save_model(self, request: HttpRequest, obj: SendingDomain, form: Any, change: bool) -> None:
+        # The form's validation already wrote it through domain_create / domain_update; what DNS said is left to show.
+        note = getattr(obj, "dkim_dns", "")
+        if note.startswith("unchecked"):
+            self.message_user(request, f"DKIM key saved without checking its DNS record ({note}).", messages.WARNING)
 
     @admin.display(description="chart")
     def reputation(self, domain: SendingDomain) -> Any:

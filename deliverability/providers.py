@@ -139,7 +139,7 @@ def domain_groups(domains: set[str]) -> dict[str, str]:
     """The group of each domain (A-labels, lower case): the static table, the cache, else a lookup."""
     groups: dict[str, str] = {}
     for domain in domains:
-        known = _BY_DOMAIN.get(domain, "" if _reserved(domain) else None)
+        known = _BY_DOMAIN.get(domain, "" if reserved_name(domain) else None)
         if known is None:
             known = _CACHE.get(domain)
         if known is not None:
@@ -148,7 +148,8 @@ def domain_groups(domains: set[str]) -> dict[str, str]:
     return groups | _looked_up(missing) if missing else groups
 
 
-def _reserved(domain: str) -> bool:
+def reserved_name(domain: str) -> bool:
+    """A name reserved for examples, tests or local networks (never looked up in DNS)."""
     if "." not in domain or domain.startswith("["):  # a bare label or an address literal: there is no MX to read
         return True
     return domain.rpartition(".")[2] in _RESERVED_TLDS or any(

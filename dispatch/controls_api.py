@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from access.permissions import Capability, CapabilityPermission
 from controlplane.api import StrictInputSerializer, error_responses, get_or_404
+from deliverability import domains_api
 from deliverability.api import PauseEvidenceSerializer
 from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
 from deliverability.providers import OTHER_PROVIDERS as OTHER
@@ -163,6 +164,8 @@ def _with_state(domains: list[SendingDomain]) -> list[SendingDomain]:
 
 
 class DomainListApi(OnCallApi):
+    write_capability = Capability.DOMAINS_CONFIGURE  # POST: a new sending domain (deliverability/domains_api.py)
+
     @extend_schema(
         tags=[TAG], operation_id="domains_list",
         description="Every sending domain with its pause state, current rate (ramp applied), queued and in-flight messages.",
@@ -171,11 +174,21 @@ class DomainListApi(OnCallApi):
     def get(self, request: Request) -> Response:
         return Response(DomainStateSerializer(_with_state(list(SendingDomain.objects.order_by("domain"))), many=True).data)
 
+    @domains_api.create_schema
+    def post(self, request: Request) -> Response:
+        return domains_api.domain_create_answer(request)
+
 
 class DomainDetailApi(OnCallApi):
+    write_capability = Capability.DOMAINS_CONFIGURE  # PATCH: the domain's settings (deliverability/domains_api.py)
+
     @extend_schema(tags=[TAG], operation_id="domains_retrieve", responses={200: DomainStateSerializer, **_errors(401, 403, 404)})
     def get(self, request: Request, domain: str) -> Response:
         return Response(DomainStateSerializer(_with_state([_domain(domain)])[0]).data)
+
+    @domains_api.update_schema
+    def patch(self, request: Request, domain: str) -> Response:
+        return domains_api.domain_update_answer(request, _domain(domain))
 
 
 class DomainEvidenceApi(OnCallApi):

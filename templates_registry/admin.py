@@ -131,7 +131,7 @@ class TemplateForm(ServiceModelForm):
         data = self.cleaned_data
         return services.template_create(
             slug=data["slug"], name=data["name"], description=data["description"], spam_threshold=data["spam_threshold"],
-            four_eyes=data["four_eyes"], created_by=self.user,
+            four_eyes=data.get("four_eyes", True), created_by=self.user,  # the field is an admin's (TemplateAdmin.get_fields)
         )
 
 
@@ -339,16 +339,16 @@ class TemplateAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     inlines = [VariantInline]
     actions = ["four_eyes_on", "four_eyes_off"]
     change_capability = None  # only four-eyes changes after creation, through the actions below
-    approve_capability = Capability.TEMPLATES_APPROVE  # who may approve: four-eyes on or off
+    policy_capability = Capability.APPROVAL_POLICY  # who may approve: four-eyes on or off
 
-    def has_approve_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.allows(request, "approve")
+    def has_policy_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.allows(request, "policy")
 
-    @admin.action(description="Turn four-eyes approval on", permissions=["approve"])
+    @admin.action(description="Turn four-eyes approval on", permissions=["policy"])
     def four_eyes_on(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
         self._four_eyes(request, queryset, True)
 
-    @admin.action(description="Turn four-eyes approval off (creators may approve their own versions)", permissions=["approve"])
+    @admin.action(description="Turn four-eyes approval off (creators may approve their own versions)", permissions=["policy"])
     def four_eyes_off(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
         self._four_eyes(request, queryset, False)
 
@@ -356,6 +356,12 @@ class TemplateAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
         for template in queryset:
             services.template_set_four_eyes(template=template, four_eyes=on, actor=request.user)
         self.message_user(request, f"Four-eyes approval {'on' if on else 'off'} for {queryset.count()} template(s).", messages.SUCCESS)
+
+    def get_fields(self, request: HttpRequest, obj: Template | None = None) -> Any:
+        fields = list(super().get_fields(request, obj))
+        if not self.has_policy_permission(request):  # four-eyes stays on: switching it is an admin's decision
+            fields = [name for name in fields if name != "four_eyes"]
+        return fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Template]:
         return super().get_queryset(request).annotate(variant_count=Count("variants"))

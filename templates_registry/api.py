@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.permissions import Capability, CapabilityPermission
+from access.permissions import Capability, CapabilityPermission, user_can
 from controlplane.api import (
     JsonObjectField,
     Pagination,
@@ -121,13 +122,15 @@ class TemplateListCreateApi(RegistryApi):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data.get("four_eyes") is False and not user_can(request.user, Capability.APPROVAL_POLICY):
+            raise PermissionDenied("four_eyes: a template without four-eyes approval is an admin's decision (approval.policy)")
         template = services.template_create(created_by=request.user, **serializer.validated_data)
         template = selectors.template_list().get(pk=template.pk)  # with its variant count
         return Response(TemplateOutputSerializer(template).data, status=status.HTTP_201_CREATED)
 
 
 class TemplateDetailApi(RegistryApi):
-    write_capability = Capability.TEMPLATES_APPROVE  # the one change: who may approve its versions
+    write_capability = Capability.APPROVAL_POLICY  # the one change: who may approve its versions
 
     class InputSerializer(StrictInputSerializer):
         four_eyes = serializers.BooleanField(help_text="The creator of a version cannot approve it; another person must.")

@@ -244,17 +244,24 @@ def test_an_ai_generators_token_cannot_approve_what_it_pushed(variant: Variant, 
     assert (response.status_code, response.json()["approved_by"]) == (200, "ada-admin")
 
 
-def test_four_eyes_is_set_at_creation_and_changed_over_the_api_audited(api_as: Api, marketer: User, oncall: User) -> None:
-    client = api_as(marketer)
+def test_four_eyes_is_set_at_creation_and_changed_over_the_api_audited(
+    api_as: Api, marketer: User, oncall: User, admin_role: User
+) -> None:
+    # A marketer (or a generator's token with the role) may not switch four-eyes off: it could then approve its own.
+    refused = api_as(marketer).post("/api/v1/templates/", {"slug": "solo", "name": "Solo", "four_eyes": False}, format="json")
+    assert refused.status_code == 403 and "admin's decision" in refused.json()["error"]
+    assert not Template.objects.filter(slug="solo").exists()
+    client = api_as(admin_role)
     created = client.post("/api/v1/templates/", {"slug": "solo", "name": "Solo", "four_eyes": False}, format="json")
     assert (created.status_code, created.json()["four_eyes"]) == (201, False)
     assert AuditEntry.objects.get(action="template.create").data["four_eyes"] is False
     assert api_as(oncall).patch("/api/v1/templates/solo/", {"four_eyes": True}, format="json").status_code == 403
+    assert api_as(marketer).patch("/api/v1/templates/solo/", {"four_eyes": True}, format="json").status_code == 403
     changed = client.patch("/api/v1/templates/solo/", {"four_eyes": True}, format="json")
     assert (changed.status_code, changed.json()["four_eyes"]) == (200, True)
     assert client.patch("/api/v1/templates/solo/", {"four_eyes": True}, format="json").status_code == 200
     entries = AuditEntry.objects.filter(action="template.four_eyes")
-    assert [(e.actor, e.data) for e in entries] == [(marketer, {"before": False, "after": True})]
+    assert [(e.actor, e.data) for e in entries] == [(admin_role, {"before": False, "after": True})]
     assert_error(client.patch("/api/v1/templates/solo/", {"name": "Renamed"}, format="json"), 400, "name")
     assert Template.objects.get(slug="solo").name == "Solo"
 
@@ -347,13 +354,21 @@ def test_admin_approve_shows_the_four_eyes_refusal_as_one_line(
     assert "No: mara-marketer created it; four-eyes approval needs another person" in page
 
 
-def test_admin_creates_templates_with_four_eyes_and_turns_it_off(staff_client: Callable[[User], Client], marketer: User) -> None:
-    client = staff_client(marketer)
-    form = {"slug": "solo", "name": "Solo", "description": "", "spam_threshold": "5", "four_eyes": "on"}
+def test_admin_creates_templates_with_four_eyes_and_turns_it_off(
+    staff_client: Callable[[User], Client], marketer: User, admin_role: User
+) -> None:
+    as_marketer = staff_client(marketer)
+    form = {"slug": "solo", "name": "Solo", "description": "", "spam_threshold": "5"}  # no four-eyes field for a marketer
     form |= {"variants-TOTAL_FORMS": "0", "variants-INITIAL_FORMS": "0"}
-    client.post(_admin_url("template_add"), form)
+    assert "four_eyes" not in as_marketer.get(_admin_url("template_add")).content.decode()
+    as_marketer.post(_admin_url("template_add"), form)
     template = Template.objects.get(slug="solo")
     assert template.four_eyes is True
+    marketer_try = as_marketer.post(
+        _admin_url("template_changelist"), {"action": "four_eyes_off", "_selected_action": [template.pk], "index": "0"}, follow=True
+    )
+    assert Template.objects.get(slug="solo").four_eyes is True and marketer_try.status_code == 200
+    client = staff_client(admin_role)
     response = client.post(
         _admin_url("template_changelist"), {"action": "four_eyes_off", "_selected_action": [template.pk], "index": "0"}, follow=True
     )

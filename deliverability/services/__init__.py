@@ -3,6 +3,8 @@ events and per-minute counters in their own modules, re-exported below."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -10,47 +12,101 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
+from controlplane.addresses import address_problem
 from controlplane.locking import lock_no_key
+from deliverability.dkim_signing import DkimCheck, dkim_settings_check
 from deliverability.errors import DeliverabilityError
 from deliverability.models import SendingDomain
+from deliverability.providers import PROVIDER_DOMAINS
+
+logger = logging.getLogger("sendplane.deliverability")
 
 
 def domain_create(
     *, domain: str, default_sender: str, rate_per_second: float = 10.0, burst: int = 20, actor: object = None, **options: Any
 ) -> SendingDomain:
+    """A new sending domain, validated setting by setting, its DKIM key against DNS (``dkim_settings_check``), audited.
+
+    The row comes back with ``dkim_dns`` set when DKIM was checked: what DNS
+    said ("matches ...", or "unchecked: <why>" when it did not answer).
+    """
     values = {"default_sender": default_sender, "rate_per_second": rate_per_second, "burst": burst, **options}
+    problem = address_problem(f"postmaster@{domain}")
+    if problem:
+        raise DeliverabilityError(f"{domain!r} is not a domain name ({problem.removeprefix('invalid address: ')})", field="domain")
     _check_domain_settings(domain, values)
+    dkim = _check_dkim(domain, values.get("dkim_selector", ""), values.get("dkim_key_path", ""))
     try:
         with transaction.atomic():
             row = SendingDomain.objects.create(domain=domain.lower(), **values)
-            audit_record(action="domain.create", target=row, actor=actor, data=_as_json(values))
-            return row
+            audit_record(action="domain.create", target=row, actor=actor, data=_as_json(values) | _dkim_note(dkim))
     except IntegrityError:
         raise DeliverabilityError(f"{domain} already exists", field="domain") from None
+    return _noted(row, dkim)
 
 
 def domain_update(*, domain: SendingDomain, actor: object, reason: str = "", **changes: Any) -> SendingDomain:
-    """Change a domain's settings (pace, warm-up, DKIM, sender), audited with the changed fields before and after.
+    """Change a domain's settings (pace, warm-up, DKIM, sender, SMTP sessions), audited with the changed fields before and after.
 
-    Validated like ``domain_create``; values it already has change nothing and write no entry.
+    Validated like ``domain_create``; values it already has change nothing and write no entry. A change of
+    selector or key is checked against DNS before the row is locked (the lookup may take seconds), and
+    refused if the other half changed meanwhile.
     """
+    _check_domain_settings(domain.domain, changes)
+    current = SendingDomain.objects.get(pk=domain.pk)
+    dkim_pair = _dkim_pair(current, changes)
+    dkim = _check_dkim(current.domain, *dkim_pair) if dkim_pair != _dkim_pair(current, {}) else None
     with transaction.atomic():
         # NO KEY UPDATE: a settings change need not wait for chunks being handed over (handover.hand_overs_wait).
         locked = SendingDomain.objects.select_for_update(**lock_no_key()).get(pk=domain.pk)
-        _check_domain_settings(locked.domain, changes)
+        if dkim is not None and _dkim_pair(locked, changes) != dkim_pair:
+            raise DeliverabilityError("changed by someone else meanwhile; try again", field="dkim_key_path")
         after = {name: value for name, value in changes.items() if getattr(locked, name) != value}
         if after:
             before = {name: getattr(locked, name) for name in after}
             for name, value in after.items():
                 setattr(locked, name, value)
             locked.save(update_fields=list(after))
-            data = {"before": _as_json(before), "after": _as_json(after)}
+            data = {"before": _as_json(before), "after": _as_json(after)} | _dkim_note(dkim)
             audit_record(action="domain.update", target=locked, actor=actor, reason=reason, data=data)
-    return locked
+    return _noted(locked, dkim)
+
+
+def _dkim_pair(row: SendingDomain, changes: dict[str, Any]) -> tuple[str, str]:
+    """(selector, key path) once ``changes`` apply to ``row``."""
+    return changes.get("dkim_selector", row.dkim_selector), changes.get("dkim_key_path", row.dkim_key_path)
+
+
+def _check_dkim(domain: str, selector: str, key_path: str) -> DkimCheck | None:
+    """None when there is no DKIM (both empty); else what DNS said, or DeliverabilityError naming the field."""
+    if not selector and not key_path:
+        return None
+    found = dkim_settings_check(domain=domain.lower(), selector=selector, key_path=key_path)
+    if found.problem:
+        raise DeliverabilityError(found.problem, field=found.field)
+    if found.dns.startswith("unchecked"):
+        logger.warning("DKIM of %s accepted without its DNS record: %s", domain, found.dns)
+    return found
+
+
+def _dkim_note(dkim: DkimCheck | None) -> dict[str, str]:
+    return {"dkim_dns": dkim.dns} if dkim is not None else {}
+
+
+def _noted(row: SendingDomain, dkim: DkimCheck | None) -> SendingDomain:
+    row.dkim_dns = dkim.dns if dkim is not None else ""  # type: ignore[attr-defined]  # for the caller only, not a column
+    return row
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf  # JSON's 1e400 is inf
+
+
+_INT_MAX = 2_147_483_647  # PostgreSQL integer: burst and the SMTP limits
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _INT_MAX
 
 
 def _text(limit: int) -> Callable[[Any, str], str | None]:
@@ -60,10 +116,11 @@ def _text(limit: int) -> Callable[[Any, str], str | None]:
 # One check per setting: (value, domain name) -> the problem, or None.
 _DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
     "default_sender": lambda v, d: (
-        None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() else f"must be an address at {d}"
+        None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() and not address_problem(v)
+        else f"must be an address at {d}"
     ),
     "rate_per_second": lambda v, _: None if _positive(v) else "must be positive",
-    "burst": lambda v, _: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "must be at least 1",
+    "burst": lambda v, _: None if _whole(v) else f"must be a whole number from 1 to {_INT_MAX}",
     "dkim_selector": _text(63),
     "dkim_key_path": _text(500),
     "warmup_schedule": lambda v, _: None if isinstance(v, list) and all(map(_positive, v)) else "must be a list of positive rates",
@@ -73,9 +130,16 @@ _DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
         else "must be a list of whole numbers of messages a day, each at least 1"
     ),
     "provider_rates": lambda v, _: (
-        None if isinstance(v, dict) and all(map(_positive, v.values())) else "must map provider groups to positive rates"
+        None if isinstance(v, dict) and set(v) <= PROVIDER_DOMAINS.keys() and all(map(_positive, v.values()))
+        else f"must map provider groups ({', '.join(PROVIDER_DOMAINS)}) to positive rates"
     ),
+    "smtp_connections": lambda v, _: _at_least_one_or_none(v),
+    "smtp_deliveries_per_connection": lambda v, _: _at_least_one_or_none(v),
 }
+
+
+def _at_least_one_or_none(value: Any) -> str | None:
+    return None if value is None or _whole(value) else f"must be a whole number from 1 to {_INT_MAX}, or null (the relay's limit)"
 
 
 def _check_domain_settings(domain: str, values: dict[str, Any]) -> None:

@@ -585,8 +585,10 @@ def missing_dkim_key(run: Any, ledger: Ledger) -> None:
 
     made = fixtures.campaigns(run, "missing_dkim_key", 3)
     ledger.campaign_ids = [c.pk for c in made]
-    key_path = run.base / f"dkim-{time.time_ns()}.pem"  # not there yet
+    key_path = run.base / f"dkim-{time.time_ns()}.pem"
+    _write_dkim_key(key_path)  # the save checks the key (issue 17); it goes missing afterwards, as a key can on a worker
     domain = domain_update(domain=made[0].sending_domain, actor="fault suite", dkim_selector="faults", dkim_key_path=str(key_path))
+    key_path.unlink()
     window = Window("domain", domain.domain, time.time())  # nothing of this domain may reach the sink until the resume
     ledger.windows.append(window)
     fixtures.trigger_all(made, "dkim", run.size.messages)
