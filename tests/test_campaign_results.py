@@ -135,12 +135,11 @@ def test_results_equal_a_replay_of_what_happened(two_variants: Any, smtp_sink: S
 
 
 def api_results(campaign: Any) -> dict[str, Any]:
+    from django.contrib.auth.models import User
     from rest_framework.test import APIClient
 
     from access.services import token_create
     from tests.conftest import _user
-
-    from django.contrib.auth.models import User
 
     reader = User.objects.filter(username="rita-reader").first() or _user("rita-reader", "marketer")
     _, plaintext = token_create(user=reader, name="t", created_by=None)
