@@ -285,6 +285,13 @@ def test_a_domain_that_is_no_domain_name_is_refused() -> None:
     refused(lambda: domain_create(domain="not a domain", default_sender="news@not a domain"), "domain", "is not a domain name")
 
 
+def test_a_test_domain_as_the_demo_and_the_benches_use_is_a_domain_name() -> None:
+    """RFC 6761 reserves .test for testing: ./ops/demo sends from demo.sendplane.test, the benches from *.sendplane.test."""
+    row = domain_create(domain="demo.sendplane.test", default_sender="news@demo.sendplane.test")
+    assert row.domain == "demo.sendplane.test"
+    refused(lambda: domain_create(domain="a..test", default_sender="news@a..test"), "domain", "is not a domain name")
+
+
 # --- the API -----------------------------------------------------------------------------------------------------
 
 

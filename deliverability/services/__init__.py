@@ -12,7 +12,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
-from controlplane.addresses import address_problem
+from controlplane.addresses import own_address_problem
 from controlplane.locking import lock_no_key
 from deliverability.dkim_signing import DkimCheck, dkim_settings_check
 from deliverability.errors import DeliverabilityError
@@ -31,7 +31,7 @@ def domain_create(
     said ("matches ...", or "unchecked: <why>" when it did not answer).
     """
     values = {"default_sender": default_sender, "rate_per_second": rate_per_second, "burst": burst, **options}
-    problem = address_problem(f"postmaster@{domain}")
+    problem = own_address_problem(f"postmaster@{domain}")
     if problem:
         raise DeliverabilityError(f"{domain!r} is not a domain name ({problem.removeprefix('invalid address: ')})", field="domain")
     _check_domain_settings(domain, values)
@@ -116,7 +116,7 @@ def _text(limit: int) -> Callable[[Any, str], str | None]:
 # One check per setting: (value, domain name) -> the problem, or None.
 _DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
     "default_sender": lambda v, d: (
-        None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() and not address_problem(v)
+        None if isinstance(v, str) and v.rpartition("@")[2].lower() == d.lower() and not own_address_problem(v)
         else f"must be an address at {d}"
     ),
     "rate_per_second": lambda v, _: None if _positive(v) else "must be positive",
