@@ -109,6 +109,11 @@ class SendingDomainForm(forms.ModelForm):
             "warmup_started_on": "Set to start the warm-up; the step advances a day at a time while the domain is healthy.",
             "provider_rates": 'Messages per second per provider group, as a JSON object: {"gmail": 5, "microsoft": 3}.',
         }
+        labels = {
+            "dkim_selector": "DKIM selector", "dkim_key_path": "DKIM key path",
+            "smtp_connections": "SMTP connections", "smtp_deliveries_per_connection": "SMTP deliveries per connection",
+        }
+        widgets = {"dkim_key_path": forms.TextInput(attrs={"class": "vLargeTextField"})}  # a whole path stays readable
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -205,6 +210,8 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         note = getattr(obj, "dkim_dns", "")
         if note.startswith("unchecked"):
             self.message_user(request, f"DKIM key saved without checking its DNS record ({note}).", messages.WARNING)
+        elif note:
+            self.message_user(request, f"DKIM key checked: its public half {note}.", messages.INFO)
 
     @admin.display(description="chart")
     def reputation(self, domain: SendingDomain) -> Any:
