@@ -20,6 +20,7 @@ from dispatch.selectors import campaign_progress, campaign_results
 from dispatch.services.campaigns import campaign_cancel, campaign_complete
 from dispatch.services.controls import campaign_pause, campaign_resume
 from dispatch.services.guardrails import Evidence, quarantine_restore
+from dispatch.story import message_story
 
 
 @admin.register(Campaign)
@@ -130,6 +131,27 @@ class MessageAdmin(ReadOnlyAdmin):
     list_filter = ["status", "campaign"]
     search_fields = ["recipient", "uuid"]
     list_select_related = ["campaign"]
+    readonly_fields = ["story"]
+
+    def get_fields(self, request: HttpRequest, obj: Message | None = None) -> Any:
+        return ["story", *(f for f in super().get_fields(request, obj) if f != "story")]  # the answer first, the row after
+
+    @admin.display(description="story")
+    def story(self, message: Message) -> Any:
+        told = message_story(message)
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else "", e.kind, e.summary) for e in told.timeline),
+        )
+        version = told.version
+        origin = "AI: " + " / ".join(filter(None, [version["generator"], version["model"]])) if version["origin"] == "ai" else "human"
+        parent = f", derived from v{version['parent']['number']}" if version["parent"] else ""
+        return format_html(
+            '<p class="verdict"><strong>{}</strong></p>'
+            "<p>Version {}/{} v{} ({}, {}{})</p>"
+            "<table><thead><tr><th>time (UTC)</th><th>what</th><th>detail</th></tr></thead><tbody>{}</tbody></table>",
+            told.verdict, version["template"], version["variant"], str(version["number"]), version["status"], origin, parent, rows,
+        )
 
 
 # --- the cockpit (dispatch/cockpit.py): /admin/cockpit/, linked from the admin index --------------

@@ -177,3 +177,40 @@ class Quarantine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.variant} quarantined ({self.metric})"
+
+
+class AttemptOutcome(models.TextChoices):
+    """What one attempt ended with, as the transport said it (the message's own status may differ: a 4xx after
+    its last try is ``deferred`` here and ``failed`` on the message)."""
+
+    SENT = "sent", "Sent (250)"
+    DEFERRED = "deferred", "Deferred (4xx or connection lost before DATA)"
+    FAILED = "failed", "Failed (5xx, or the message could not be prepared)"
+    SUPPRESSED = "suppressed", "Suppressed at the last check before hand-over"
+    UNKNOWN = "unknown", "Unknown (a 250 may have been sent)"
+
+
+class MessageAttempt(models.Model):
+    """One hand-over of one message (or its end before one), written in bulk by the worker's recording.
+
+    Rows go back to the queue without one when they were never handed over
+    (paused, out of tokens, a session that could not open): those are not
+    attempts. ``reply`` may quote the recipient: the GDPR erase blanks it
+    (dispatch.services.erasure).
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField(help_text="The message's attempt count when it was claimed")
+    at = models.DateTimeField()
+    outcome = models.CharField(max_length=12, choices=AttemptOutcome.choices)
+    code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The receiver's reply code; empty: none was read")
+    reply = models.TextField(blank=True)  # bounded like Message.last_reply (1,000 characters)
+    transport = models.CharField(max_length=40, blank=True, help_text="smtp, an ESP's name, or sweeper (a lease that ran out)")
+
+    class Meta:
+        ordering = ["message_id", "at", "id"]
+        # dispatch.story.message_story: one message's attempts, in time order.
+        indexes = [models.Index(fields=["message", "at"], name="attempt_message_time")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of message {self.message_id}: {self.outcome}"

@@ -129,7 +129,7 @@ class CampaignResultsApi(DispatchApi):
             "rates and their 95% intervals, and the version most likely best by ?metric= (suggested as the winner "
             "only at 95% or more). Read from counters kept as events arrive."
         ),
-        responses={200: CampaignResultsSerializer, **_errors(401, 403, 404)},
+        responses={200: CampaignResultsSerializer, **_errors(400, 401, 403, 404)},
     )
     def get(self, request: Request, campaign_id: int) -> Response:
         query = ResultsQuerySerializer(data=request.query_params.dict())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 import controlplane.path_converters  # noqa: F401  # registers <domain:...>
-from dispatch import api, controls_api, feedback_api, results_api
+from dispatch import api, controls_api, feedback_api, results_api, story_api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListCreateApi.as_view(), name="campaign-list"),
@@ -29,4 +29,5 @@ urlpatterns = [
     path("resume-all", controls_api.ResumeAllApi.as_view(), name="resume-all"),
     path("bounces/", feedback_api.BounceUploadApi.as_view(), name="bounce-upload"),
     path("erasures/", feedback_api.ErasureApi.as_view(), name="erasure-create"),
+    path("messages/<uuid:message_uuid>", story_api.MessageStoryApi.as_view(), name="message-story"),
 ]

@@ -7,10 +7,10 @@ the address is dropped without us storing who it was.
 What it covers (ops/privacy.md keeps the list for a data protection officer):
 
 - the person's own rows: outbox messages to them (address, context, last
-  reply), suppressions and feedback events keyed by their address's hash;
+  reply, every attempt's reply), suppressions and feedback events keyed by their address's hash;
 - mentions of the address anywhere else: trigger answers, Idempotency-Keys a
   client built from it (rewritten to their hash, so a retry still replays),
-  other recipients' contexts and last replies, suppression notes, feedback
+  other recipients' contexts, last replies and attempts' replies, suppression notes, feedback
   events' replies and details (a report's ``reported_recipient``), pause
   reasons, the admin's history;
 - not the audit trail, which never holds an address in clear
@@ -43,7 +43,7 @@ from deliverability.models import (
     SuppressionReason,
 )
 from deliverability.services import address_erase, suppression_add
-from dispatch.models import WAITING, Message, MessageStatus, Trigger
+from dispatch.models import WAITING, Message, MessageAttempt, MessageStatus, Trigger
 from dispatch.services.triggers import erased_key
 
 ERASED = ""  # what an erased recipient reads as
@@ -51,6 +51,7 @@ ERASED = ""  # what an erased recipient reads as
 # Rows that are not the person's own but whose free text may name them: (model, text fields, JSON fields).
 _MENTIONS: tuple[tuple[type[models.Model], tuple[str, ...], tuple[str, ...]], ...] = (
     (Message, ("last_reply",), ("context",)),
+    (MessageAttempt, ("reply",), ()),  # another recipient's refusal may quote this one (a shared alias, a forward)
     (Suppression, ("source",), ()),
     (FeedbackEvent, ("smtp_reply",), ("detail",)),
     (SendingDomain, ("paused_reason",), ()),
@@ -87,6 +88,8 @@ def address_erase_everywhere(*, address: str, requested_by: Any = None) -> Erasu
         )
         # iexact: the database's case folding, which is Unicode-aware under a UTF-8 ctype (ops/configuration.md)
         messages = Message.objects.filter(_any_of("recipient__iexact", spellings))
+        # Their attempts' replies first (found through the address this erase blanks next): "550 <a@b>: unknown".
+        MessageAttempt.objects.filter(message__in=messages).exclude(reply=ERASED).update(reply=ERASED)
         # Not yet sent: never will be.
         waiting = messages.filter(status__in=WAITING).update(
             status=MessageStatus.SUPPRESSED, recipient=ERASED, context={}, last_reply="erased on request"

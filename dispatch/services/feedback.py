@@ -42,6 +42,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.deferred_adds import deferred_adds
 from controlplane.errors import ServiceError
 from deliverability.bounces import Classification, classify_message
 from deliverability.bounces.parse import MAX_BYTES as PARSED_BYTES
@@ -311,7 +312,7 @@ def _record(verdict: Classification, tie: Tie, dedupe: str, source: str) -> Inge
 
 def message_event_record(feedback: Feedback, message: Message | None) -> tuple[FeedbackEvent, bool]:
     """``event_record``, and the event counted in its message's campaign results, in one transaction."""
-    with transaction.atomic():
+    with transaction.atomic(), deferred_adds():  # the domain's counters and the campaign's results, in the one order
         event, created = event_record(feedback)
         if created and event.verified and message is not None:
             result_event(event, message)

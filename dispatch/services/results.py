@@ -20,14 +20,15 @@ reports of one message race on that row and one of them wins.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
+from controlplane.deferred_adds import defer, register
 from deliverability.bounces import vocabulary as v
 from deliverability.models import EventType, FeedbackEvent
 from dispatch.models import CampaignResult, Message
@@ -37,16 +38,23 @@ _ONCE = ("delivered", "deferred", "bounced_hard", "bounced_soft", "complained", 
 _BITS = {name: 1 << index for index, name in enumerate(_ONCE)}  # append only: the bits are stored
 TRACKED = ("opened", "clicked")  # from ESP tracking webhooks; not feedback events
 _COLUMNS = (*CampaignResult.COUNTS, "cost_micros")
+_TABLE = CampaignResult._meta.db_table
 
 
 def results_add(rows: Mapping[tuple[int, int], Mapping[str, int]]) -> None:
-    """Add counts to (campaign id, version id) rows in one statement: ``INSERT .. ON CONFLICT DO UPDATE`` adds."""
-    rows = {key: counts for key, counts in rows.items() if any(counts.values())}
-    if not rows:
+    """Add counts to (campaign id, version id) rows in one statement (``INSERT .. ON CONFLICT DO UPDATE`` adds), or,
+    inside ``controlplane.deferred_adds.deferred_adds()``, when the transaction's adds are written together in key order."""
+    kept: dict[Hashable, Mapping[str, int]] = {key: counts for key, counts in rows.items() if any(counts.values())}
+    if not kept:
         return
-    unknown = {name for counts in rows.values() for name in counts} - set(_COLUMNS)
+    unknown = {name for counts in kept.values() for name in counts} - set(_COLUMNS)
     if unknown:
         raise ValueError(f"unknown result column {sorted(unknown)[0]!r}")  # a programming error, never input
+    if not defer(_TABLE, kept):
+        _write(kept)
+
+
+def _write(rows: Mapping[Hashable, Mapping[str, int]]) -> None:
     quote = connection.ops.quote_name
     table = quote(CampaignResult._meta.db_table)
     columns = ["campaign_id", "version_id", *_COLUMNS]
@@ -58,8 +66,9 @@ def results_add(rows: Mapping[tuple[int, int], Mapping[str, int]]) -> None:
         + ", ".join(f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in changed)
     )
     params: list[Any] = []
-    for (campaign_id, version_id), counts in sorted(rows.items()):  # one lock order across workers
-        params += [campaign_id, version_id, *(int(counts.get(c, 0)) for c in _COLUMNS)]
+    for key in sorted(cast("list[tuple[int, int]]", list(rows))):  # one lock order across workers
+        campaign_id, version_id = key
+        params += [campaign_id, version_id, *(int(rows[key].get(c, 0)) for c in _COLUMNS)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -132,3 +141,6 @@ def _once(message: Message, column: str) -> None:
         fresh = Message.objects.filter(pk=message.pk).alias(seen=F("outcomes").bitand(bit)).filter(seen=0)
         if fresh.update(outcomes=F("outcomes").bitor(bit)):
             results_add({(message.campaign_id, message.version_id): {column: 1}})
+
+
+register(_TABLE, _write)

@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dispatch.models import WAITING, CampaignStatus, Message, MessageStatus
+from controlplane.locking import lock_skip_locked
+from dispatch.models import WAITING, AttemptOutcome, CampaignStatus, Message, MessageAttempt, MessageStatus
 from dispatch.services.hints import publish_send_batches
+
+LEASE_EXPIRED = "lease expired while sending; see ops runbook"
 
 
 @dataclass
@@ -32,10 +36,23 @@ def sweep(*, now: datetime | None = None) -> SweepResult:
 
 
 def leases_expire(*, now: datetime) -> int:
-    """Rows still ``sending`` after their lease: an SMTP 250 may have happened, so never re-send."""
-    return Message.objects.filter(status=MessageStatus.SENDING, lease_expires_at__lt=now).update(
-        status=MessageStatus.UNKNOWN, lease_expires_at=None, last_reply="lease expired while sending; see ops runbook"
-    )
+    """Rows still ``sending`` after their lease: an SMTP 250 may have happened, so never re-send.
+
+    Each is recorded as an ``unknown`` attempt (transport ``sweeper``) for its story (dispatch.story). Rows a
+    worker's recording holds are skipped: they are getting their outcome (or the next beat takes them).
+    """
+    marked = timezone.now()  # when it was marked (``now`` is the clock leases are judged by)
+    with transaction.atomic():
+        expired = Message.objects.filter(status=MessageStatus.SENDING, lease_expires_at__lt=now)
+        rows = list(expired.select_for_update(**lock_skip_locked()).values_list("pk", "attempts"))
+        if not rows:
+            return 0
+        Message.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            status=MessageStatus.UNKNOWN, lease_expires_at=None, last_reply=LEASE_EXPIRED
+        )
+        unknown = {"at": marked, "outcome": AttemptOutcome.UNKNOWN, "reply": LEASE_EXPIRED, "transport": "sweeper"}
+        MessageAttempt.objects.bulk_create(MessageAttempt(message_id=pk, number=attempts, **unknown) for pk, attempts in rows)
+    return len(rows)
 
 
 def due_domains(*, now: datetime) -> list[int]:

@@ -38,6 +38,7 @@ from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from controlplane import metrics
+from controlplane.deferred_adds import deferred_adds
 from controlplane.locking import lock_no_key, lock_skip_locked
 from deliverability.models import EventType, ProviderStream, SendingDomain
 from deliverability.selectors import suppressed_among
@@ -55,7 +56,7 @@ from deliverability.services.batch_watch import batch_watch
 from deliverability.services.handover import Scope, hand_over_guard, sending_paused
 from deliverability.services.streams import Heard, stream_hear
 from deliverability.services.warmup import daily_remaining
-from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageStatus, Trigger
+from dispatch.models import WAITING, Campaign, CampaignStatus, Message, MessageAttempt, MessageStatus, Trigger
 from dispatch.services.delivery import SENT as SENT_OUTCOME
 from dispatch.services.delivery import DomainFault, Outcome, Prepared, Transport, log_unexpected, one_line, open_transport
 from dispatch.services.feedback import reply_learn
@@ -381,7 +382,7 @@ def messages_record(
     released_ids = {m.pk for m in released}
     others = [m for m in messages if m.pk in outcomes and outcomes[m.pk] != SENT_OUTCOME]
     heard = [Heard(m.provider, 250, "") for m in messages if m.pk in sent_ids]
-    with transaction.atomic():
+    with transaction.atomic(), deferred_adds():  # counters and results written together, in one order, at its end
         cancelled = campaigns_cancelled({m.campaign_id for m in messages})  # first: a cancel waits for this transaction
         attempted: Counter[str] = Counter()  # the detector's denominator per stream: final answers from the receiver, yes or no
         taken = _mark_sent(messages, sent, now)
@@ -409,6 +410,8 @@ def messages_record(
         if heard:  # each provider's stream: slowed on rate limiting, paused on refusals of our authentication or listing
             stream_hear(domain_id=messages[0].sending_domain_id, heard=heard, streams=result.streams)
         results_delivered(taken=taken, failed=failed)
+        # One INSERT a batch: each outcome as the transport gave it (dispatch.story reads them); released rows were no attempt.
+        MessageAttempt.objects.bulk_create(_attempts(messages, outcomes, now))
     correlations = _correlations(messages)
     for message in messages:
         status = MessageStatus.SENT if message.pk in sent_ids else message.status
@@ -417,6 +420,24 @@ def messages_record(
         result.add(status)
         _log_message(message, status, correlations.get(message.trigger_id, ""))
     result.correlation_ids.update(filter(None, correlations.values()))
+
+
+def _attempts(messages: list[Message], outcomes: dict[int, Outcome], now: datetime) -> list[MessageAttempt]:
+    """The batch's attempts, built in memory: also those of rows the sweeper already took back (what really happened)."""
+    transport = _transport_label()
+    return [
+        MessageAttempt(
+            message_id=m.pk, number=m.attempts, at=now, outcome=outcomes[m.pk].status, code=outcomes[m.pk].code,
+            reply=outcomes[m.pk].reply[:1000], transport=transport,
+        )
+        for m in messages if m.pk in outcomes
+    ]
+
+
+def _transport_label() -> str:
+    """``smtp`` or the ESP's name, from the EMAIL_BACKEND the transport was opened from (open_transport)."""
+    parts = str(settings.EMAIL_BACKEND).split(".")  # django.core.mail.backends.smtp.EmailBackend, anymail.backends.postmark.EmailBackend
+    return (parts[-2] if len(parts) > 1 else parts[0])[:40]
 
 
 def _mark_sent(messages: list[Message], sent: list[int], now: datetime) -> list[Message]:
