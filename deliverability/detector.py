@@ -277,6 +277,10 @@ class DetectorState:
     def win_trials(self) -> np.ndarray:
         return self._current()[21]
 
+    def idle_minutes(self, index: np.ndarray) -> np.ndarray:
+        """Minutes since these entities last had counts (0: in the last step; a new or reset entity counts as fresh)."""
+        return self._clock - self._rows[index, _LAST]
+
     def _current(self) -> np.ndarray:
         """Every entity brought up to now, as (_WIDTH, n) read-only; kept until the state changes."""
         if self._snapshot is None:

@@ -8,7 +8,9 @@ provider group), then every domain on what its streams leave it:
   leave its domain's input (as do those of streams excluded before: paused),
   so the domain is not paused for it a second time;
 - two or more of a domain's streams deciding in one minute, or a stream that
-  was the only one sending, is the domain's mail shifting: *domain-wide*; the
+  was the only one sending (no other of the domain's streams had mail in the
+  last ``RECENT_MINUTES``: a small domain sends to one provider one minute and
+  another the next), is the domain's mail shifting: *domain-wide*; the
   domain's state is marked decided, and the caller pauses the domain;
 - the domain's own step, on its remaining sum, decides as before.
 
@@ -26,6 +28,7 @@ import numpy as np
 from deliverability.detector import Decisions, DetectorState, detector_step
 
 DOMAIN_WIDE = 2  # streams of one domain deciding in one minute that make it the domain's shift
+RECENT_MINUTES = 60  # another stream with mail this recently: the domain still sends elsewhere
 COUNTS = ("sent", "bounced_hard", "bounced_soft", "bounced_reputation", "complained")  # what a step reads
 
 
@@ -46,6 +49,8 @@ class TwoLevel:
     def __init__(self, streams: DetectorState, domains: DetectorState, owner: np.ndarray, excluded: np.ndarray) -> None:
         self.streams, self.domains, self.owner = streams, domains, owner
         self.excluded = excluded.copy()  # streams whose counts are not their domain's to judge
+        self._by_domain = np.argsort(owner, kind="stable")  # each domain's streams: _by_domain[_starts[d]:_starts[d + 1]]
+        self._starts = np.searchsorted(owner[self._by_domain], np.arange(len(domains) + 1))
 
     def step(self, stream_counts: Mapping[str, np.ndarray], domain_counts: Mapping[str, np.ndarray]) -> Minute:
         """One minute: counts per stream and per domain (their sums), shape (n,) each."""
@@ -53,7 +58,7 @@ class TwoLevel:
         fresh: dict[int, list[int]] = {}
         for index in decided.index.tolist():
             fresh.setdefault(int(self.owner[index]), []).append(index)
-        alone_domains = self._alone(stream_counts["sent"], fresh)
+        alone_domains = self._alone(fresh)
         alone = [index for domain in sorted(alone_domains) for index in fresh[domain]]
         self.excluded[alone] = True  # one provider's trouble: it leaves the domain's input from now on
         domains = _step(self.domains, self._domain_feed(stream_counts, domain_counts))
@@ -63,13 +68,17 @@ class TwoLevel:
             self.domains.paused[list(wide)] = True  # decided: no further decision on the domain until a resume
         return Minute(streams=decided, alone=alone, domains=domains, domain_wide=wide)
 
-    def _alone(self, sent: np.ndarray, fresh: dict[int, list[int]]) -> set[int]:
+    def _alone(self, fresh: dict[int, list[int]]) -> set[int]:
         """Domains whose streams that decided now did so alone: one stream, with others of the domain still sending."""
-        if not fresh:
-            return set()
-        sending = ~self.excluded
-        by_domain = np.bincount(self.owner[sending], weights=sent[sending], minlength=len(self.domains))
-        return {d for d, members in fresh.items() if len(members) < DOMAIN_WIDE and by_domain[d] > sent[members].sum()}
+        alone = set()
+        for domain, members in fresh.items():
+            if len(members) >= DOMAIN_WIDE:
+                continue
+            others = self._by_domain[self._starts[domain] : self._starts[domain + 1]]
+            others = others[(others != members[0]) & ~self.excluded[others]]
+            if len(others) and (self.streams.idle_minutes(others) <= RECENT_MINUTES).any():
+                alone.add(domain)
+        return alone
 
     def _domain_feed(self, streams: Mapping[str, np.ndarray], domains: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each domain's minute without its excluded streams'."""

@@ -206,3 +206,19 @@ def test_the_reputation_history_draws_one_stream_when_asked(domain: SendingDomai
     assert sum(p["sent"] for p in gmail["points"]) == 30 * 50 and sum(p["bounced"] for p in gmail["points"]) == 30
     assert sum(p["sent"] for p in other["points"]) == 30 * 10
     assert_error(api_as(oncall).get(url + "&provider=hotmail"), 400, field="provider")
+
+
+def test_a_small_domains_stream_is_paused_alone_though_the_others_sent_nothing_that_minute(domain: SendingDomain) -> None:
+    """A small domain sends to one provider one minute and another the next: the others are still sending if they had
+    mail within the hour (stream_detector.RECENT_MINUTES), so one provider's block stays that provider's."""
+    DomainMinute.objects.bulk_create(
+        DomainMinute(sending_domain=domain, provider=provider, minute=END - timedelta(minutes=m + 1), sent=n, bounced_soft=0)
+        for m in range(180)
+        for provider, n in (("gmail", 40), ("microsoft", 20 if m % 7 == 3 else 0), ("", 10 if m % 11 == 5 else 0))
+        if n
+    )
+    shift(domain, ["gmail"])
+    result = detector_run(now=END)
+    domain.refresh_from_db()
+    assert not domain.paused
+    assert [(e.provider, e.signal) for e in result.paused] == [("gmail", "reputation")]
