@@ -60,6 +60,38 @@ class ReadOnlyAdmin(CapabilityAccess, admin.ModelAdmin):
 # --- pause / resume actions: a reason first, then the same service the API calls ---------------
 
 
+def add_service_error(form: forms.BaseForm, exc: ServiceError) -> None:
+    """Show a service's one-line refusal on the field it names (without the name: the label says it), or above the form."""
+    if exc.field in form.fields:
+        form.add_error(exc.field, exc.message)
+    else:
+        form.add_error(None, str(exc))
+
+
+class ServiceModelForm(forms.ModelForm):
+    """Validation ends with the service call that writes; ``instance`` becomes its result.
+
+    Only the service validates fully (it renders a version, reads a DKIM key and
+    asks DNS), so its refusal must surface while the form can still show it,
+    one line on the field it names. The admin's changeform view runs in a
+    transaction, and the ModelAdmin's ``save_model`` has nothing left to save.
+    """
+
+    user: Any = None  # the request's user, set by the ModelAdmin's get_form
+
+    def write(self) -> Any:
+        raise NotImplementedError
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # type: ignore[misc]  # django-stubs: BaseModelForm._post_clean (private) is not in the stubs
+        if self.errors:  # those of clean() and the model's validation, already collected
+            return
+        try:
+            self.instance = self.write()
+        except ServiceError as exc:
+            add_service_error(self, exc)
+
+
 class PauseForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, help_text="Kept on the object and in the audit trail."

@@ -21,8 +21,15 @@ from django.utils.html import format_html, format_html_join
 
 from access.permissions import Capability
 from controlplane.addresses import address_hash, validate_address
-from controlplane.admin_roles import ControlActions, DomainResumeForm, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
-from controlplane.errors import ServiceError
+from controlplane.admin_roles import (
+    ControlActions,
+    DomainResumeForm,
+    PauseForm,
+    ReadOnlyAdmin,
+    ResumeForm,
+    ServiceModelForm,
+    control_action,
+)
 from deliverability.charts import reputation_svg
 from deliverability.models import (
     DomainMinute,
@@ -77,7 +84,7 @@ _SETTINGS = [
 _STATE = ["paused", "paused_by", "paused_reason", "paused_at", "override_until", "warmup_step", "warmup_step_since"]
 
 
-class SendingDomainForm(forms.ModelForm):
+class SendingDomainForm(ServiceModelForm):
     """A domain's settings, written by ``domain_create`` / ``domain_update`` when the form validates.
 
     Only the service validates fully (the DKIM key against DNS), so it is
@@ -89,7 +96,6 @@ class SendingDomainForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 2}), max_length=1000, required=False,
         help_text="Why this change: kept in the audit trail with the values before and after.",
     )
-    user: Any = None  # the request's user, set by SendingDomainAdmin.get_form
 
     class Meta:
         model = SendingDomain
@@ -124,18 +130,6 @@ class SendingDomainForm(forms.ModelForm):
         if self.instance.pk is not None and not data.get("reason", "").strip():
             self.add_error("reason", "Say why: the change is audited with its reason.")
         return data
-
-    def _post_clean(self) -> None:
-        super()._post_clean()  # type: ignore[misc]  # django-stubs: BaseModelForm._post_clean (private) is not in the stubs
-        if self.errors:  # those of clean() and the model's validation, already collected
-            return
-        try:
-            self.instance = self.write()
-        except ServiceError as exc:
-            if exc.field in self.fields:
-                self.add_error(exc.field, exc.message)
-            else:
-                self.add_error(None, str(exc))
 
     def write(self) -> SendingDomain:
         data = self.cleaned_data

@@ -129,14 +129,11 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-@dataclass(frozen=True)
-class ReputationPoint:
-    start: datetime
+class _Rates:
+    """Bounce and complaint rates of counters that have ``sent``, ``bounced`` and ``complained``."""
+
     sent: int
-    delivered: int
     bounced: int
-    bounced_hard: int
-    bounced_reputation: int
     complained: int
 
     @property
@@ -146,6 +143,18 @@ class ReputationPoint:
     @property
     def complaint_rate(self) -> float | None:
         return self.complained / self.sent if self.sent else None
+
+
+@dataclass(frozen=True)
+class ReputationPoint(_Rates):
+    start: datetime
+    sent: int
+    delivered: int
+    bounced: int
+    bounced_hard: int
+    bounced_reputation: int
+    complained: int
+
 
 
 def domain_reputation_history(
@@ -193,7 +202,7 @@ def domain_pause_evidence(*, domain: SendingDomain, since: datetime | None = Non
 
 
 @dataclass(frozen=True)
-class StreamHealth:
+class StreamHealth(_Rates):
     """One provider stream's counters over a recent window, as the on-call engineer reads them."""
 
     sent: int
@@ -201,13 +210,6 @@ class StreamHealth:
     reputation: int
     complained: int
 
-    @property
-    def bounce_rate(self) -> float | None:
-        return self.bounced / self.sent if self.sent else None
-
-    @property
-    def complaint_rate(self) -> float | None:
-        return self.complained / self.sent if self.sent else None
 
 
 def stream_health(*, domain: SendingDomain, since: datetime) -> dict[str, StreamHealth]:

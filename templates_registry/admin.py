@@ -41,7 +41,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from access.permissions import Capability
-from controlplane.admin_roles import CapabilityAccess, PauseForm, control_action
+from controlplane.admin_roles import CapabilityAccess, PauseForm, ServiceModelForm, control_action
 from controlplane.json_values import BoundedJSONField
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Template, Variant, VariantVersion, VersionAssessment
@@ -92,34 +92,6 @@ class VariablesField(BoundedJSONField):
         if not isinstance(data, dict):
             raise ValidationError(self.error_messages["not_object"], code="not_object")
         return data
-
-
-def add_service_error(form: forms.BaseForm, exc: services.RegistryError | RenderError) -> None:
-    """Show a service's one-line error on the field it names, or above the form."""
-    form.add_error(exc.field if exc.field in form.fields else None, str(exc))
-
-
-class ServiceModelForm(forms.ModelForm):
-    """Validation ends with the service call that writes; ``instance`` becomes its result.
-
-    Only the service validates fully (it renders the version), so its error must
-    surface while the form can still show it. The admin's changeform view runs in
-    a transaction, and ``ServiceWrites.save_model`` has nothing left to save.
-    """
-
-    user: Any = None  # the request's user, set by ServiceWrites.get_form
-
-    def write(self) -> Any:
-        raise NotImplementedError
-
-    def _post_clean(self) -> None:
-        super()._post_clean()  # type: ignore[misc]  # django-stubs: BaseModelForm._post_clean (private) is not in the stubs
-        if self.errors:  # those of clean() and the model's validation, already collected
-            return
-        try:
-            self.instance = self.write()
-        except (services.RegistryError, RenderError) as exc:
-            add_service_error(self, exc)
 
 
 class TemplateForm(ServiceModelForm):

@@ -189,3 +189,19 @@ def assert_error(response: Any, status: int, field: str | None = None) -> dict[s
     if field is not None:
         assert field in body["fields"], body
     return body
+
+
+@pytest.fixture
+def two_variants(campaign: Any, marketer: User) -> Any:
+    """The campaign's template gets a second variant, b, approved through the real gate."""
+    from deliverability.assessments import version_assess
+
+    variant = services.variant_create(template=campaign.template, slug="b", weight=1)
+    version = services.version_create(
+        variant=variant, mjml_body=SIMPLE_MJML, subject="Hello {{ first_name }}", sender_name="Atelier",
+        preheader="Picked for {{ first_name }}", variables=SIMPLE_VARIABLES,
+    )
+    assessment = version_assess(version_id=version.pk)
+    assert assessment is not None and assessment.state == "scored"
+    services.version_approve(version=version, approved_by=marketer)
+    return campaign

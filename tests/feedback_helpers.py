@@ -11,6 +11,8 @@ from deliverability.models import DomainMinute
 from dispatch.models import Message, MessageStatus
 from dispatch.services.delivery import envelope_sender
 from dispatch.services.triggers import trigger_accept
+from dispatch.services.verp import verp_address
+from dispatch.services.worker import batch_send
 from tests.conftest import CORPORA, recipients
 
 BOUNCES = CORPORA / "bounces"
@@ -58,3 +60,23 @@ def verp_of(message: Message) -> str:
 def counters(domain_id: int) -> dict[str, int]:
     rows = DomainMinute.objects.filter(sending_domain_id=domain_id)
     return {name: sum(getattr(row, name) for row in rows) for name in DomainMinute.COUNTS}
+
+
+def send_all(campaign: Any) -> None:
+    """Batches of the campaign's domain until one leaves nothing due."""
+    for _ in range(100):
+        if not batch_send(domain_id=campaign.sending_domain_id).more:
+            return
+
+
+def dsn(message: Message, status: str, diagnostic: str) -> bytes:
+    """A DSN for ``message`` as a receiving MTA returns it: to its signed VERP address, one failed recipient."""
+    return (
+        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {verp_address(message.uuid, 'mail.example.com')}\r\n"
+        "Subject: Delivery Status Notification (Failure)\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {message.recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n--B--\r\n"
+    ).encode()

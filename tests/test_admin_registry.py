@@ -172,10 +172,11 @@ def test_add_form_creates_the_next_numbered_version(
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
-        ({"mjml_body": "<mjml><mj-body><mj-section>"}, "mjml_body", "mjml_body: MJML error"),
-        ({"mjml_body": MJML_TEXT.format("{% if %}")}, "mjml_body", "mjml_body: Jinja syntax error"),
+        # On its field the error goes without the field's name (the label says it): "MJML error ...", not "mjml_body: ...".
+        ({"mjml_body": "<mjml><mj-body><mj-section>"}, "mjml_body", "MJML error"),
+        ({"mjml_body": MJML_TEXT.format("{% if %}")}, "mjml_body", "Jinja syntax error"),
         ({"mjml_body": MJML_TEXT.format("{{ last_name }}")}, "mjml_body", "undeclared variable 'last_name'"),
-        ({"subject": "Hi {{ nickname }}"}, "subject", "subject: undeclared variable 'nickname'"),
+        ({"subject": "Hi {{ nickname }}"}, "subject", "undeclared variable 'nickname'"),
         ({"mjml_body": MJML_TEXT.format("{{ ''.__class__ }}")}, "mjml_body", "sandbox violation"),
         ({"variables": '{"first_name": "Ana",'}, "variables", "Enter the sample values as a JSON object"),
         ({"variables": '["Ana"]'}, "variables", "Sample values must be a JSON object"),

@@ -14,58 +14,23 @@ from typing import Any
 import pytest
 from anymail.signals import AnymailTrackingEvent
 
-from deliverability.assessments import version_assess
 from dispatch.models import CampaignResult, Message, MessageStatus
 from dispatch.selectors import Rate
 from dispatch.services.delivery import ESP_METADATA_KEY
 from dispatch.services.feedback import bounce_ingest
 from dispatch.services.triggers import trigger_accept
 from dispatch.services.unsubscribe import unsubscribe_one_click, unsubscribe_token
-from dispatch.services.verp import verp_address
 from dispatch.services.webhooks import webhook_event_ingest
-from dispatch.services.worker import batch_send
-from templates_registry import services
-from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES
+from tests.conftest import SIMPLE_VARIABLES
+from tests.feedback_helpers import dsn, send_all
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def two_variants(campaign: Any, marketer: Any) -> Any:
-    """The campaign's template gets a second variant, b, approved through the real gate."""
-    variant = services.variant_create(template=campaign.template, slug="b", weight=1)
-    version = services.version_create(
-        variant=variant, mjml_body=SIMPLE_MJML, subject="Hello {{ first_name }}", sender_name="Atelier",
-        preheader="Picked for {{ first_name }}", variables=SIMPLE_VARIABLES,
-    )
-    assessment = version_assess(version_id=version.pk)
-    assert assessment is not None and assessment.state == "scored"
-    services.version_approve(version=version, approved_by=marketer)
-    return campaign
-
-
 def people() -> list[dict[str, Any]]:
     domains = ["ok.example.org"] * 6 + ["gone.example.org", "busy.example.org"]
     return [{"address": f"p{i}@{domains[i % len(domains)]}", "context": SIMPLE_VARIABLES} for i in range(64)]
-
-
-def send_all(campaign: Any) -> None:
-    for _ in range(100):
-        if not batch_send(domain_id=campaign.sending_domain_id).more:
-            return
-
-
-def dsn(message: Message, status: str, diagnostic: str) -> bytes:
-    return (
-        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {verp_address(message.uuid, 'mail.example.com')}\r\n"
-        "Subject: Delivery Status Notification (Failure)\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
-        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {message.recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
-        f"Diagnostic-Code: smtp; {diagnostic}\r\n--B--\r\n"
-    ).encode()
 
 
 def esp(message: Message, event_type: str, event_id: str) -> None:

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 
 from audit.models import AuditEntry
-from deliverability.assessments import version_assess
 from dispatch.models import CampaignResult, Message, Quarantine
 from dispatch.services.guardrails import FALSE_ALARM_BUDGET, METRICS, GuardrailError, guardrails_check, judge, quarantine_restore
 from dispatch.services.results import results_add
 from dispatch.services.triggers import trigger_accept
-from templates_registry import services
 from templates_registry.models import Variant
-from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES, recipients
+from tests.conftest import recipients
 
 RATES = {"complaint": 0.001, "unsubscribe": 0.002, "bounce": 0.02}  # a healthy list
 LOOK_EVERY = 250  # messages per variant between two looks (the beat's minute)
@@ -75,19 +73,6 @@ def test_a_better_variant_is_never_judged_worse() -> None:
 
 
 # --- the database -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def two_variants(campaign: Any, marketer: Any) -> Any:
-    variant = services.variant_create(template=campaign.template, slug="b", weight=1)
-    version = services.version_create(
-        variant=variant, mjml_body=SIMPLE_MJML, subject="Hello {{ first_name }}", sender_name="Atelier",
-        preheader="Picked for {{ first_name }}", variables=SIMPLE_VARIABLES,
-    )
-    assessment = version_assess(version_id=version.pk)
-    assert assessment is not None and assessment.state == "scored"
-    services.version_approve(version=version, approved_by=marketer)
-    return campaign
 
 
 def versions(campaign: Any) -> dict[str, Any]:

@@ -30,12 +30,12 @@ from dispatch.services.erasure import address_erase_everywhere
 from dispatch.services.feedback import bounce_ingest
 from dispatch.services.sweeper import leases_expire
 from dispatch.services.triggers import trigger_accept
-from dispatch.services.verp import verp_address
 from dispatch.services.worker import BatchResult, batch_send, message_claim, messages_record
 from dispatch.story import message_story
 from dispatch.story_api import story_body
 from templates_registry import services
 from tests.conftest import SIMPLE_VARIABLES, assert_error
+from tests.feedback_helpers import dsn, send_all
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.django_db
@@ -53,24 +53,6 @@ def trigger(campaign: Any, key: str, *addresses: str) -> list[Message]:
     return list(Message.objects.filter(trigger__idempotency_key=key).order_by("id"))
 
 
-def send(campaign: Any) -> None:
-    for _ in range(20):
-        if not batch_send(domain_id=campaign.sending_domain_id).more:
-            return
-
-
-def dsn(message: Message, status: str, diagnostic: str) -> bytes:
-    return (
-        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {verp_address(message.uuid, 'mail.example.com')}\r\n"
-        "Subject: Delivery Status Notification (Failure)\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
-        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {message.recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
-        f"Diagnostic-Code: smtp; {diagnostic}\r\n--B--\r\n"
-    ).encode()
-
-
 def kinds(story: Any) -> list[str]:
     return [entry.kind for entry in story.timeline]
 
@@ -80,7 +62,7 @@ def kinds(story: Any) -> list[str]:
 
 def test_a_delivered_message_tells_its_250_and_its_version(campaign: Any, smtp_sink: SmtpSink, approved_version: Any) -> None:
     [message] = trigger(campaign, "k1", "ana@ok.example.org")
-    send(campaign)
+    send_all(campaign)
     story = message_story(message)
     message.refresh_from_db()
     assert [(a.number, a.outcome, a.code, a.transport) for a in story.attempts] == [(1, AttemptOutcome.SENT, 250, "smtp")]
@@ -120,7 +102,7 @@ def test_deferred_then_sent_shows_both_attempts_and_the_receivers_4xx(
     assert waiting.message.status == MessageStatus.DEFERRED
     assert waiting.verdict.startswith("deferred (451 4.7.1 Greylisted, try again later), attempt 1; next attempt at ")
     del smtp_sink.handler.replies_by_domain["busy.example.org"]
-    send(campaign)
+    send_all(campaign)
     story = message_story(message)
     attempts = [(a.number, a.outcome, a.code, a.reply) for a in story.attempts]
     assert attempts == [(1, "deferred", 451, "4.7.1 Greylisted, try again later"), (2, "sent", 250, "")]
@@ -132,7 +114,7 @@ def test_deferred_then_sent_shows_both_attempts_and_the_receivers_4xx(
 def test_refused_for_good_then_a_dsn_shows_both_events_and_the_suppression_they_caused(campaign: Any, smtp_sink: SmtpSink) -> None:
     [message] = trigger(campaign, "k1", "gone@gone.example.org")
     smtp_sink.handler.replies_by_domain["gone.example.org"] = UNKNOWN_USER
-    send(campaign)
+    send_all(campaign)
     message.refresh_from_db()
     bounce_ingest(raw=dsn(message, "5.1.1", UNKNOWN_USER), source="upload")
     story = message_story(message)
@@ -148,7 +130,7 @@ def test_refused_for_good_then_a_dsn_shows_both_events_and_the_suppression_they_
 def test_a_suppressed_recipient_gets_no_message_at_the_door(campaign: Any, smtp_sink: SmtpSink) -> None:
     smtp_sink.handler.replies_by_domain["gone.example.org"] = UNKNOWN_USER
     trigger(campaign, "k1", "gone@gone.example.org")
-    send(campaign)
+    send_all(campaign)
     response, _ = trigger_accept(campaign=campaign, idempotency_key="k2", recipients=[{"address": "gone@gone.example.org", "context": {}}])
     assert response["suppressed_recipients"] == ["gone@gone.example.org"]
     assert Message.objects.count() == 1  # so a suppression's story is that of a message queued before it
@@ -161,7 +143,7 @@ def test_a_message_stopped_at_the_workers_last_check_tells_the_suppression_and_t
     smtp_sink.handler.replies_by_domain["gone.example.org"] = UNKNOWN_USER
     [first] = trigger(campaign, "k1", "gone@gone.example.org")
     [second] = trigger(campaign, "k2", "gone@gone.example.org")  # queued before anyone knew
-    send(campaign)
+    send_all(campaign)
     story = message_story(second)
     assert story.message.status == MessageStatus.SUPPRESSED
     assert [(a.outcome, a.code, a.reply) for a in story.attempts] == [("suppressed", None, "suppressed before sending")]
@@ -219,7 +201,7 @@ def test_the_api_tells_the_story_to_every_role_and_to_nobody_else(
     campaign: Any, smtp_sink: SmtpSink, api_as: Any, oncall: Any, outsider: Any
 ) -> None:
     [message] = trigger(campaign, "k1", "ana@ok.example.org")
-    send(campaign)
+    send_all(campaign)
     path = f"/api/v1/messages/{message.uuid}"
     assert api_as(None).get(path).status_code == 401
     assert api_as(outsider).get(path).status_code == 403
@@ -242,7 +224,7 @@ def test_an_unknown_message_is_a_404_in_one_line(db: Any, api_as: Any, oncall: A
 def test_the_admin_page_shows_the_verdict_above_the_timeline(campaign: Any, smtp_sink: SmtpSink, oncall: Any, staff_client: Any) -> None:
     smtp_sink.handler.replies_by_domain["gone.example.org"] = UNKNOWN_USER
     [message] = trigger(campaign, "k1", "gone@gone.example.org")
-    send(campaign)
+    send_all(campaign)
     page = staff_client(oncall).get(f"/admin/dispatch/message/{message.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -257,7 +239,7 @@ def test_the_admin_page_shows_the_verdict_above_the_timeline(campaign: Any, smtp
 def test_after_an_erase_the_story_names_no_address_and_still_tells_what_happened(campaign: Any, smtp_sink: SmtpSink) -> None:
     smtp_sink.handler.replies_by_domain["gone.example.org"] = UNKNOWN_USER
     [message, other] = trigger(campaign, "k1", "gone@gone.example.org", "bo@ok.example.org")
-    send(campaign)
+    send_all(campaign)
     message.refresh_from_db()
     bounce_ingest(raw=dsn(message, "5.1.1", UNKNOWN_USER), source="upload")
     MessageAttempt.objects.filter(message=other).update(reply="250 ok, forwarded for <gone@gone.example.org>")  # a mention
