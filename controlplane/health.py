@@ -2,7 +2,13 @@
 
 /readyz checks the database, the broker and spamd in parallel, each with its
 own connection and a short timeout, so a probe answers within about
-``CHECK_TIMEOUT_SECONDS`` whatever is down. /metrics and the error text of
+``CHECK_TIMEOUT_SECONDS`` whatever is down. Only the database and the broker
+decide readiness (``REQUIRED``): a balancer takes a host out of rotation on a
+503, and with it the unsubscribe endpoint, the webhooks and the trigger API,
+none of which needs spamd (a version spamd cannot score waits, "not scored",
+and is never sent). spamd is reported beside them, ``"required": false``,
+the answer ``"degraded"``; ``/readyz/spamd`` answers 503 for spamd alone,
+for an alert. /metrics and the error text of
 /readyz are for operators only: with ``SENDPLANE_METRICS_TOKEN`` set they need
 ``Authorization: Bearer <token>``; unset, only a loopback client that came
 through no proxy (ops/configuration.md, "Metrics and health").
@@ -84,13 +90,27 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: 200 when the database, the broker and spamd all answer, else 503 naming what is down."""
-    results = checks_run(CHECKS)
+    """Readiness: 200 when the database and the broker answer (spamd reported beside them), else 503 naming what is down."""
+    return _answer(request, checks_run(CHECKS))
+
+
+@never_cache
+@require_safe
+def readyz_spamd(request: HttpRequest) -> JsonResponse:
+    """spamd alone: 200 when it answers, else 503 (for an alert; it never takes the host out of rotation)."""
+    return _answer(request, checks_run({"spamd": spamd_check}), required=("spamd",))
+
+
+def _answer(request: HttpRequest, results: dict[str, dict], required: tuple[str, ...] | None = None) -> JsonResponse:
+    required = REQUIRED if required is None else required
     if not operator_allowed(request):  # anyone may probe; only operators see hosts and messages
         for result in results.values():
             result["error"] = result["error"] and result["error"].split(":", 1)[0]
-    up = all(result["up"] for result in results.values())
-    return JsonResponse({"status": "ok" if up else "unavailable", "checks": results}, status=200 if up else 503)
+    for name, result in results.items():
+        result["required"] = name in required
+    ready = all(result["up"] for name, result in results.items() if name in required)
+    status = "unavailable" if not ready else "ok" if all(result["up"] for result in results.values()) else "degraded"
+    return JsonResponse({"status": status, "checks": results}, status=200 if ready else 503)
 
 
 # --- the checks: each returns nothing or raises ------------------------------------------------------
@@ -143,6 +163,7 @@ def spamd_check() -> None:
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": database_check, "broker": broker_check, "spamd": spamd_check}
+REQUIRED = ("database", "broker")  # what readiness needs; spamd is reported, and has its own probe
 
 
 def checks_run(checks: dict[str, Callable[[], None]]) -> dict[str, dict]:

@@ -23,6 +23,7 @@ urlpatterns = [
     path("webhooks/", include(("dispatch.webhook_urls", "anymail"))),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("readyz/spamd", health.readyz_spamd, name="readyz-spamd"),
     path("metrics", health.metrics_view, name="metrics"),
 ]
 

@@ -65,16 +65,30 @@ def test_readyz_names_a_filesystem_broker_whose_folder_is_missing(client: Any, s
     assert "missing" in response.json()["checks"]["broker"]["error"]
 
 
-def test_readyz_names_spamd_when_it_is_down(client: Any, settings: Any) -> None:
+def test_readyz_stays_ready_when_spamd_is_down_and_says_so(client: Any, settings: Any) -> None:
+    """Issue 18: a 503 takes the host out of rotation, and the unsubscribe endpoint, webhooks and the trigger API with
+    it; none needs spamd (an unscored version waits and is never sent). spamd is reported, and has its own probe."""
     settings.SPAMD_PORT = closed_port()
     response = client.get("/readyz")
-    assert down_only(response) == {"spamd"}
-    assert f":{settings.SPAMD_PORT}" in response.json()["checks"]["spamd"]["error"]
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert {name: (c["up"], c["required"]) for name, c in body["checks"].items()} == {
+        "database": (True, True), "broker": (True, True), "spamd": (False, False),
+    }
+    assert f":{settings.SPAMD_PORT}" in body["checks"]["spamd"]["error"]
+    alone = client.get("/readyz/spamd")
+    assert down_only(alone) == {"spamd"}
+
+
+def test_readyz_spamd_is_200_when_spamd_answers(client: Any) -> None:
+    response = client.get("/readyz/spamd")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
 
 
 def test_readyz_shows_a_remote_prober_only_the_error_class(client: Any, settings: Any) -> None:
     settings.SPAMD_PORT = closed_port()
-    response = client.get("/readyz", REMOTE_ADDR="10.1.2.3")
+    response = client.get("/readyz/spamd", REMOTE_ADDR="10.1.2.3")
     assert down_only(response) == {"spamd"}
     error = response.json()["checks"]["spamd"]["error"]
     assert error and ":" not in error and str(settings.SPAMD_PORT) not in error  # no host, no port
