@@ -276,6 +276,17 @@ SENDPLANE_RENDER = {
 # --- Dispatch ----------------------------------------------------------------------
 # Where recipients' unsubscribe links point (the one-click endpoint lives at /u/<token>).
 SENDPLANE_PUBLIC_URL = (env_str("SENDPLANE_PUBLIC_URL", "http://localhost:8000") or "").rstrip("/")
+# Production (any database but the embedded SQLite) refuses to start unless that URL is https: Gmail, Yahoo and
+# Microsoft junk bulk mail whose one-click link is not, and an http://localhost link unsubscribes nobody.
+# SENDPLANE_INSECURE_PUBLIC_URL=1 lifts it for an installation nobody outside reaches (the tests, benches, faults).
+SENDPLANE_INSECURE_PUBLIC_URL = env_bool("SENDPLANE_INSECURE_PUBLIC_URL", False)
+if not EMBEDDED and not SENDPLANE_INSECURE_PUBLIC_URL:
+    _public = urlsplit(SENDPLANE_PUBLIC_URL)
+    if _public.scheme != "https" or not _public.hostname:
+        raise ImproperlyConfigured(
+            f"SENDPLANE_PUBLIC_URL must be an https:// URL in production (unsubscribe links point there), "
+            f"not {SENDPLANE_PUBLIC_URL!r}"
+        )
 
 # --- HTTPS (Django's SECURE_* and *_COOKIE_SECURE) ---------------------------------------
 # An installation whose public URL is https:// is served over TLS: it defaults to HSTS, a redirect
@@ -477,6 +488,7 @@ reject_unknown(
         "SENDPLANE_RENDER_TIMEOUT_MS",
         "SENDPLANE_RENDER_MAX_NESTING",
         "SENDPLANE_PUBLIC_URL",
+        "SENDPLANE_INSECURE_PUBLIC_URL",
         "SENDPLANE_DISPATCH_BATCH_SIZE",
         "SENDPLANE_DISPATCH_LEASE_SECONDS",
         "SENDPLANE_DISPATCH_HOLD_SECONDS",

@@ -61,6 +61,16 @@ class SendingDomain(models.Model):
     # decides; the detector keeps its own view (no epoch bump) and it returns when the override lapses.
     override_until = models.DateTimeField(null=True, blank=True, editable=False)
     override_from = models.DateTimeField(null=True, blank=True, editable=False)  # the detector's evidence restarts here
+    # Consent (issue 18): a marketing campaign's trigger refuses recipients without consent for its purpose.
+    consent_required = models.BooleanField(
+        default=False, help_text="A marketing campaign's trigger refuses recipients who gave no consent for its purpose"
+    )
+    # The providers' sender rules (services/sender_rules.py): enforce refuses a marketing launch while a
+    # required rule fails; warn shows the failures and sends.
+    sender_rules = models.CharField(
+        max_length=8, choices=[("enforce", "Enforce"), ("warn", "Warn only")], default="enforce",
+        help_text="enforce: a domain failing a required sender rule cannot launch a marketing campaign",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -330,3 +340,89 @@ class SendingSwitch(models.Model):
 
     def __str__(self) -> str:
         return f"all sending {'PAUSED' if self.paused else 'running'}"
+
+
+# --- Consent (issue 18) --------------------------------------------------------------------------
+TRANSACTIONAL = "transactional"  # a campaign purpose that needs no consent (receipts, password resets)
+DEFAULT_PURPOSE = "marketing"  # always known: a campaign that names no purpose is marketing
+
+
+class Purpose(models.Model):
+    """A named marketing purpose recipients consent to (a newsletter, product offers).
+
+    ``transactional`` and ``marketing`` are built in and need no row.
+    """
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LawfulBasis(models.TextChoices):
+    """GDPR article 6(1) bases that apply to direct marketing."""
+
+    CONSENT = "consent", "Consent"
+    CONTRACT = "contract", "Contract (soft opt-in of customers)"
+    LEGITIMATE_INTEREST = "legitimate_interest", "Legitimate interest"
+
+
+class ConsentRecord(models.Model):
+    """One recipient's consent for one purpose: when, where and on what basis it was given, and its withdrawal.
+
+    Keyed like a suppression by ``address_hash``; an erase blanks ``address`` and
+    ``evidence`` and keeps the withdrawal (a withdrawn consent still stops a send).
+    """
+
+    address = models.CharField(max_length=320, blank=True, help_text="Lower-cased; empty once erased")
+    address_hash = models.CharField(max_length=64, editable=False)
+    purpose = models.SlugField(max_length=64)
+    lawful_basis = models.CharField(max_length=24, choices=LawfulBasis.choices, default=LawfulBasis.CONSENT)
+    source = models.CharField(max_length=200, help_text="Where it was given: a sign-up form, an import, a person")
+    evidence = models.JSONField(default=dict, blank=True, help_text="What proves it: form id, double opt-in time, wording shown")
+    given_at = models.DateTimeField()
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_source = models.CharField(max_length=200, blank=True, help_text="unsubscribe:<message>, api, admin, mailto")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-given_at"]
+        constraints = [models.UniqueConstraint(fields=["address_hash", "purpose"], name="consent_once_per_purpose")]
+
+    def __str__(self) -> str:
+        state = "withdrawn" if self.withdrawn_at else "given"
+        return f"{self.address or 'erased'}: {self.purpose} ({state})"
+
+
+# --- The providers' sender rules (issue 18) -------------------------------------------------------
+
+
+class DomainCheck(models.Model):
+    """The last ``domain_check`` of a sending domain: every rule's result, and whether the required ones passed."""
+
+    sending_domain = models.OneToOneField(SendingDomain, on_delete=models.CASCADE, primary_key=True, related_name="sender_check")
+    checked_at = models.DateTimeField()
+    passed = models.BooleanField(help_text="Every required rule passed")
+    results = models.JSONField(default=list, help_text="One per rule: rule, status, required, message, fix")
+
+    def __str__(self) -> str:
+        return f"{self.sending_domain}: {'pass' if self.passed else 'FAIL'} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+
+class BulkSender(models.Model):
+    """An organisational domain that once sent more than 5,000 messages to Gmail in a day: Gmail's stricter
+    bulk-sender rules apply to it for good."""
+
+    org_domain = models.CharField(max_length=253, unique=True)
+    since = models.DateField(help_text="The first day past the threshold")
+    messages = models.PositiveIntegerField(help_text="Messages to Gmail that day")
+
+    def __str__(self) -> str:
+        return f"{self.org_domain} (bulk since {self.since})"

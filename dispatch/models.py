@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from deliverability.models import SendingDomain
+from deliverability.models import DEFAULT_PURPOSE, SendingDomain
 from templates_registry.models import Template, VariantVersion
 
 
@@ -25,6 +25,8 @@ class Campaign(models.Model):
     template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="campaigns")
     sending_domain = models.ForeignKey(SendingDomain, on_delete=models.PROTECT, related_name="campaigns")
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+    # "transactional" (needs no consent), else a marketing purpose (deliverability.Purpose, or the built-in "marketing").
+    purpose = models.SlugField(max_length=64, default=DEFAULT_PURPOSE)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

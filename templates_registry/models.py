@@ -23,6 +23,12 @@ class Template(models.Model):
     four_eyes = models.BooleanField(
         default=True, help_text="The creator of a version cannot approve it; another person must (services.version_approvable)."
     )
+    # Marketing mail must carry Sendplane's signed unsubscribe link (the ``unsubscribe_url`` variable);
+    # transactional mail (receipts, password resets) may go without a visible one.
+    kind = models.CharField(
+        max_length=16, choices=[("marketing", "Marketing"), ("transactional", "Transactional")], default="marketing",
+        help_text="Marketing templates must link {{ unsubscribe_url }}; only transactional campaigns may use a transactional one",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

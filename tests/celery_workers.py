@@ -229,6 +229,7 @@ def worker_env(
         EMAIL_USE_SSL="false",
         LOG_LEVEL="INFO",
         SENDPLANE_LOG_FORMAT=log_format,
+        SENDPLANE_INSECURE_PUBLIC_URL="true",  # PostgreSQL is production: its links must be https unless said otherwise
         PYTHONUNBUFFERED="1",
     )
     env.pop("SECRET_KEY_FILE", None)

@@ -133,6 +133,7 @@ def test_each_https_setting_comes_from_the_environment(tmp_path: Path) -> None:
     report = check_deploy(
         tmp_path,
         SENDPLANE_PUBLIC_URL="http://localhost:8000",
+        SENDPLANE_INSECURE_PUBLIC_URL="true",
         SECURE_HSTS_SECONDS="63072000",
         SECURE_HSTS_INCLUDE_SUBDOMAINS="true",
         SECURE_HSTS_PRELOAD="true",
@@ -144,14 +145,17 @@ def test_each_https_setting_comes_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_plain_http_defaults_to_none_of_them_and_false_turns_one_off(tmp_path: Path) -> None:
-    report = check_deploy(tmp_path)  # SENDPLANE_PUBLIC_URL's default, http://localhost:8000: tests, demo, faults
+    # SENDPLANE_PUBLIC_URL's default, http://localhost:8000, which production allows only when told: tests, faults
+    report = check_deploy(tmp_path, SENDPLANE_INSECURE_PUBLIC_URL="true")
     assert [w for w in HTTPS_WARNINGS if w in report] == HTTPS_WARNINGS, report
     report = check_deploy(tmp_path, SENDPLANE_PUBLIC_URL="https://sendplane.example.com", SECURE_SSL_REDIRECT="false")
     assert [w for w in HTTPS_WARNINGS if w in report] == ["security.W008"], report
 
 
 def test_a_malformed_https_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
-    assert "SECURE_HSTS_SECONDS must be an integer" in check_deploy(tmp_path, starts=False, SECURE_HSTS_SECONDS="a year")
+    assert "SECURE_HSTS_SECONDS must be an integer" in check_deploy(
+        tmp_path, starts=False, SENDPLANE_PUBLIC_URL="https://sendplane.example.com", SECURE_HSTS_SECONDS="a year"
+    )
 
 
 def test_probes_are_not_redirected_to_https(client: Client, settings: Any) -> None:

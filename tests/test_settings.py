@@ -57,5 +57,30 @@ def test_malformed_variable_stops_start_up_naming_it(tmp_path: Path, env: dict[s
 def test_secret_may_come_from_a_file(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("k" * 40 + "\n")
-    result = load_settings(tmp_path, SECRET_KEY_FILE=str(key), DATABASE_URL="postgres://postgres@127.0.0.1/x")
+    result = load_settings(
+        tmp_path, SECRET_KEY_FILE=str(key), DATABASE_URL="postgres://postgres@127.0.0.1/x", SENDPLANE_PUBLIC_URL="https://sp.example.com"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# --- issue 18: production refuses to send unsubscribe links that are not https ---------------------------
+
+PRODUCTION = {"DATABASE_URL": "postgres://postgres@127.0.0.1/x", "SECRET_KEY": "k" * 40}
+
+
+@pytest.mark.parametrize("url", [None, "http://sendplane.example.com", "https://", "ftp://sendplane.example.com"])
+def test_production_refuses_to_start_without_an_https_public_url(tmp_path: Path, url: str | None) -> None:
+    env = PRODUCTION | ({"SENDPLANE_PUBLIC_URL": url} if url is not None else {})
+    result = load_settings(tmp_path, **env)
+    assert result.returncode != 0
+    assert "SENDPLANE_PUBLIC_URL must be an https:// URL in production" in result.stderr
+
+
+def test_production_starts_with_an_https_public_url_and_the_embedded_default_without_one(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, **PRODUCTION, SENDPLANE_PUBLIC_URL="https://sendplane.example.com/").returncode == 0
+    assert load_settings(tmp_path / "embedded").returncode == 0  # the newcomer's http://localhost:8000
+
+
+def test_an_installation_nobody_outside_reaches_may_say_so(tmp_path: Path) -> None:
+    result = load_settings(tmp_path, **PRODUCTION, SENDPLANE_INSECURE_PUBLIC_URL="true")
     assert result.returncode == 0, result.stderr

@@ -944,6 +944,7 @@ def prepare(args: argparse.Namespace, cleanup: list[Any]) -> Setup:
         k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_SETTINGS_MODULE", "DATABASE_URL"))
     } | {
         "SECRET_KEY": SECRET_KEY,
+        "SENDPLANE_INSECURE_PUBLIC_URL": "true",  # loopback only: no recipient follows its links
         "EMAIL_HOST": "127.0.0.1",
         "EMAIL_PORT": str(sink.port),
         "CELERY_BROKER_URL": broker,

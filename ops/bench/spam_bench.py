@@ -70,6 +70,7 @@ def django_setup(db_name: str) -> None:
 
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{db_name}"
     os.environ.setdefault("SECRET_KEY", "sendplane-bench-only-not-a-secret-0123456789")
+    os.environ.setdefault("SENDPLANE_INSECURE_PUBLIC_URL", "true")  # loopback only: no recipient follows its links
     os.environ["CELERY_BROKER_URL"] = "memory://localhost/"  # version_create's on-commit hint goes nowhere: this driver assesses
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     django.setup()

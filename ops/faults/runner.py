@@ -76,7 +76,7 @@ def child_env(*, db: str, broker: str, secret: str, data_dir: Path, smtp_port: i
         SENDPLANE_DATA_DIR=str(data_dir), EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1",
         EMAIL_PORT=str(smtp_port), EMAIL_USE_TLS="false", EMAIL_USE_SSL="false", EMAIL_TIMEOUT="20", SPAMD_PORT=str(spamd_port),
         SENDPLANE_DETECTOR_ENABLED="false", SENDPLANE_RESUME_RAMP_MINUTES="0", SENDPLANE_API_THROTTLE_USER="1000000/minute",
-        SENDPLANE_LOG_FORMAT="plain", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+        SENDPLANE_LOG_FORMAT="plain", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", SENDPLANE_INSECURE_PUBLIC_URL="true",
     )  # fmt: skip
     env.update({f"SENDPLANE_DISPATCH_{k}": v for k, v in DISPATCH.items()})
     return env
