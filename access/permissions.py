@@ -38,7 +38,8 @@ class Capability(StrEnum):
     SENDING_CONTROL = "sending.control"  # pause and resume a domain, a campaign, or all sending
     DOMAINS_CONFIGURE = "domains.configure"  # add a sending domain, change its pace, warm-up, DKIM, SMTP sessions
     FEEDBACK_UPLOAD = "feedback.upload"  # raw bounce and complaint upload
-    SUPPRESSIONS_ADD = "suppressions.add"
+    SUPPRESSIONS_ADD = "suppressions.add"  # and withdraw a consent: both only stop mail
+    CONSENT_RECORD = "consent.record"  # record that a recipient consented to a purpose, define purposes
     SUPPRESSIONS_LIFT = "suppressions.lift"  # it may have been a complaint or a hard bounce
     ADDRESSES_ERASE = "addresses.erase"  # GDPR erasure
     TOKENS_MANAGE = "tokens.manage"  # issue and revoke anyone's API tokens, see them all
@@ -57,6 +58,7 @@ PERMISSIONS: Mapping[Capability, frozenset[Role]] = MappingProxyType({
     Capability.FEEDBACK_UPLOAD: frozenset({Role.ONCALL, Role.ADMIN}),
     Capability.SUPPRESSIONS_ADD: frozenset({Role.MARKETER, Role.ONCALL, Role.ADMIN}),
     Capability.SUPPRESSIONS_LIFT: frozenset({Role.ADMIN}),
+    Capability.CONSENT_RECORD: frozenset({Role.MARKETER, Role.ADMIN}),  # it lets mail go where a domain requires consent
     Capability.ADDRESSES_ERASE: frozenset({Role.ADMIN}),
     Capability.TOKENS_MANAGE: frozenset({Role.ADMIN}),
 })

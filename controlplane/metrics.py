@@ -48,6 +48,26 @@ PUSHBACK_SECONDS = Histogram(
     ["domain"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
 )
+LINT_FAILURES = Counter(
+    "sendplane_message_lint_failures",
+    "Built messages the header lint refused (never sent), per rule broken (templates_registry/rendering/lint.py Rule)",
+    ["rule"],
+)
+
+# An unsubscribe is in force on every worker once it has committed (these two) and each chunk that read the
+# suppressions before the commit has ended (the chunk window): at most the sum of the two (ops/architecture.md).
+UNSUBSCRIBE_SECONDS = Histogram(
+    "sendplane_unsubscribe_suppression_seconds",
+    "From an unsubscribe's arrival (a one-click POST, a mail to the List-Unsubscribe mailto) to its suppression committed",
+    ["via"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SUPPRESSION_WINDOW_SECONDS = Histogram(
+    "sendplane_dispatch_suppression_window_seconds",
+    "Per chunk of a worker: from its read of the suppressions to its last hand-over (a suppression committing meanwhile "
+    "is in force on that worker at most this long after)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 # --- deliverability: feedback, detector, spam sandbox ----------------------------------------------
 FEEDBACK_EVENTS = Counter(
@@ -73,6 +93,20 @@ SPAM_SCORES = Histogram(
     "sendplane_spam_score", "SpamAssassin score of each version spamd scored (cache hits excluded)",
     # No negative bounds: prometheus-client drops _sum when there are any; negative scores fall in le="0".
     buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 25),
+)
+
+# --- retention (dispatch.services.retention) ----------------------------------------------------------
+RETENTION_ROWS = Counter(
+    "sendplane_retention_rows", "Rows retention blanked or deleted, per data class", ["data_class", "action"]
+)
+RETENTION_OVERDUE = Gauge(
+    "sendplane_retention_overdue_seconds",
+    "After the last run: how long past its limit the oldest row still in clear is (0: none; rises while a backlog lasts)",
+    ["data_class"],
+    multiprocess_mode="mostrecent",
+)
+RETENTION_LAST_RUN = Gauge(
+    "sendplane_retention_last_run_timestamp_seconds", "When retention last finished a run", multiprocess_mode="mostrecent"
 )
 
 # --- HTTP -------------------------------------------------------------------------------------------
@@ -123,6 +157,15 @@ def timed_send(transport: str) -> Callable[[F], F]:
     return decorate
 
 
+def unsubscribe_committed(*, via: str, arrived: float) -> None:
+    """``arrived``: time.monotonic() when the request or mail came in; observed once the suppression commits."""
+    transaction.on_commit(lambda: UNSUBSCRIBE_SECONDS.labels(via=via).observe(time.monotonic() - arrived))
+
+
+def suppression_window(seconds: float) -> None:
+    SUPPRESSION_WINDOW_SECONDS.observe(seconds)
+
+
 def feedback_recorded(event: Any) -> None:
     """Count a stored event once its transaction commits (at once outside one)."""
     domain = event.sending_domain.domain if event.sending_domain_id else NO_DOMAIN
@@ -149,6 +192,23 @@ def detector_observed(state: Any, signals: Sequence[str]) -> None:
         DETECTOR_EXCURSION.labels(signal=signal).set(int((cusum[i] > 0).sum()))
         DETECTOR_CUSUM.labels(signal=signal).set(float(cusum[i].max()) if cusum.shape[1] else 0.0)
     DETECTOR_LAST_RUN.set_to_current_time()
+
+
+def message_lint_failed(rules: Iterable[str]) -> None:
+    """One message refused by the header lint: each rule it broke counted once (a ``Rule``, never the problem's text)."""
+    for rule in set(rules):
+        LINT_FAILURES.labels(rule=rule).inc()
+
+
+def retention_observed(*, data_class: str, action: str, rows: int, overdue_seconds: float) -> None:
+    """One data class after a retention run: rows it changed, and how far behind its limit it still is."""
+    if rows:
+        RETENTION_ROWS.labels(data_class=data_class, action=action).inc(rows)
+    RETENTION_OVERDUE.labels(data_class=data_class).set(overdue_seconds)
+
+
+def retention_finished() -> None:
+    RETENTION_LAST_RUN.set_to_current_time()
 
 
 def spam_scored(report: dict[str, Any]) -> None:

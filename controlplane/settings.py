@@ -8,6 +8,7 @@ Every variable is documented in ops/configuration.md.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import sys
@@ -380,6 +381,18 @@ SENDPLANE_ESP: EspSettings = {
 SENDPLANE_DNS_RESOLVER = dns_resolver_setting(env_str("SENDPLANE_DNS_RESOLVER", "") or "")
 # One lookup's total time, retries included; a trigger waits at most about this long for all its domains at once.
 SENDPLANE_DNS_TIMEOUT_SECONDS = env_float("SENDPLANE_DNS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+# The providers' sender rules (issue 18, deliverability/services/sender_rules.py). The relay's outbound addresses, where
+# known: whether SPF covers them and their reverse DNS are checked only then (an ESP's addresses are the ESP's).
+SENDPLANE_RELAY_IPS = env_list("SENDPLANE_RELAY_IPS", [])
+for _relay_ip in SENDPLANE_RELAY_IPS:
+    try:
+        ipaddress.ip_address(_relay_ip)
+    except ValueError:
+        raise ImproperlyConfigured(f"SENDPLANE_RELAY_IPS must be IP addresses separated by commas, got {_relay_ip!r}") from None
+# The launch gate of marketing campaigns re-runs a domain's check when its last one is older than this.
+SENDPLANE_SENDER_CHECK_MAX_AGE_MINUTES = env_int("SENDPLANE_SENDER_CHECK_MAX_AGE_MINUTES", 60, minimum=1)
+# Messages to Gmail in a UTC day from one organisational domain that make it a bulk sender, for good.
+SENDPLANE_BULK_SENDER_DAILY = env_int("SENDPLANE_BULK_SENDER_DAILY", 5000, minimum=1)
 # What the configured transport costs (issue 17): a price per 1,000 messages handed over (an ESP's list price, or a
 # relay's cost spread over its volume), in SENDPLANE_COST_CURRENCY. Campaigns show it projected at launch and spent,
 # per variant; each message is costed at the price of the day it was handed over. 0: costs are not shown.
@@ -387,6 +400,42 @@ SENDPLANE_COST_PER_1000 = env_float("SENDPLANE_COST_PER_1000", 0.0, minimum=0.0)
 SENDPLANE_COST_CURRENCY = env_str("SENDPLANE_COST_CURRENCY", "USD") or "USD"
 if not re.fullmatch(r"[A-Z]{3}", SENDPLANE_COST_CURRENCY):
     raise ImproperlyConfigured(f"SENDPLANE_COST_CURRENCY must be an ISO 4217 code such as USD or EUR, not {SENDPLANE_COST_CURRENCY!r}")
+
+
+class RetentionSettings(TypedDict):
+    CONTEXT_DAYS: int
+    ADDRESS_DAYS: int
+    FEEDBACK_DAYS: int
+    TRIGGER_DAYS: int
+    CONSENT_DAYS: int
+    AUDIT_DAYS: int
+    BATCH: int
+
+
+# Retention (issue 18; dispatch/services/retention.py, ops/privacy.md): how long each class of recipient data is
+# kept in clear, in days; 0 keeps it for ever. Suppressions are never purged (they hold a hash).
+SENDPLANE_RETENTION: RetentionSettings = {
+    # A final message's context (the values rendered into it), counted from when it was queued.
+    "CONTEXT_DAYS": env_int("SENDPLANE_RETENTION_CONTEXT_DAYS", 30, minimum=0),
+    # A final message's address, last reply and its attempts' replies (its context goes with them at the latest).
+    "ADDRESS_DAYS": env_int("SENDPLANE_RETENTION_ADDRESS_DAYS", 365, minimum=0),
+    # A feedback event's address, reply and details, counted from when it was received; its counts and hash stay.
+    "FEEDBACK_DAYS": env_int("SENDPLANE_RETENTION_FEEDBACK_DAYS", 365, minimum=0),
+    # A trigger answer's lists of suppressed and rejected addresses, and its Idempotency-Key (kept as its hash).
+    "TRIGGER_DAYS": env_int("SENDPLANE_RETENTION_TRIGGER_DAYS", 30, minimum=0),
+    # A withdrawn consent's address and evidence, counted from the withdrawal; the withdrawal stays, by hash.
+    "CONSENT_DAYS": env_int("SENDPLANE_RETENTION_CONSENT_DAYS", 730, minimum=0),
+    # Audit entries are deleted past this; the database refuses under its floor (audit/migrations/0003).
+    "AUDIT_DAYS": env_int("SENDPLANE_RETENTION_AUDIT_DAYS", 730, minimum=0),
+    # Rows changed per transaction: each batch holds its row locks only this long.
+    "BATCH": env_int("SENDPLANE_RETENTION_BATCH", 1000, minimum=1, maximum=100_000),
+}
+AUDIT_RETENTION_FLOOR_DAYS = 365  # keep in step with FLOOR in audit/migrations/0003_retention_expiry.py
+if 0 < SENDPLANE_RETENTION["AUDIT_DAYS"] < AUDIT_RETENTION_FLOOR_DAYS:
+    raise ImproperlyConfigured(
+        f"SENDPLANE_RETENTION_AUDIT_DAYS must be 0 (keep for ever) or at least {AUDIT_RETENTION_FLOOR_DAYS}, "
+        f"got {SENDPLANE_RETENTION['AUDIT_DAYS']}"
+    )
 CELERY_BEAT_SCHEDULE = {
     "dispatch-sweep": {"task": "dispatch.tasks.sweep", "schedule": SENDPLANE_DISPATCH["SWEEP_SECONDS"]},
     # Versions spamd could not score are retried with the backoff their assessment set.
@@ -397,6 +446,10 @@ CELERY_BEAT_SCHEDULE = {
     "warmup-review": {"task": "deliverability.tasks.warmup", "schedule": 3600.0},
     # Variant guardrails: each running campaign's variants against their siblings (dispatch.services.guardrails).
     "variant-guardrails": {"task": "dispatch.tasks.guardrails", "schedule": 60.0},
+    # Gmail bulk senders: an organisational domain's first day of 5,000 messages to Gmail, recorded for good.
+    "bulk-senders": {"task": "deliverability.tasks.bulk_senders", "schedule": 3600.0},
+    # Retention: a bounded run every 10 minutes; a backlog is worked off over the next ticks (SENDPLANE_RETENTION_*).
+    "retention": {"task": "dispatch.tasks.retention", "schedule": 600.0},
 }
 
 # --- Feedback: suppression policy and bounce ingestion (issue 5) ----------------------
@@ -502,8 +555,18 @@ reject_unknown(
         "SENDPLANE_ESP_CONCURRENCY",
         "SENDPLANE_DNS_RESOLVER",
         "SENDPLANE_DNS_TIMEOUT_SECONDS",
+        "SENDPLANE_RELAY_IPS",
+        "SENDPLANE_SENDER_CHECK_MAX_AGE_MINUTES",
+        "SENDPLANE_BULK_SENDER_DAILY",
         "SENDPLANE_COST_PER_1000",
         "SENDPLANE_COST_CURRENCY",
+        "SENDPLANE_RETENTION_CONTEXT_DAYS",
+        "SENDPLANE_RETENTION_ADDRESS_DAYS",
+        "SENDPLANE_RETENTION_FEEDBACK_DAYS",
+        "SENDPLANE_RETENTION_TRIGGER_DAYS",
+        "SENDPLANE_RETENTION_CONSENT_DAYS",
+        "SENDPLANE_RETENTION_AUDIT_DAYS",
+        "SENDPLANE_RETENTION_BATCH",
         "SENDPLANE_SUPPRESS_HARD_BOUNCE",
         "SENDPLANE_SUPPRESS_COMPLAINT",
         "SENDPLANE_SUPPRESS_UNSUBSCRIBE",

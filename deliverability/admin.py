@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from access.permissions import Capability
+from audit.services import audit_record
 from controlplane.addresses import address_hash, validate_address
 from controlplane.admin_roles import (
     ControlActions,
@@ -32,9 +33,12 @@ from controlplane.admin_roles import (
 )
 from deliverability.charts import reputation_svg
 from deliverability.models import (
+    ConsentRecord,
+    DomainCheck,
     DomainMinute,
     FeedbackEvent,
     ProviderStream,
+    Purpose,
     SendingDomain,
     SendingSwitch,
     Suppression,
@@ -52,6 +56,8 @@ from deliverability.services import (
     suppression_add,
     suppression_remove,
 )
+from deliverability.services.consent import consent_give, consent_withdraw
+from deliverability.services.sender_rules import domain_check
 from deliverability.services.streams import stream_resume
 
 
@@ -147,7 +153,17 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
     form = SendingDomainForm
     add_capability = change_capability = Capability.DOMAINS_CONFIGURE
     list_display = ["domain", "default_sender", "rate_per_second", "burst", "paused", "paused_by", "paused_reason"]
-    actions = ["pause", "resume"]
+    actions = ["pause", "resume", "check_now"]
+
+    @admin.action(description="Check the sender rules now", permissions=["control"])
+    def check_now(self, request: HttpRequest, queryset: QuerySet[SendingDomain]) -> None:
+        for domain in queryset:  # DNS lookups: a few seconds a domain at most (SENDPLANE_DNS_TIMEOUT_SECONDS per lookup)
+            report = domain_check(domain)
+            failing = ", ".join(f"{result.rule} ({result.status})" for result in report.failing())
+            if report.passed:
+                self.message_user(request, f"{domain}: every required sender rule passes.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"{domain}: required sender rules not passing: {failing}.", messages.WARNING)
 
     @admin.action(description="Pause the selected domains", permissions=["control"])
     def pause(self, request: HttpRequest, queryset: QuerySet[SendingDomain]) -> Any:
@@ -189,11 +205,13 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         return [
             *sets,
             ("State (pause and resume are actions)", {"fields": _STATE}),
+            ("Sender rules (the last check; 'Check the sender rules now' is an action)", {"fields": ["sender_rules", "last_sender_check"]}),
             ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return ["reputation", "evidence"] if obj is None else ["domain", *_STATE, "reputation", "evidence"]
+        shown = ["reputation", "evidence"]
+        return shown if obj is None else ["domain", *_STATE, "sender_rules", "last_sender_check", *shown]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
@@ -214,6 +232,18 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         points = domain_reputation_history(domain=domain, start=start, end=end, step_minutes=10)
         return reputation_svg(points, domain_pause_evidence(domain=domain, since=start))
 
+    @admin.display(description="last check")
+    def last_sender_check(self, domain: SendingDomain) -> Any:
+        stored = DomainCheck.objects.filter(sending_domain=domain).first()
+        if stored is None:
+            return "Never checked."
+        verdict = "every required rule passes" if stored.passed else "a required rule does not pass"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", map(_rule_cells, stored.results))
+        return format_html(
+            "<p>{} UTC: {}</p><table><tr><th>status</th><th>rule</th><th></th><th>found</th><th>fix</th></tr>{}</table>",
+            f"{stored.checked_at:%Y-%m-%d %H:%M}", verdict, rows,
+        )
+
     @admin.display(description="detector evidence")
     def evidence(self, domain: SendingDomain) -> Any:
         rows = domain_pause_evidence(domain=domain)[:10]
@@ -224,6 +254,11 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
             "<p>{}: {}{}</p>",
             ((row.created_at.strftime("%Y-%m-%d %H:%M"), row.summary(), " (resumed)" if row.resumed_at else "") for row in rows),
         )
+
+
+def _rule_cells(result: dict[str, Any]) -> tuple[str, ...]:
+    status, rule, message, fix = (str(result.get(key, "")) for key in ("status", "rule", "message", "fix"))
+    return status.upper(), rule, "required" if result.get("required") else "optional", message, fix
 
 
 class AddressSearch(admin.ModelAdmin):
@@ -355,3 +390,83 @@ class SendingSwitchAdmin(ControlActions, ReadOnlyAdmin):
             return "All sending resumed." if sending_resume_all(actor=request.user, reason=data["reason"])[1] else "Sending was not paused."
 
         return control_action(self, request, queryset[:1], title="Resume all sending", form_class=ResumeForm, apply=apply)
+
+
+# --- Consent (issue 18) ------------------------------------------------------------------------------
+
+
+@admin.register(Purpose)
+class PurposeAdmin(ReadOnlyAdmin):
+    """Named marketing purposes (a newsletter, product offers); ``marketing`` and ``transactional`` are built in."""
+
+    list_display = ["slug", "name", "description", "created_at"]
+    fields = ["slug", "name", "description"]
+    add_capability = change_capability = Capability.CONSENT_RECORD
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ["slug"] if obj is not None else []  # consent records and campaigns name it
+
+    def save_model(self, request: HttpRequest, obj: Purpose, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        audit_record(action="purpose.change" if change else "purpose.create", target=obj, actor=request.user,
+                     data={"slug": obj.slug, "name": obj.name})
+
+
+class ConsentGiveForm(ServiceModelForm):
+    """Record a consent through ``consent_give`` (the service validates address, purpose and evidence)."""
+
+    class Meta:
+        model = ConsentRecord
+        fields = ["address", "purpose", "lawful_basis", "source", "evidence", "given_at"]
+        help_texts = {"purpose": "marketing, or a purpose defined under Purposes.", "given_at": "When it was given."}
+
+    def write(self) -> ConsentRecord:
+        data = self.cleaned_data
+        row, _ = consent_give(
+            address=data["address"], purpose=data["purpose"], lawful_basis=data["lawful_basis"], source=data["source"],
+            evidence=data["evidence"], given_at=data["given_at"], created_by=self.user,
+        )
+        return row
+
+
+class WithdrawForm(forms.Form):
+    note = forms.CharField(max_length=150, required=False, help_text="Why, or where it was asked (kept as the withdrawal's source).")
+
+
+@admin.register(ConsentRecord)
+class ConsentRecordAdmin(AddressSearch, ReadOnlyAdmin):
+    hash_field = "address_hash"
+    list_display = ["shown_address", "purpose", "lawful_basis", "source", "given_at", "withdrawn_at", "withdrawn_source"]
+    list_filter = ["purpose", "lawful_basis", ("withdrawn_at", admin.EmptyFieldListFilter)]
+    search_fields = ["address"]
+    form = ConsentGiveForm
+    actions = ["withdraw"]
+    add_capability = Capability.CONSENT_RECORD
+    withdraw_capability = Capability.SUPPRESSIONS_ADD  # a withdrawal only stops mail, as a suppression does
+
+    @admin.display(description="address")
+    def shown_address(self, row: ConsentRecord) -> str:
+        return row.address or "(erased)"
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
+
+    def save_model(self, request: HttpRequest, obj: ConsentRecord, form: Any, change: bool) -> None:
+        """The form's service call saved it."""
+
+    def has_withdraw_permission(self, request: HttpRequest) -> bool:
+        return self.allows(request, "withdraw")
+
+    @admin.action(description="Withdraw the selected consents (an unsubscribe from their purpose)", permissions=["withdraw"])
+    def withdraw(self, request: HttpRequest, queryset: QuerySet[ConsentRecord]) -> Any:
+        def apply(row: ConsentRecord, data: dict[str, Any]) -> str:
+            if not row.address:
+                return f"{row} is erased: its withdrawal stands by hash."
+            consent_withdraw(
+                address=row.address, purpose=row.purpose, withdrawn_by=request.user,
+                source=f"admin: {request.user.get_username()}: {data['note']}".rstrip(": "),
+            )
+            return f"{row.address}: consent to {row.purpose} withdrawn."
+
+        return control_action(self, request, queryset, title="Withdraw the selected consents", form_class=WithdrawForm, apply=apply)

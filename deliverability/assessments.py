@@ -33,7 +33,8 @@ def version_assess(*, version_id: int, sending_domain: SendingDomain | None = No
     except RenderError as exc:
         check = {"name": "renders", "passed": False, "blocking": True, "message": str(exc)}
         return assessment_record(version=version, checks=[check], report=None, reason=f"does not render: {exc}")
-    checks = [c.as_dict() for c in run_checks(rendered, text_was_given=bool(version.text_body))]
+    marketing = version.variant.template.kind != "transactional"
+    checks = [c.as_dict() for c in run_checks(rendered, text_was_given=bool(version.text_body), marketing=marketing)]
     cached = _cached_report(version)
     if cached is not None:
         return assessment_record(version=version, checks=checks, report=cached, from_cache=True)

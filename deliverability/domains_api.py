@@ -1,4 +1,5 @@
-"""REST API of a sending domain's settings: create one (``POST /api/v1/domains/``), change one (``PATCH /api/v1/domains/{domain}/``).
+"""REST API of a sending domain's settings: create one (``POST /api/v1/domains/``), change one (``PATCH /api/v1/domains/{domain}/``);
+and its sender-rules check (``GET``/``POST /api/v1/domains/{domain}/check``, ``DomainCheckApi`` below).
 
 The routes are those of the on-call views that read domains (``dispatch/controls_api.py``:
 ``DomainListApi.post`` and ``DomainDetailApi.patch`` call the two functions below with their
@@ -14,12 +15,17 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from controlplane.api import StrictInputSerializer, error_responses
-from deliverability.models import SendingDomain
+from access.permissions import Capability, CapabilityPermission, user_can
+from controlplane.api import StrictInputSerializer, error_responses, get_or_404
+from deliverability.models import DomainCheck, SendingDomain
 from deliverability.services import domain_create, domain_update
+from deliverability.services.bulk_senders import is_bulk_sender, organisational_domain
+from deliverability.services.sender_rules import domain_check, domain_check_report
 
 TAG = "domains"
 _DESCRIBED = {
@@ -172,3 +178,92 @@ def domain_update_answer(request: Request, domain: SendingDomain) -> Response:
     data = _input(DomainUpdateInputSerializer, request)
     row = domain_update(domain=domain, actor=request.user, **data)
     return Response(DomainSettingsSerializer(row).data)
+
+
+# --- the providers' sender rules (issue 18) ---------------------------------------------------------
+
+
+class RuleResultSerializer(serializers.Serializer):
+    rule = serializers.CharField(help_text="spf, spf_lookups, dkim, spf_or_dkim, dmarc, alignment, reverse_dns, unsubscribe.")
+    status = serializers.ChoiceField(choices=["pass", "fail", "warn", "unknown"])
+    required = serializers.BooleanField(  # type: ignore[assignment]  # a result's key; DRF's metaclass takes it off the class
+        help_text="Required of this domain now (Gmail's rules; stricter for a bulk sender)."
+    )
+    message = serializers.CharField(help_text="What the check found, one line.")
+    fix = serializers.CharField(allow_blank=True, help_text="What to change; empty when nothing.")
+
+    class Meta:
+        ref_name = "SenderRuleResult"
+
+
+class DomainCheckSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    org_domain = serializers.CharField(help_text="The organisational domain of the From address (DMARC, bulk-sender status).")
+    bulk_sender = serializers.BooleanField(help_text="It once sent 5,000 messages a day to Gmail: the stricter rules apply for good.")
+    sender_rules = serializers.ChoiceField(
+        choices=["enforce", "warn"], help_text="enforce: a failing required rule stops marketing launches; warn: shown only."
+    )
+    checked_at = serializers.DateTimeField(allow_null=True, help_text="null: never checked (POST to check now).")
+    passed = serializers.BooleanField(allow_null=True, help_text="Every required rule passes (pass or warn).")
+    results = RuleResultSerializer(many=True)
+
+    class Meta:
+        ref_name = "DomainCheck"
+
+
+class DomainCheckQuerySerializer(StrictInputSerializer):
+    refresh = serializers.BooleanField(default=False, help_text="Run the check now (on-call and admins), as a POST does.")
+
+    class Meta:
+        ref_name = "DomainCheckQuery"
+
+
+_CHECK_DESCRIPTION = (
+    "The providers' sender rules for the domain: SPF covers the relay (within 10 lookups), the DKIM selector is published and "
+    "matches the key, DMARC is published and aligned with the From domain, the relay's reverse DNS is forward-confirmed, "
+    "one-click unsubscribe is served over https. Each result says what to fix."
+)
+
+
+class DomainCheckApi(APIView):
+    # Reading the last check: every role. Running it (DNS lookups, a stored result): on-call and admins.
+    permission_classes = (CapabilityPermission,)
+    read_capability = Capability.READ
+    write_capability = Capability.SENDING_CONTROL
+
+    @extend_schema(
+        tags=[TAG], operation_id="domains_check_retrieve", parameters=[DomainCheckQuerySerializer],
+        description=_CHECK_DESCRIPTION + " The last stored check; ?refresh=1 runs it first (needs on-call or admin).",
+        responses={200: DomainCheckSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, domain: str) -> Response:
+        query = DomainCheckQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        if query.validated_data["refresh"] and not user_can(request.user, self.write_capability):
+            raise PermissionDenied("Your role does not allow running the check (on-call or admin).")
+        return _check_answer(_sending_domain(domain), refresh=query.validated_data["refresh"])
+
+    @extend_schema(
+        tags=[TAG], operation_id="domains_check_run", request=None,
+        description=_CHECK_DESCRIPTION + " Runs the check now and stores it as the domain's last.",
+        responses={200: DomainCheckSerializer, **_errors(401, 403, 404)},
+    )
+    def post(self, request: Request, domain: str) -> Response:
+        return _check_answer(_sending_domain(domain), refresh=True)
+
+
+def _sending_domain(name: str) -> SendingDomain:
+    found: SendingDomain = get_or_404(SendingDomain.objects.all(), f"domain {name}", domain=name.lower())
+    return found
+
+
+def _check_answer(domain: SendingDomain, *, refresh: bool) -> Response:
+    stored = DomainCheck.objects.filter(sending_domain=domain).select_related("sending_domain").first()
+    report = domain_check(domain) if refresh else domain_check_report(stored) if stored is not None else None
+    if report is None:
+        org_domain = organisational_domain(domain.domain)
+        body = {"domain": domain.domain, "org_domain": org_domain, "bulk_sender": is_bulk_sender(org_domain), "checked_at": None,
+                "passed": None, "results": []}  # fmt: skip
+    else:
+        body = {**report.as_dict(), "checked_at": report.checked_at}
+    return Response(DomainCheckSerializer({**body, "sender_rules": domain.sender_rules}).data)

@@ -172,6 +172,10 @@ class FeedbackEvent(models.Model):
             models.Index(fields=["recipient_hash", "occurred_at"], name="event_recipient_time"),
             models.Index(fields=["message_uuid"], name="event_message"),
             models.Index(fields=["sending_domain", "occurred_at"], name="event_domain_time"),
+            # dispatch.services.retention: events still in clear, oldest received first; anonymised rows leave it.
+            models.Index(
+                fields=["received_at"], condition=~Q(recipient="") | ~Q(smtp_reply="") | ~Q(detail={}), name="event_retention"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -395,6 +399,14 @@ class ConsentRecord(models.Model):
     class Meta:
         ordering = ["-given_at"]
         constraints = [models.UniqueConstraint(fields=["address_hash", "purpose"], name="consent_once_per_purpose")]
+        indexes = [
+            # dispatch.services.retention: withdrawals still holding an address or evidence, oldest first.
+            models.Index(
+                fields=["withdrawn_at"],
+                condition=Q(withdrawn_at__isnull=False) & (~Q(address="") | ~Q(evidence={})),
+                name="consent_retention",
+            ),
+        ]
 
     def __str__(self) -> str:
         state = "withdrawn" if self.withdrawn_at else "given"

@@ -10,7 +10,7 @@ import numpy as np
 from django.db.models import Q, Sum
 
 from controlplane.addresses import address_hash
-from deliverability.models import DomainMinute, PauseEvidence, SendingDomain, Suppression
+from deliverability.models import ConsentRecord, DomainMinute, PauseEvidence, SendingDomain, Suppression
 
 _CHUNK = 1000
 
@@ -29,6 +29,33 @@ def suppressed_among(*, addresses: Iterable[str], sending_domain: SendingDomain)
         for digest in rows:
             found.update(by_hash[digest])
     return found
+
+
+def consent_refusals(*, addresses: Iterable[str], purpose: str, required: bool) -> dict[str, str]:
+    """Which of these addresses (as given) a campaign of marketing ``purpose`` must not mail, with why.
+
+    A withdrawn consent always refuses (it is an unsubscribe from the purpose);
+    with ``required`` (the sending domain's policy), so does having none.
+    """
+    by_hash: dict[str, list[str]] = {}
+    for address in addresses:
+        by_hash.setdefault(address_hash(address), []).append(address)
+    hashes = list(by_hash)
+    state: dict[str, bool] = {}  # hash -> withdrawn
+    for start in range(0, len(hashes), _CHUNK):
+        rows = ConsentRecord.objects.filter(purpose=purpose, address_hash__in=hashes[start : start + _CHUNK])
+        state.update((digest, withdrawn is not None) for digest, withdrawn in rows.values_list("address_hash", "withdrawn_at"))
+    refused: dict[str, str] = {}
+    for digest, spellings in by_hash.items():
+        withdrawn = state.get(digest)
+        reason = (
+            f"consent for {purpose} withdrawn" if withdrawn
+            else f"no consent for {purpose} (the sending domain requires it)" if withdrawn is None and required
+            else None
+        )
+        if reason:
+            refused.update(dict.fromkeys(spellings, reason))
+    return refused
 
 
 def address_suppressed(*, address: str, sending_domain: SendingDomain | None = None) -> bool:

@@ -42,3 +42,11 @@ def detect(now: str | None = None) -> int:
 def warmup() -> dict[str, str]:
     """Beat, hourly: judge each warming domain's previous day once (advance, back off or hold its step)."""
     return warmup_review()
+
+
+@shared_task(name="deliverability.tasks.bulk_senders")
+def bulk_senders() -> list[str]:
+    """Beat, hourly: record the organisational domains that reached Gmail's bulk-sender volume today or yesterday (for good)."""
+    from deliverability.services.bulk_senders import bulk_senders_record
+
+    return [row.org_domain for row in bulk_senders_record()]

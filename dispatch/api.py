@@ -28,7 +28,7 @@ from controlplane.api import (
     error_responses,
     get_or_404,
 )
-from deliverability.models import SendingDomain
+from deliverability.models import DEFAULT_PURPOSE, SendingDomain
 from dispatch.models import Campaign, CampaignStatus
 from dispatch.selectors import campaign_progress
 from dispatch.services.campaigns import LifecycleResult, campaign_cancel, campaign_complete, campaign_create
@@ -112,6 +112,7 @@ class CampaignOutputSerializer(serializers.Serializer):
     template = serializers.SlugField(source="template.slug")
     sending_domain = serializers.CharField(source="sending_domain.domain")
     status = serializers.CharField(help_text=", ".join(CampaignStatus.values) + ".")
+    purpose = serializers.SlugField(help_text="transactional, or the marketing purpose its recipients must not have withdrawn from.")
     created_at = serializers.DateTimeField()
     progress = serializers.DictField(
         child=serializers.IntegerField(),
@@ -135,6 +136,11 @@ class CampaignListCreateApi(DispatchApi):
         )
         sending_domain = DomainNameField(
             slug_field="domain", queryset=SendingDomain.objects.all(), help_text="Domain name, e.g. mail.example.com."
+        )
+        purpose = serializers.SlugField(
+            max_length=64, required=False, default=DEFAULT_PURPOSE,
+            help_text="transactional (needs no consent, any template), or a marketing purpose: marketing (the default) or "
+            "one defined in the admin. A marketing campaign needs a marketing template.",
         )
 
         class Meta:
@@ -296,8 +302,12 @@ class TriggerOutputSerializer(serializers.Serializer):
     trigger = serializers.IntegerField(help_text="Id of the accepted trigger.")
     accepted = serializers.IntegerField(help_text="Messages queued.")
     suppressed = serializers.IntegerField(help_text="Recipients left out because they are suppressed.")
+    without_consent = serializers.IntegerField(
+        help_text="Recipients left out for the campaign's marketing purpose: consent withdrawn, or none where the domain requires it."
+    )
     rejected = serializers.IntegerField(help_text="Recipients left out for the reason given in rejections.")
     suppressed_recipients = serializers.ListField(child=serializers.CharField(), help_text="At most 1000 shown.")
+    without_consent_recipients = RejectionOutputSerializer(many=True, help_text="At most 1000 shown, each with why.")
     rejections = RejectionOutputSerializer(many=True, help_text="At most 1000 shown.")
 
     class Meta:

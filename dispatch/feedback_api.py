@@ -19,7 +19,7 @@ from controlplane.addresses import validate_address
 from controlplane.api import StrictInputSerializer, error_responses
 from deliverability.models import EventType, Kind, MatchedBy, Reason
 from dispatch.services.erasure import address_erase_everywhere
-from dispatch.services.feedback import bounce_ingest
+from dispatch.services.inbound import mail_ingest
 
 TAG = "feedback"
 _DESCRIBED = {
@@ -98,7 +98,7 @@ class BounceUploadApi(APIView):
         raw = request.data
         if not isinstance(raw, bytes):
             raise ParseError("send the raw message as the request body")
-        results = bounce_ingest(raw=raw, source="upload")  # a FeedbackError is the exception handler's 400 or 413
+        results = mail_ingest(raw=raw, source="upload")  # a FeedbackError is the exception handler's 400 or 413
         created = any(item.created for item in results)
         body = IngestedOutputSerializer([item.as_dict() for item in results], many=True).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -53,6 +53,20 @@ class Trigger(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["campaign", "idempotency_key"], name="trigger_key_once_per_campaign")
         ]
+        indexes = [
+            # dispatch.services.retention: answers still naming recipients, or keys not yet in their erased form
+            # ("erased:", triggers.erased_key), oldest first; done rows leave the index.
+            models.Index(
+                fields=["created_at"],
+                condition=(
+                    ~Q(idempotency_key__startswith="erased:")
+                    | ~Q(response__suppressed_recipients=[])
+                    | ~Q(response__rejections=[])
+                    | ~Q(response__without_consent_recipients=[])
+                ),
+                name="trigger_retention",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.idempotency_key} (campaign {self.campaign_id})"
@@ -71,6 +85,8 @@ class MessageStatus(models.TextChoices):
 
 WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
 TERMINAL = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED, MessageStatus.UNKNOWN, MessageStatus.CANCELLED)
+# Done with for good: retention (dispatch.services.retention) may blank them. Not UNKNOWN: an operator still decides it.
+FINAL = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED, MessageStatus.CANCELLED)
 
 
 class Message(models.Model):
@@ -115,6 +131,14 @@ class Message(models.Model):
             # dispatch.services.sweeper: leases that ran out.
             models.Index(fields=["lease_expires_at"], condition=Q(status="sending"), name="message_leased"),
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
+            # dispatch.services.retention: final rows still holding a context, or an address, oldest first. Blanked
+            # rows leave the index, so a batch never walks past the years already done.
+            models.Index(
+                fields=["created_at"], condition=Q(status__in=FINAL) & ~Q(context={}), name="message_retention_context"
+            ),
+            models.Index(
+                fields=["created_at"], condition=Q(status__in=FINAL) & ~Q(recipient=""), name="message_retention_address"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from dispatch.services.guardrails import guardrails_run
 from dispatch.services.hints import SEND_BATCH, publish_send_batches
+from dispatch.services.retention import retention_run
 from dispatch.services.sweeper import sweep as sweep_service
 from dispatch.services.worker import batch_send
 
@@ -29,3 +30,9 @@ def sweep() -> dict[str, int]:
 def guardrails() -> dict[str, int]:
     """Quarantine the variants that hurt more than their siblings (every minute)."""
     return {"quarantined": len(guardrails_run())}
+
+
+@shared_task(name="dispatch.tasks.retention")
+def retention() -> dict[str, int]:
+    """Blank or delete recipient data past its retention, in bounded batches (every 10 minutes; the next tick goes on)."""
+    return retention_run().as_dict()

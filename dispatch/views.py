@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -20,7 +22,7 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     """GET never unsubscribes: link scanners and previews fetch URLs on their own."""
     if request.method == "POST":
-        message = unsubscribe_one_click(token=token)
+        message = unsubscribe_one_click(token=token, arrived=time.monotonic())
         if message is None:
             return HttpResponse(_PAGE.format(body="<p>This unsubscribe link is not valid.</p>"), status=404)
         return HttpResponse(_PAGE.format(body="<p>You are unsubscribed. You will get no more of these emails.</p>"))

@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from templates_registry.rendering import RenderedMessage, RenderError
+from templates_registry.rendering import RenderedMessage, RenderError, sample_unsubscribe_url
 
 # Gmail cuts the message off behind a "[Message clipped]" link past 102 KB of
 # HTML, hiding the footer and with it the unsubscribe link. Measured in UTF-8
@@ -143,14 +143,15 @@ class _Document:
     active: list[str] = field(default_factory=list)  # active content found, one short description each
 
 
-def run_checks(message: RenderedMessage, *, text_was_given: bool) -> list[CheckResult]:
-    """Every check, in a stable order, for one rendered message (rendered with the version's sample values)."""
+def run_checks(message: RenderedMessage, *, text_was_given: bool, marketing: bool = True) -> list[CheckResult]:
+    """Every check, in a stable order, for one rendered message (rendered with the version's sample values and
+    the sample ``unsubscribe_url``); ``marketing``: the template's kind is marketing."""
     doc = _parse(message.html)
     return [
         _active_content(doc),
         _html_size(message.html),
         _plain_text_part(message.text, text_was_given=text_was_given),
-        _unsubscribe_link(doc.links),
+        _unsubscribe_link(doc.links, marketing=marketing),
         _image_alt(doc.images),
         _link_scheme(doc.links),
         _link_ip(doc.links),
@@ -266,17 +267,27 @@ def _plain_text_part(text: str, *, text_was_given: bool) -> CheckResult:
     return CheckResult("plain_text_part", True, True, f"plain-text part given ({len(text.strip())} characters)")
 
 
-def _unsubscribe_link(links: list[_Link]) -> CheckResult:
-    # Blocking although List-Unsubscribe is always added: CAN-SPAM and GDPR want
-    # a visible way out in the body, and many clients never show the header.
-    found = next((link for link in links if _is_unsubscribe(link)), None)
-    if found is None:
+def _unsubscribe_link(links: list[_Link], *, marketing: bool) -> CheckResult:
+    # Blocking for marketing mail although List-Unsubscribe is always added: CAN-SPAM and GDPR want a visible way
+    # out in the body, and many clients never show the header. It must be Sendplane's signed link (the
+    # unsubscribe_url variable): any other link's clicks never reach the suppression list.
+    ours = sample_unsubscribe_url()
+    if any(_clean_url(link.href) == ours for link in links):
+        return CheckResult("unsubscribe_link", True, marketing, "Sendplane's unsubscribe link found ({{ unsubscribe_url }})")
+    if not marketing:
+        return CheckResult("unsubscribe_link", True, False, "transactional template: no unsubscribe link required")
+    other = next((link for link in links if _is_unsubscribe(link)), None)
+    if other is not None:
+        shown = f"{_quoted(other.text)} ({_shown(other.href)})" if other.text else _shown(other.href)
         return CheckResult(
             "unsubscribe_link", False, True,
-            "no unsubscribe link in the body; a visible one is required besides the List-Unsubscribe header",
+            f"the unsubscribe link {shown} is not Sendplane's: use href=\"{{{{ unsubscribe_url }}}}\" so a click suppresses",
         )
-    shown = f"{_quoted(found.text)} ({_shown(found.href)})" if found.text else _shown(found.href)
-    return CheckResult("unsubscribe_link", True, True, f"unsubscribe link found: {shown}")
+    return CheckResult(
+        "unsubscribe_link", False, True,
+        "no unsubscribe link in the body: add <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> "
+        "(the List-Unsubscribe header is not enough)",
+    )
 
 
 def _is_unsubscribe(link: _Link) -> bool:

@@ -28,7 +28,7 @@ SIMPLE_MJML = """<mjml>
     {% for item in items %}
     <mj-section><mj-column><mj-text>{{ loop.index }}. {{ item }}</mj-text></mj-column></mj-section>
     {% endfor %}
-    <mj-section><mj-column><mj-text><a href="https://example.com/unsubscribe">Unsubscribe</a></mj-text></mj-column></mj-section>
+    <mj-section><mj-column><mj-text><a href="{{ unsubscribe_url }}">Unsubscribe</a></mj-text></mj-column></mj-section>
   </mj-body>
 </mjml>"""
 SIMPLE_VARIABLES = {"first_name": "Ana", "offer_url": "https://example.com/offer", "items": ["Hat", "Scarf"]}

@@ -31,7 +31,7 @@ from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES
 
 SPAMD_DOWN = "spamd at 127.0.0.1:783 is unreachable"
 NO_UNSUBSCRIBE_MJML = SIMPLE_MJML.replace(
-    '<a href="https://example.com/unsubscribe">Unsubscribe</a>', '<a href="https://example.com/help">Help</a>'
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a>', '<a href="https://example.com/help">Help</a>'
 )
 
 

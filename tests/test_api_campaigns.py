@@ -201,7 +201,7 @@ def test_campaign_list_shows_each_campaigns_progress(api_as: Api, marketer: User
 
 def test_campaign_detail_output(api_as: Api, marketer: User, campaign: Campaign) -> None:
     data = api_as(marketer).get(campaign_url(campaign)).json()
-    assert set(data) == {"id", "name", "template", "sending_domain", "status", "created_at", "progress"}
+    assert set(data) == {"id", "name", "template", "sending_domain", "status", "purpose", "created_at", "progress"}
     assert (data["name"], data["template"], data["sending_domain"], data["status"]) == (
         "Welcome wave",
         "welcome",

@@ -59,8 +59,10 @@ def test_trigger_is_accepted_and_queues_one_message_per_recipient(
         "trigger": trigger.pk,
         "accepted": 3,
         "suppressed": 0,
+        "without_consent": 0,
         "rejected": 0,
         "suppressed_recipients": [],
+        "without_consent_recipients": [],
         "rejections": [],
     }
     assert "Idempotent-Replayed" not in response

@@ -150,7 +150,7 @@ def test_a_refused_approval_writes_nothing(version: VariantVersion, marketer: Us
 def test_creating_a_campaign_is_recorded(campaign: Campaign, marketer: User) -> None:
     entry = AuditEntry.objects.get(action="campaign.create")
     assert (entry.actor, entry.target_id, entry.data) == (
-        marketer, str(campaign.pk), {"template": "welcome", "sending_domain": "mail.example.com"}
+        marketer, str(campaign.pk), {"template": "welcome", "sending_domain": "mail.example.com", "purpose": "marketing"}
     )
 
 
@@ -164,7 +164,8 @@ def test_an_accepted_trigger_records_counts_once_and_a_replay_records_nothing(ca
         "trigger.accept", marketer, "dispatch.campaign", str(campaign.pk)
     )
     assert entry.data == {
-        "trigger": response["trigger"], "accepted": 2, "suppressed": 1, "rejected": 1, "idempotency_key": "wave-1", "started": True,
+        "trigger": response["trigger"], "accepted": 2, "suppressed": 1, "without_consent": 0, "rejected": 1,
+        "idempotency_key": "wave-1", "started": True,
     }
     assert "example.org" not in json.dumps(entry.data)
     last = mark()

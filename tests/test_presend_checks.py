@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from templates_registry.checks import CheckResult, run_checks
 from templates_registry.examples import EXAMPLES, example_variables
-from templates_registry.rendering import RenderedMessage, VersionContent, compile_version
+from templates_registry.rendering import RenderedMessage, VersionContent, compile_version, sample_unsubscribe_url
 
 CHECK_NAMES = [
     "active_content",
@@ -25,7 +25,7 @@ CHECK_NAMES = [
     "subject_caps",
     "unresolved_variables",
 ]
-UNSUBSCRIBE = '<a href="https://example.com/u/tok">Unsubscribe</a>'
+UNSUBSCRIBE = f'<a href="{sample_unsubscribe_url()}">Unsubscribe</a>'  # what {{ unsubscribe_url }} renders in a check
 
 
 def message(
@@ -35,12 +35,12 @@ def message(
     return RenderedMessage(subject=subject, sender_name=sender, preheader=preheader, html=html, text=text)
 
 
-def results(msg: RenderedMessage, *, text_was_given: bool = True) -> dict[str, CheckResult]:
-    return {result.name: result for result in run_checks(msg, text_was_given=text_was_given)}
+def results(msg: RenderedMessage, *, text_was_given: bool = True, marketing: bool = True) -> dict[str, CheckResult]:
+    return {result.name: result for result in run_checks(msg, text_was_given=text_was_given, marketing=marketing)}
 
 
-def check(msg: RenderedMessage, name: str, *, text_was_given: bool = True) -> CheckResult:
-    return results(msg, text_was_given=text_was_given)[name]
+def check(msg: RenderedMessage, name: str, *, text_was_given: bool = True, marketing: bool = True) -> CheckResult:
+    return results(msg, text_was_given=text_was_given, marketing=marketing)[name]
 
 
 def failed(msg: RenderedMessage) -> set[str]:
@@ -119,7 +119,7 @@ def test_bad_ai_output_fails_the_right_checks() -> None:
 def test_html_over_102_kb_is_blocked_as_gmail_clips_it() -> None:
     result = check(message("<p>" + "x" * (131 * 1024) + "</p>" + UNSUBSCRIBE), "html_size")
     assert (result.passed, result.blocking) == (False, True)
-    assert result.message == "HTML is 131.1 KB; Gmail clips messages over 102 KB"
+    assert result.message == "HTML is 131.2 KB; Gmail clips messages over 102 KB"
 
 
 def test_html_size_counts_utf8_bytes_not_characters() -> None:
@@ -179,9 +179,37 @@ def test_no_unsubscribe_link_is_blocked() -> None:
         '<a href="https://example.com/u/tok">Opt out</a>',
     ],
 )
-def test_an_unsubscribe_link_in_text_or_href_passes(link: str) -> None:
+def test_an_unsubscribe_link_that_is_not_sendplanes_blocks_marketing_mail_naming_it(link: str) -> None:
+    # Issue 18: clicks on a caller's own link never reached the suppression list.
     result = check(message(f"<p>Bye: {link}</p>"), "unsubscribe_link")
-    assert result.passed and result.message.startswith("unsubscribe link found: ")
+    assert (result.passed, result.blocking) == (False, True)
+    assert "is not Sendplane's: use href=\"{{ unsubscribe_url }}\"" in result.message
+    assert_one_line(result)
+
+
+@pytest.mark.parametrize("body", [UNSUBSCRIBE, f'<p>Manage: <a href=" {sample_unsubscribe_url()} ">here</a></p>'])
+def test_sendplanes_own_link_passes_whatever_its_text(body: str) -> None:
+    result = check(message(body), "unsubscribe_link")
+    assert (result.passed, result.blocking) == (True, True)
+
+
+def test_a_transactional_template_needs_no_unsubscribe_link() -> None:
+    result = check(message('<p>Your receipt. <a href="https://example.com/help">Help</a></p>'), "unsubscribe_link", marketing=False)
+    assert (result.passed, result.blocking, result.message) == (True, False, "transactional template: no unsubscribe link required")
+
+
+def test_the_variable_renders_sendplanes_link_in_the_check_and_the_recipients_own_at_send() -> None:
+    content = VersionContent(
+        mjml_body='<mjml><mj-body><mj-section><mj-column><mj-text><a href="{{ unsubscribe_url }}">Unsubscribe</a>'
+        "</mj-text></mj-column></mj-section></mj-body></mjml>",
+        subject="Hi", text_body="Leave: {{ unsubscribe_url }}",
+    )
+    compiled = compile_version(content)  # undeclared, yet no error: a built-in
+    sample = compiled.render({})
+    assert check(sample, "unsubscribe_link").passed
+    mine = compiled.render({"unsubscribe_url": "https://evil.example/x"}, unsubscribe_url="https://sp.example/u/abc.def")
+    assert 'href="https://sp.example/u/abc.def"' in mine.html and "evil" not in mine.html  # the caller's value is replaced
+    assert mine.text.endswith("Leave: https://sp.example/u/abc.def")
 
 
 # --- image_alt ---------------------------------------------------------------

@@ -57,7 +57,7 @@ SPAMMY_BUT_TIDY_MJML = """<mjml><mj-body>
     <mj-text>Dear friend, {{ first_name }}, this offer is 100% guaranteed and completely risk free.</mj-text>
     <mj-text>Earn extra cash from home, no experience needed. Act now, this is not spam.</mj-text>
     <mj-text><a href="https://example.com/offer">See the offer</a></mj-text>
-    <mj-text><a href="https://example.com/unsubscribe">Unsubscribe</a></mj-text>
+    <mj-text><a href="{{ unsubscribe_url }}">Unsubscribe</a></mj-text>
   </mj-column></mj-section>
 </mj-body></mjml>"""
 

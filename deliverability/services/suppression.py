@@ -12,11 +12,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
 from audit.services import audit_record
 from controlplane.addresses import address_checked, address_hash, address_key, hash_label
 from deliverability.errors import DeliverabilityError
-from deliverability.models import FeedbackEvent, SendingDomain, Suppression, SuppressionReason
+from deliverability.models import ConsentRecord, FeedbackEvent, SendingDomain, Suppression, SuppressionReason
 
 
 def suppression_scope(reason: str) -> str:
@@ -90,5 +91,18 @@ def address_erase(*, address: str) -> Erasure:
     digest = address_hash(address)
     with transaction.atomic():
         suppressions = Suppression.objects.filter(address_hash=digest).exclude(address="").update(address="")
-        events = FeedbackEvent.objects.filter(recipient_hash=digest).exclude(recipient="").update(recipient="", smtp_reply="", detail={})
+        events = events_blank(FeedbackEvent.objects.filter(recipient_hash=digest).exclude(recipient=""))
+        consents_blank(ConsentRecord.objects.filter(address_hash=digest).exclude(address="", evidence={}))  # withdrawals hold
     return Erasure(suppressions=suppressions, events=events)
+
+
+def events_blank(events: QuerySet[FeedbackEvent]) -> int:
+    """What an erased (or expired: dispatch.services.retention) feedback event keeps: its type, kind, reason, times,
+    message and the recipient's hash, so counts, suppression and the soft-bounce window still work; not who or what was said."""
+    return events.update(recipient="", smtp_reply="", detail={})
+
+
+def consents_blank(consents: QuerySet[ConsentRecord]) -> int:
+    """What an erased (or expired) consent record keeps: purpose, basis, source and times, and its hash, so a
+    withdrawal still stops a send; not the address nor the evidence (the form, the wording, the IP address)."""
+    return consents.update(address="", evidence={})

@@ -14,7 +14,8 @@ from audit.services import audit_record
 from controlplane import metrics
 from controlplane.errors import ServiceError
 from controlplane.locking import LockOptions, lock_no_key
-from deliverability.models import SendingDomain
+from deliverability.models import DEFAULT_PURPOSE, TRANSACTIONAL, SendingDomain
+from deliverability.services.consent import purpose_known
 from deliverability.services.handover import hand_overs_wait
 from dispatch.models import TERMINAL, WAITING, Campaign, CampaignStatus, Message, MessageStatus
 from templates_registry.models import Template
@@ -50,15 +51,30 @@ class LifecycleResult:
     detail: str  # one line saying what happened
 
 
-def campaign_create(*, name: str, template: Template, sending_domain: SendingDomain, created_by: Any = None) -> Campaign:
+def campaign_create(
+    *, name: str, template: Template, sending_domain: SendingDomain, purpose: str = DEFAULT_PURPOSE, created_by: Any = None
+) -> Campaign:
     if not name.strip():
         raise CampaignError("must not be empty", field="name")
+    _purpose_checked(purpose, template)
     user = created_by if getattr(created_by, "is_authenticated", False) else None
     with transaction.atomic():
-        campaign = Campaign.objects.create(name=name.strip(), template=template, sending_domain=sending_domain, created_by=user)
-        data = {"template": template.slug, "sending_domain": sending_domain.domain}
+        campaign = Campaign.objects.create(
+            name=name.strip(), template=template, sending_domain=sending_domain, purpose=purpose, created_by=user
+        )
+        data = {"template": template.slug, "sending_domain": sending_domain.domain, "purpose": purpose}
         audit_record(action="campaign.create", target=campaign, actor=created_by, data=data)
     return campaign
+
+
+def _purpose_checked(purpose: str, template: Template) -> None:
+    if not purpose_known(purpose):
+        raise CampaignError(f"unknown purpose {purpose[:64]!r}: transactional, marketing, or one defined in the admin", field="purpose")
+    if purpose != TRANSACTIONAL and template.kind == TRANSACTIONAL:
+        raise CampaignError(
+            f"template {template.slug!r} is transactional: a {purpose} campaign needs a marketing template (with the unsubscribe link)",
+            field="template",
+        )
 
 
 def campaign_set_status(*, campaign: Campaign, status: str, actor: Any = None, reason: str = "") -> Campaign:

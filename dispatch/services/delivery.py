@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from email_validator import EmailNotValidError, validate_email
@@ -22,13 +23,14 @@ from email_validator import EmailNotValidError, validate_email
 from controlplane import metrics
 from controlplane.errors import ServiceError
 from deliverability.dkim_signing import DkimKeyError, dkim_key_check, dkim_sign
-from deliverability.models import SendingDomain
+from deliverability.models import TRANSACTIONAL, SendingDomain
 from dispatch.models import Message, MessageStatus
 from dispatch.services.smtp_pool import Session, session_pool
 from dispatch.services.unsubscribe import unsubscribe_urls
 from dispatch.services.verp import verp_address
 from templates_registry.checks import refuse_active_content
 from templates_registry.rendering import CompiledVersion, RenderedMessage, RenderError, compile_version
+from templates_registry.rendering.lint import MessageLintError, Problem, email_header_problems, header_problems
 from templates_registry.rendering.mime import build_mime, encode_headers, standard_headers
 
 
@@ -107,7 +109,7 @@ def render_message(message: Message) -> RenderedMessage:
         if len(_compiled_by_version) >= 256:
             _compiled_by_version.clear()
         _compiled_by_version[message.version_id] = compiled
-    rendered = compiled.render(message.context)
+    rendered = compiled.render(message.context, unsubscribe_url=unsubscribe_urls(message)[0])  # the link in the body too
     # The trigger checked this recipient's render for active content (the same render: version and context are
     # immutable); rows queued before that check existed are checked here (~0.02 ms a message).
     return rendered if message.content_checked else refuse_active_content(rendered)
@@ -117,11 +119,13 @@ _compiled_by_version: dict[int, CompiledVersion] = {}
 
 
 def build_raw(message: Message, domain: SendingDomain) -> bytes:
-    """The exact bytes an SMTP server receives (before DKIM). Raises RenderError."""
+    """The exact bytes an SMTP server receives (before DKIM). Raises RenderError (MessageLintError: ``lint_refuse``)."""
     rendered = render_message(message)
     headers = encode_headers(message_headers(message, domain, rendered))
     parts = {"text_parts": rendered.text_parts, "html_parts": rendered.html_parts}  # encoded part by part: see build_mime
-    return build_mime(headers=headers, text=rendered.text, html=rendered.html, **parts)
+    raw = build_mime(headers=headers, text=rendered.text, html=rendered.html, **parts)
+    lint_refuse(header_problems(raw, **lint_mode(message)))
+    return raw
 
 
 def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternatives:
@@ -132,7 +136,25 @@ def build_email(message: Message, domain: SendingDomain) -> EmailMultiAlternativ
         subject=headers.pop("Subject"), body=rendered.text, from_email=headers.pop("From"), to=[headers.pop("To")], headers=headers
     )
     email.attach_alternative(rendered.html, "text/html")
+    lint_refuse(email_header_problems(email, **lint_mode(message)))
     return email
+
+
+def lint_mode(message: Message) -> dict[str, bool]:
+    """How strict the header lint is for this message: marketing mail needs One-Click unsubscribe (RFC 8058).
+
+    An http List-Unsubscribe passes only where settings allowed an http public URL (the tests, the embedded
+    installation): production refuses to start with one.
+    """
+    insecure = settings.EMBEDDED or settings.SENDPLANE_INSECURE_PUBLIC_URL
+    return {"marketing": message.campaign.purpose != TRANSACTIONAL, "https_only": not insecure}
+
+
+def lint_refuse(problems: list[Problem]) -> None:
+    """A message whose header block fails the lint is not sent: counted by rule, refused like a render (``failed``)."""
+    if problems:
+        metrics.message_lint_failed(p.rule for p in problems)
+        raise MessageLintError(problems)
 
 
 def envelope_sender(message: Message) -> str:

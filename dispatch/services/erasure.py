@@ -29,7 +29,7 @@ from typing import Any
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from audit.services import audit_record
 from controlplane.addresses import address_hash, address_spellings, hash_label
@@ -88,14 +88,9 @@ def address_erase_everywhere(*, address: str, requested_by: Any = None) -> Erasu
         )
         # iexact: the database's case folding, which is Unicode-aware under a UTF-8 ctype (ops/configuration.md)
         messages = Message.objects.filter(_any_of("recipient__iexact", spellings))
-        # Their attempts' replies first (found through the address this erase blanks next): "550 <a@b>: unknown".
-        MessageAttempt.objects.filter(message__in=messages).exclude(reply=ERASED).update(reply=ERASED)
         # Not yet sent: never will be.
-        waiting = messages.filter(status__in=WAITING).update(
-            status=MessageStatus.SUPPRESSED, recipient=ERASED, context={}, last_reply="erased on request"
-        )
-        # The rest: a receiving server's last reply often quotes the address ("550 <a@b>: unknown").
-        message_count = waiting + messages.update(recipient=ERASED, context={}, last_reply=ERASED)
+        waiting = messages_blank(messages.filter(status__in=WAITING), status=MessageStatus.SUPPRESSED, last_reply="erased on request")
+        message_count = waiting + messages_blank(messages)
         trigger_count = _erase_in_trigger_answers(spellings)
         erased = address_erase(address=address)
         _erase_in_admin_log(spellings)
@@ -105,6 +100,17 @@ def address_erase_everywhere(*, address: str, requested_by: Any = None) -> Erasu
             label = hash_label(address_hash(address))
             audit_record(action="address.erase", target=kept, actor=requested_by, target_label=label, data=result.as_dict())
     return result
+
+
+def messages_blank(messages: QuerySet[Message], **also: Any) -> int:
+    """What an erased (or expired: dispatch.services.retention) outbox row keeps: no address, context or last reply,
+    and no reply in its attempts; its status, codes and times stay. ``also``: more columns to set. Returns the rows.
+
+    A receiving server's reply often quotes the address ("550 <a@b>: unknown"). The attempts go first: ``messages``
+    may find its rows by the address this blanks.
+    """
+    MessageAttempt.objects.filter(message__in=messages).exclude(reply=ERASED).update(reply=ERASED)
+    return messages.update(**{"recipient": ERASED, "context": {}, "last_reply": ERASED, **also})
 
 
 def _any_of(lookup: str, values: list[str]) -> Q:
@@ -125,7 +131,7 @@ def _erase_in_trigger_answers(spellings: list[str]) -> int:
     for trigger in Trigger.objects.filter(_any_of("response__icontains", spellings)).select_for_update():
         response = copy.deepcopy(trigger.response)
         response["suppressed_recipients"] = [a for a in response.get("suppressed_recipients", []) if not names(a)]
-        for rejection in response.get("rejections", []):
+        for rejection in [*response.get("rejections", []), *response.get("without_consent_recipients", [])]:
             if names(rejection.get("address", "")):
                 rejection["address"] = ERASED
         if response != trigger.response:

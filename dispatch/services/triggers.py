@@ -17,8 +17,10 @@ from controlplane.correlation import correlation_id, correlation_new
 from controlplane.errors import ServiceError
 from controlplane.json_values import json_problem
 from controlplane.locking import row_share_lock
+from deliverability.models import TRANSACTIONAL
 from deliverability.providers import providers_of
-from deliverability.selectors import suppressed_among
+from deliverability.selectors import consent_refusals, suppressed_among
+from deliverability.services.sender_rules import sender_rules_refusal
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
 from dispatch.services.hints import publish_send_batches
 from dispatch.services.results import results_accepted
@@ -71,15 +73,18 @@ def trigger_accept(
         raise TriggerError(f"at most {MAX_RECIPIENTS} recipients per trigger, got {len(recipients)}")
     if campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED):
         raise TriggerError(f"campaign {campaign.pk} is {campaign.status}")
+    _purpose_problem(campaign)
     arms = _arms(campaign)
-    rows, suppressed, rejections = _sort_recipients(campaign, arms, recipients)
-    if not rows and not suppressed:
+    rows, suppressed, without_consent, rejections = _sort_recipients(campaign, arms, recipients)
+    if not rows and not suppressed and not without_consent:
         raise TriggerError(f"every recipient was rejected; first: #{rejections[0]['index']} {rejections[0]['reason']}")
     response = {
         "accepted": len(rows),
         "suppressed": len(suppressed),
+        "without_consent": len(without_consent),
         "rejected": len(rejections),
         "suppressed_recipients": suppressed[:_REJECTIONS_SHOWN],
+        "without_consent_recipients": without_consent[:_REJECTIONS_SHOWN],
         "rejections": rejections[:_REJECTIONS_SHOWN],
     }
     try:
@@ -99,6 +104,21 @@ def _replay(campaign: Campaign, key: str, fingerprint: str) -> dict[str, Any] | 
     if existing.request_hash != fingerprint:
         raise TriggerConflict("this Idempotency-Key was already used with a different body")
     return existing.response
+
+
+def _purpose_problem(campaign: Campaign) -> None:
+    """Marketing mail needs a marketing template (only that one is checked for Sendplane's unsubscribe link) and,
+    under the domain's "enforce" policy, a domain that passes the providers' required sender rules."""
+    if campaign.purpose == TRANSACTIONAL:
+        return
+    if campaign.template.kind == TRANSACTIONAL:
+        raise TriggerError(
+            f"campaign {campaign.pk} is for {campaign.purpose} (marketing) but template {campaign.template.slug!r} is "
+            "transactional: use a marketing template, or make the campaign transactional"
+        )
+    refusal = sender_rules_refusal(campaign.sending_domain)  # may ask DNS: before any transaction
+    if refusal:
+        raise TriggerError(refusal)
 
 
 def _arms(campaign: Campaign) -> list[Arm]:
@@ -125,8 +145,8 @@ def assign_arm(arms: list[Arm], campaign_id: int, address: str) -> Arm:
 
 def _sort_recipients(
     campaign: Campaign, arms: list[Arm], recipients: list[dict[str, Any]]
-) -> tuple[list[tuple[str, dict[str, Any], Arm]], list[str], list[dict[str, Any]]]:
-    """Split into (rows to insert, suppressed addresses, rejections with reasons)."""
+) -> tuple[list[tuple[str, dict[str, Any], Arm]], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split into (rows to insert, suppressed addresses, recipients without consent, rejections), each with reasons."""
     rejections: list[dict[str, Any]] = []
     valid: list[tuple[int, str, dict[str, Any]]] = []
     seen: set[str] = set()
@@ -142,10 +162,14 @@ def _sort_recipients(
         seen.add(address_key(address))
         valid.append((index, address, context))
     blocked = suppressed_among(addresses=[a for _, a, _ in valid], sending_domain=campaign.sending_domain)
-    rows, suppressed = [], []
+    unconsented = _consent_refusals(campaign, [a for _, a, _ in valid if a not in blocked])
+    rows, suppressed, without_consent = [], [], []
     for index, address, context in valid:
         if address in blocked:
             suppressed.append(address)
+            continue
+        if address in unconsented:
+            without_consent.append({"index": index, "address": address, "reason": unconsented[address]})
             continue
         arm = assign_arm(arms, campaign.pk, address_key(address))
         problem = _render_problem(arm, context)
@@ -153,7 +177,13 @@ def _sort_recipients(
             rejections.append({"index": index, "address": address, "reason": problem})
         else:
             rows.append((address, context, arm))
-    return rows, suppressed, rejections
+    return rows, suppressed, without_consent, rejections
+
+
+def _consent_refusals(campaign: Campaign, addresses: list[str]) -> dict[str, str]:
+    if campaign.purpose == TRANSACTIONAL or not addresses:
+        return {}
+    return consent_refusals(addresses=addresses, purpose=campaign.purpose, required=campaign.sending_domain.consent_required)
 
 
 def _address(value: Any) -> tuple[str, str | None]:
@@ -240,7 +270,7 @@ def _still_open(campaign: Campaign) -> None:
 
 def _audit_accept(campaign: Campaign, trigger: Trigger, response: dict[str, Any], started: bool, created_by: Any) -> None:
     """Counts only: the recipients are in the outbox (and go with an erase), never in the trail."""
-    data = {name: response[name] for name in ("trigger", "accepted", "suppressed", "rejected")}
+    data = {name: response[name] for name in ("trigger", "accepted", "suppressed", "without_consent", "rejected")}
     data |= {"idempotency_key": trigger.idempotency_key, "started": started}
     audit_record(action="trigger.accept", target=campaign, actor=created_by, data=data)
 

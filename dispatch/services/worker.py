@@ -171,9 +171,10 @@ def message_claim(*, domain: SendingDomain, limit: int, now: datetime | None = N
         Message.objects.filter(id__in=ids).update(
             status=MessageStatus.SENDING, lease_expires_at=lease, attempts=F("attempts") + 1
         )
-    # Not the version: a batch's rows share one or two, and a 50 KB version row fetched per message cost more than
-    # the render; the compiled-version cache needs only version_id (render_message loads a version it has not seen).
-    return list(Message.objects.filter(id__in=ids).select_related("sending_domain").order_by("id"))
+    # The campaign (a small row): its purpose decides the header lint. Not the version: a batch's rows share one or
+    # two, and a 50 KB version row fetched per message cost more than the render; the compiled-version cache needs
+    # only version_id (render_message loads a version it has not seen).
+    return list(Message.objects.filter(id__in=ids).select_related("sending_domain", "campaign").order_by("id"))
 
 
 def _send_claimed(
@@ -336,12 +337,14 @@ def _hand_over_chunk(domain: SendingDomain, chunk: list[Prepared], transport: Tr
     with hand_over_guard(domain_id=domain.pk, scope=campaigns) as running:
         if running is None:
             return False
+        read_at = time.monotonic()  # a suppression committing from here on waits for this chunk's end on this worker
         blocked = suppressed_among(addresses=[p.message.recipient for p in chunk], sending_domain=domain)
         allowed = [p for p in chunk if p.message.campaign_id in running]
         for prepared in allowed:
             if prepared.message.recipient in blocked:
                 outcomes[prepared.message.pk] = Outcome(MessageStatus.SUPPRESSED, None, "suppressed before sending")
         _send_chunk(transport, [p for p in allowed if p.message.pk not in outcomes], outcomes, deadline)
+    metrics.suppression_window(time.monotonic() - read_at)
     return True
 
 

@@ -2,16 +2,19 @@
 
 from templates_registry.rendering.errors import RenderError, RenderLimitError
 from templates_registry.rendering.pipeline import (
+    UNSUBSCRIBE_VAR,
     CompiledVersion,
     RenderedMessage,
     VersionContent,
     compile_cache,
     compile_version,
     render_direct,
+    sample_unsubscribe_url,
     validate_content,
 )
 
 __all__ = [
+    "UNSUBSCRIBE_VAR",
     "CompiledVersion",
     "RenderError",
     "RenderLimitError",
@@ -20,5 +23,6 @@ __all__ = [
     "compile_cache",
     "compile_version",
     "render_direct",
+    "sample_unsubscribe_url",
     "validate_content",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from jinja2 import meta, nodes
 from jinja2.environment import Template
 from markupsafe import escape
@@ -36,6 +37,18 @@ from templates_registry.rendering.sandbox import (
 from templates_registry.rendering.text import html_to_text
 
 PREHEADER_VAR = "sp_preheader"
+# Sendplane's signed one-click link for this recipient (dispatch sets it per message; previews and the pre-send
+# checks get a sample). A built-in: never declared, and a caller's value of that name is replaced, so the visible
+# link always reaches the suppression list.
+UNSUBSCRIBE_VAR = "unsubscribe_url"
+BUILTIN_VARS = frozenset({UNSUBSCRIBE_VAR})
+# The shape of a real token (uuid hex, a dot, 16 hex) whose signature never verifies: a preview click is refused.
+_SAMPLE_TOKEN = f"{'0' * 32}.{'0' * 16}"
+
+
+def sample_unsubscribe_url() -> str:
+    """The unsubscribe link a preview or a pre-send check renders (the pre-send check looks for exactly this)."""
+    return f"{settings.SENDPLANE_PUBLIC_URL}/u/{_SAMPLE_TOKEN}"
 _PREHEADER_DIV = (
     '<div style="display:none;font-size:1px;color:#ffffff;line-height:1px;max-height:0px;'
     'max-width:0px;opacity:0;overflow:hidden;">{}</div>'
@@ -114,8 +127,10 @@ class CompiledVersion:
         sources = [getattr(content, name) for name in _HEADER_FIELDS] + [text_source]
         self._text_combined = _compile_field(text_env, _PART_SEPARATOR.join(sources), text_field)
 
-    def render(self, context: Mapping[str, Any]) -> RenderedMessage:
+    def render(self, context: Mapping[str, Any], *, unsubscribe_url: str | None = None) -> RenderedMessage:
+        """One recipient's message; ``unsubscribe_url`` is theirs (None: the sample, for previews and checks)."""
         variables = with_globals(self.html_env, check_context(context))
+        variables[UNSUBSCRIBE_VAR] = unsubscribe_url or sample_unsubscribe_url()
         with shared_budget(self.limits):
             return self._render(variables)
 
@@ -191,11 +206,12 @@ def compile_version(content: VersionContent) -> CompiledVersion:
     return compile_cache.get(content)
 
 
-def render_direct(content: VersionContent, context: Mapping[str, Any]) -> RenderedMessage:
+def render_direct(content: VersionContent, context: Mapping[str, Any], *, unsubscribe_url: str | None = None) -> RenderedMessage:
     """The reference path: Jinja over the MJML, then MJML, for this one recipient."""
     html_env, text_env = environment(autoescape=True), environment(autoescape=False)
     limits = Limits.from_settings()
     ctx = with_globals(html_env, check_context(context))
+    ctx[UNSUBSCRIBE_VAR] = unsubscribe_url or sample_unsubscribe_url()
     subject = render_header(_compile_field(text_env, content.subject, "subject"), ctx, "subject", limits)
     sender = render_header(_compile_field(text_env, content.sender_name, "sender_name"), ctx, "sender_name", limits)
     preheader = _render_field(_compile_field(text_env, content.preheader, "preheader"), ctx, "preheader", limits)
@@ -229,7 +245,7 @@ def check_declared(content: VersionContent) -> None:
             continue
         _labelled(name, html_env.compile_checked, source)  # syntax, nesting, refused statements
         tree = html_env.parse(source)
-        undeclared = sorted(meta.find_undeclared_variables(tree) - set(content.variables))
+        undeclared = sorted(meta.find_undeclared_variables(tree) - set(content.variables) - BUILTIN_VARS)
         if undeclared:
             line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == undeclared[0]), None)
             raise RenderError(f"undeclared variable {undeclared[0]!r}", line=line, field=name)

@@ -20,7 +20,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.progress import ProgressBar
-from dispatch.services.feedback import FeedbackError, bounce_ingest
+from dispatch.services.feedback import FeedbackError
+from dispatch.services.inbound import mail_ingest
 
 
 class Command(BaseCommand):
@@ -50,7 +51,7 @@ class Command(BaseCommand):
 
     def _ingest(self, label: str, path: Path, totals: Counter[str]) -> bool:
         try:
-            results = bounce_ingest(raw=path.read_bytes(), source="mailbox")
+            results = mail_ingest(raw=path.read_bytes(), source="mailbox")
         except (OSError, FeedbackError) as exc:
             totals["failed"] += 1
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
