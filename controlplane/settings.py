@@ -208,6 +208,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "BounceReasonEnum": "deliverability.bounces.vocabulary.Reason",
         "SuppressionReasonEnum": "deliverability.models.SuppressionReason",
+        "SenderRulesEnum": "deliverability.models.SenderRules",
     },
 }
 

@@ -85,7 +85,7 @@ class ProviderStreamAdmin(ControlActions, ReadOnlyAdmin):
 
 _SETTINGS = [
     "default_sender", "rate_per_second", "burst", "dkim_selector", "dkim_key_path", "warmup_schedule", "warmup_daily_caps",
-    "warmup_started_on", "provider_rates", "smtp_connections", "smtp_deliveries_per_connection",
+    "warmup_started_on", "provider_rates", "smtp_connections", "smtp_deliveries_per_connection", "consent_required", "sender_rules",
 ]
 _STATE = ["paused", "paused_by", "paused_reason", "paused_at", "override_until", "warmup_step", "warmup_step_since"]
 
@@ -120,6 +120,10 @@ class SendingDomainForm(ServiceModelForm):
             "warmup_daily_caps": "Optionally, each step's messages a day, as a JSON list: [500, 5000, 50000].",
             "warmup_started_on": "Set to start the warm-up; the step advances a day at a time while the domain is healthy.",
             "provider_rates": 'Messages per second per provider group, as a JSON object: {"gmail": 5, "microsoft": 3}.',
+            "consent_required": (
+                "Marketing triggers refuse recipients with no consent for the campaign's purpose (a withdrawal always refuses)."
+            ),
+            "sender_rules": "Enforce: a marketing trigger is refused while a required sender rule fails; warn: the check only shows it.",
         }
         labels = {
             "dkim_selector": "DKIM selector", "dkim_key_path": "DKIM key path",
@@ -197,6 +201,7 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
             ("Warm-up", {"fields": ["warmup_schedule", "warmup_daily_caps", "warmup_started_on"]}),
             ("Per provider group", {"fields": ["provider_rates"]}),
             ("SMTP sessions (empty: the relay's limits)", {"fields": ["smtp_connections", "smtp_deliveries_per_connection"]}),
+            ("Policies for marketing mail", {"fields": ["consent_required", "sender_rules"]}),
         ]
         if obj is None:
             return sets
@@ -205,13 +210,13 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         return [
             *sets,
             ("State (pause and resume are actions)", {"fields": _STATE}),
-            ("Sender rules (the last check; 'Check the sender rules now' is an action)", {"fields": ["sender_rules", "last_sender_check"]}),
+            ("Sender rules (the last check; 'Check the sender rules now' is an action)", {"fields": ["last_sender_check"]}),
             ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         shown = ["reputation", "evidence"]
-        return shown if obj is None else ["domain", *_STATE, "sender_rules", "last_sender_check", *shown]
+        return shown if obj is None else ["domain", *_STATE, "last_sender_check", *shown]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)

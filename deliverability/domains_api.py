@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from access.permissions import Capability, CapabilityPermission, user_can
 from controlplane.api import StrictInputSerializer, error_responses, get_or_404
-from deliverability.models import DomainCheck, SendingDomain
+from deliverability.models import DomainCheck, SenderRules, SendingDomain
 from deliverability.services import domain_create, domain_update
 from deliverability.services.bulk_senders import is_bulk_sender, organisational_domain
 from deliverability.services.sender_rules import domain_check, domain_check_report
@@ -74,6 +74,14 @@ class DomainSettingsInputSerializer(StrictInputSerializer):
     smtp_deliveries_per_connection = serializers.IntegerField(
         max_value=_INT_MAX, allow_null=True, help_text="Messages per SMTP session of this domain; null: the relay's."
     )
+    consent_required = serializers.BooleanField(
+        help_text="A marketing campaign's trigger refuses recipients with no consent for its purpose (a withdrawal always refuses)."
+    )
+    sender_rules = serializers.ChoiceField(
+        choices=SenderRules.choices,
+        help_text="enforce: a marketing trigger is refused while a required sender rule fails (GET .../check says which); "
+        "warn: shown only.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,7 +132,7 @@ class DomainSettingsSerializer(serializers.ModelSerializer):
         fields = [
             "domain", "default_sender", "rate_per_second", "burst", "dkim_selector", "dkim_key_path", "warmup_schedule",
             "warmup_daily_caps", "warmup_started_on", "warmup_step", "provider_rates", "smtp_connections",
-            "smtp_deliveries_per_connection", "dkim_dns",
+            "smtp_deliveries_per_connection", "consent_required", "sender_rules", "dkim_dns",
         ]
 
     @extend_schema_field(serializers.CharField())
@@ -201,7 +209,7 @@ class DomainCheckSerializer(serializers.Serializer):
     org_domain = serializers.CharField(help_text="The organisational domain of the From address (DMARC, bulk-sender status).")
     bulk_sender = serializers.BooleanField(help_text="It once sent 5,000 messages a day to Gmail: the stricter rules apply for good.")
     sender_rules = serializers.ChoiceField(
-        choices=["enforce", "warn"], help_text="enforce: a failing required rule stops marketing launches; warn: shown only."
+        choices=SenderRules.choices, help_text="enforce: a failing required rule stops marketing launches; warn: shown only."
     )
     checked_at = serializers.DateTimeField(allow_null=True, help_text="null: never checked (POST to check now).")
     passed = serializers.BooleanField(allow_null=True, help_text="Every required rule passes (pass or warn).")

@@ -13,6 +13,13 @@ from deliverability.bounces.vocabulary import EventType, Kind, MatchedBy, Reason
 from deliverability.detector import Rule, Signal
 
 
+class SenderRules(models.TextChoices):
+    """A sending domain's policy for the providers' sender rules (services/sender_rules.py)."""
+
+    ENFORCE = "enforce", "Enforce"
+    WARN = "warn", "Warn only"
+
+
 class SendingDomain(models.Model):
     """A from-domain we send as, with its pace and its pause switch."""
 
@@ -68,7 +75,7 @@ class SendingDomain(models.Model):
     # The providers' sender rules (services/sender_rules.py): enforce refuses a marketing launch while a
     # required rule fails; warn shows the failures and sends.
     sender_rules = models.CharField(
-        max_length=8, choices=[("enforce", "Enforce"), ("warn", "Warn only")], default="enforce",
+        max_length=8, choices=SenderRules.choices, default=SenderRules.ENFORCE,
         help_text="enforce: a domain failing a required sender rule cannot launch a marketing campaign",
     )
     created_at = models.DateTimeField(auto_now_add=True)

@@ -238,13 +238,31 @@ def test_the_admin_records_a_consent_through_the_service_and_withdraws_it(staff_
 def test_a_domain_failing_the_required_sender_rules_cannot_send_marketing_mail_unless_its_policy_warns(
     campaign: Any, marketer: Any, dns_server: DnsServer  # noqa: F811 - the imported fixture
 ) -> None:
-    dns_server.add_zone("example.com", {"@": ["A 192.0.2.1"]})  # mail.example.com: no SPF, no DKIM, no DMARC
-    with pytest.raises(TriggerError, match="mail.example.com fails the providers' required sender rules"):
-        send(campaign, ANA)
-    receipts = campaign_create(
-        name="Receipts", template=campaign.template, sending_domain=campaign.sending_domain, purpose="transactional"
-    )
+    from deliverability.services import domain_create
+
+    dns_server.add_zone("acme-shop.com", {"@": ["A 192.0.2.1"]})  # news.acme-shop.com: no SPF, no DKIM, no DMARC
+    domain = domain_create(domain="news.acme-shop.com", default_sender="news@news.acme-shop.com")
+    newsletter = campaign_create(name="News", template=campaign.template, sending_domain=domain, created_by=marketer)
+    with pytest.raises(TriggerError, match="news.acme-shop.com fails the providers' required sender rules: spf_or_dkim"):
+        send(newsletter, ANA)
+    receipts = campaign_create(name="Receipts", template=campaign.template, sending_domain=domain, purpose="transactional")
     assert send(receipts, ANA)["accepted"] == 1  # transactional mail is not gated
-    SendingDomain.objects.filter(pk=campaign.sending_domain_id).update(sender_rules="warn")
-    campaign.sending_domain.refresh_from_db()
-    assert send(campaign, BEN, key="k2")["accepted"] == 1
+    SendingDomain.objects.filter(pk=domain.pk).update(sender_rules="warn")
+    newsletter.sending_domain.refresh_from_db()
+    assert send(newsletter, BEN, key="k2")["accepted"] == 1
+    assert not Message.objects.filter(campaign=newsletter, recipient=ANA).exists()
+
+
+def test_an_admin_sets_the_domains_marketing_policies_through_the_api_audited(api_as: Any, admin_role: Any, marketer: Any) -> None:
+    from deliverability.services import domain_create
+
+    domain_create(domain="news.acme-shop.com", default_sender="news@news.acme-shop.com")
+    url = "/api/v1/domains/news.acme-shop.com/"
+    change = {"consent_required": True, "sender_rules": "warn", "reason": "DPO: consent only, DMARC next week"}
+    assert_error(api_as(marketer).patch(url, change, format="json"), 403)
+    assert_error(api_as(admin_role).patch(url, change | {"sender_rules": "off"}, format="json"), 400, "sender_rules")
+    response = api_as(admin_role).patch(url, change, format="json")
+    assert response.status_code == 200, response.content
+    assert (response.json()["consent_required"], response.json()["sender_rules"]) == (True, "warn")
+    entry = AuditEntry.objects.get(action="domain.update")
+    assert entry.data["after"] == {"consent_required": True, "sender_rules": "warn"}

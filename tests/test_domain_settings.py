@@ -410,6 +410,7 @@ def _form(path: Path | str, **extra: Any) -> dict[str, Any]:
         "domain": DOMAIN, "default_sender": f"news@{DOMAIN}", "rate_per_second": "20", "burst": "40",
         "dkim_selector": "s1", "dkim_key_path": str(path), "warmup_schedule": "[1, 5]", "warmup_daily_caps": "",
         "warmup_started_on": "", "provider_rates": '{"gmail": 5}', "smtp_connections": "", "smtp_deliveries_per_connection": "",
+        "sender_rules": "enforce",
         **extra,
     }
 

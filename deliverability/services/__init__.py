@@ -16,7 +16,7 @@ from controlplane.addresses import own_address_problem
 from controlplane.locking import lock_no_key
 from deliverability.dkim_signing import DkimCheck, dkim_settings_check
 from deliverability.errors import DeliverabilityError
-from deliverability.models import SendingDomain
+from deliverability.models import SenderRules, SendingDomain
 from deliverability.providers import PROVIDER_DOMAINS
 
 logger = logging.getLogger("sendplane.deliverability")
@@ -135,6 +135,8 @@ _DOMAIN_SETTINGS: dict[str, Callable[[Any, str], str | None]] = {
     ),
     "smtp_connections": lambda v, _: _at_least_one_or_none(v),
     "smtp_deliveries_per_connection": lambda v, _: _at_least_one_or_none(v),
+    "consent_required": lambda v, _: None if isinstance(v, bool) else "must be true or false",
+    "sender_rules": lambda v, _: None if v in SenderRules.values else f"must be one of {', '.join(SenderRules.values)}",
 }
 
 

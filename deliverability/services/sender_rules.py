@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from controlplane.dns import dns_resolver
 from deliverability.dkim_signing import dkim_settings_check
-from deliverability.models import DomainCheck, SendingDomain
+from deliverability.models import DomainCheck, SenderRules, SendingDomain
 from deliverability.providers import reserved_name
 from deliverability.services.bulk_senders import is_bulk_sender, organisational_domain
 from deliverability.spf import (
@@ -61,7 +61,7 @@ from deliverability.spf import (
 
 PASS, FAIL, WARN, UNKNOWN = "pass", "fail", "warn", "unknown"
 PASSING = (PASS, WARN)
-ENFORCE, WARN_ONLY = "enforce", "warn"
+ENFORCE, WARN_ONLY = SenderRules.ENFORCE, SenderRules.WARN
 # rule -> (required of every sender, required of a bulk sender)
 REQUIRED: dict[str, tuple[bool, bool]] = {
     "spf": (False, True),
