@@ -30,7 +30,7 @@ from django.utils.html import format_html
 from access.permissions import Capability
 from controlplane.admin_roles import CapabilityAccess
 from controlplane.json_values import JSONValueError, json_parse
-from deliverability.models import SendingDomain
+from deliverability.models import DEFAULT_PURPOSE, TRANSACTIONAL, Purpose, SendingDomain
 from dispatch.models import WAITING, MessageStatus
 from dispatch.selectors import campaigns_progress
 from dispatch.services.campaigns import CampaignError
@@ -80,12 +80,28 @@ class LaunchForm(forms.Form):
     name = forms.CharField(max_length=200)
     template = forms.ModelChoiceField(Template.objects.order_by("slug"))
     sending_domain = forms.ModelChoiceField(SendingDomain.objects.order_by("domain"))
+    purpose = forms.ChoiceField(
+        initial=DEFAULT_PURPOSE,
+        required=False,  # left out: marketing, as in the API
+        help_text="Marketing mail goes only to recipients who have not withdrawn from its purpose (nor, where the domain "
+        "requires consent, who never gave it); transactional mail (receipts, password resets) needs no consent.",
+    )
     recipients = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 14, "class": "vLargeTextField"}),
         help_text='One address a line, optionally "address,first_name"; or a JSON list of '
         '{"address": ..., "context": {...}}. Missing variables take the sample values of the '
         "template's newest approved version.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        defined = [(p.slug, p.name) for p in Purpose.objects.all()]
+        purpose = self.fields["purpose"]
+        assert isinstance(purpose, forms.ChoiceField)
+        purpose.choices = [(DEFAULT_PURPOSE, "Marketing"), *defined, (TRANSACTIONAL, "Transactional")]
+
+    def clean_purpose(self) -> str:
+        return self.cleaned_data["purpose"] or DEFAULT_PURPOSE
 
     def clean_recipients(self) -> list[dict[str, Any]]:
         return parse_recipients(self.cleaned_data["recipients"])

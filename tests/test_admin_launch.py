@@ -147,3 +147,19 @@ def test_a_template_without_an_approved_version_is_refused_and_leaves_no_campaig
     assert page.status_code == 200
     assert "template &#x27;welcome&#x27; has no approved version to send" in page.content.decode()
     assert written() == before
+
+
+def test_a_transactional_launch_ignores_marketing_withdrawals(staff_client: Any, marketer: Any, campaign: Any) -> None:
+    from deliverability.services.consent import consent_withdraw
+
+    consent_withdraw(address="ana@example.org", purpose="marketing", source="preference centre")
+    client = staff_client(marketer)
+    marketing = client.post(LAUNCH, form(campaign.template, campaign.sending_domain, "ana@example.org\nben@example.org", name="M"))
+    transactional = client.post(
+        LAUNCH, form(campaign.template, campaign.sending_domain, "ana@example.org", name="T") | {"purpose": "transactional"}
+    )
+    assert marketing.status_code == transactional.status_code == 302
+    made = {c.name: c for c in Campaign.objects.filter(name__in=["M", "T"])}
+    assert (made["M"].purpose, made["T"].purpose) == ("marketing", "transactional")
+    assert list(Message.objects.filter(campaign=made["M"]).values_list("recipient", flat=True)) == ["ben@example.org"]
+    assert list(Message.objects.filter(campaign=made["T"]).values_list("recipient", flat=True)) == ["ana@example.org"]

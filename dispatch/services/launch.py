@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
-from deliverability.models import SendingDomain
+from deliverability.models import DEFAULT_PURPOSE, SendingDomain
 from dispatch.models import Campaign
 from dispatch.services.campaigns import campaign_create
 from dispatch.services.triggers import trigger_accept
@@ -33,7 +33,13 @@ class Launch:
 
 
 def campaign_launch(
-    *, name: str, template: Template, sending_domain: SendingDomain, recipients: list[dict[str, Any]], created_by: Any = None
+    *,
+    name: str,
+    template: Template,
+    sending_domain: SendingDomain,
+    recipients: list[dict[str, Any]],
+    purpose: str = DEFAULT_PURPOSE,
+    created_by: Any = None,
 ) -> Launch:
     """Create the campaign and accept its recipients, or neither. Raises CampaignError, TriggerError."""
     samples = template_sample_context(template=template)
@@ -41,7 +47,9 @@ def campaign_launch(
     # One transaction: without it a refused trigger would leave an empty campaign behind.
     # The send hints trigger_accept publishes go out on its commit.
     with transaction.atomic():
-        campaign = campaign_create(name=name, template=template, sending_domain=sending_domain, created_by=created_by)
+        campaign = campaign_create(
+            name=name, template=template, sending_domain=sending_domain, purpose=purpose, created_by=created_by
+        )
         response, _ = trigger_accept(
             campaign=campaign, idempotency_key=f"admin-launch-{uuid.uuid4().hex}", recipients=filled, created_by=created_by
         )
