@@ -25,6 +25,7 @@ class AuditEntry(models.Model):
     data = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        verbose_name_plural = "audit entries"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["target_type", "target_id", "created_at"], name="audit_target_time")]
 

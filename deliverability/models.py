@@ -329,6 +329,9 @@ class BatchWatch(models.Model):
     exc_events = models.FloatField(default=0.0)
     exc_trials = models.FloatField(default=0.0)
 
+    class Meta:
+        verbose_name_plural = "batch watches"
+
     def __str__(self) -> str:
         return f"{self.sending_domain}: cusum {self.cusum:.1f}, p0 {self.p0:.2%}"
 
@@ -347,7 +350,7 @@ class SendingSwitch(models.Model):
     paused_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
-        verbose_name = "global sending switch"
+        verbose_name = verbose_name_plural = "global sending switch"  # one row: "switches" would promise more
 
     def __str__(self) -> str:
         return f"all sending {'PAUSED' if self.paused else 'running'}"
