@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from django.contrib.auth.models import User
 from django.db import connections
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
@@ -88,3 +89,20 @@ def login(page: Page, user: User) -> None:
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
     expect(page.locator("#user-tools")).to_contain_text(user.username)
+
+
+SERIOUS = ("serious", "critical")
+
+
+def axe_serious(page: Page, *, exclude: list[str] | None = None) -> list[str]:
+    """axe-core over the page as it is now: each serious or critical violation, one line (rule, impact, first targets).
+
+    ``exclude``: CSS selectors left out (a rendered email in an iframe is the template author's, not the admin's).
+    """
+    context = {"exclude": [[selector] for selector in exclude]} if exclude else None
+    results = Axe().run(page, context=context, options={"resultTypes": ["violations"]})
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}"
+        for v in results.response["violations"]
+        if v["impact"] in SERIOUS
+    ]
