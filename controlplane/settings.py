@@ -144,6 +144,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# controlplane is no app: its static/ (the charts, and the vendored uPlot) is found through this; never a CDN.
+STATICFILES_DIRS = [BASE_DIR / "controlplane" / "static"]
 
 # --- API ------------------------------------------------------------------------
 # Payloads are bounded before parsing: a trigger of 10,000 recipients with
@@ -451,6 +453,8 @@ CELERY_BEAT_SCHEDULE = {
     "bulk-senders": {"task": "deliverability.tasks.bulk_senders", "schedule": 3600.0},
     # Retention: a bounded run every 10 minutes; a backlog is worked off over the next ticks (SENDPLANE_RETENTION_*).
     "retention": {"task": "dispatch.tasks.retention", "schedule": 600.0},
+    # Long jobs (dispatch.services.jobs): one whose runner died (lease out) or whose hint was lost is published again.
+    "jobs-resume": {"task": "dispatch.tasks.jobs_resume", "schedule": 60.0},
 }
 
 # --- Feedback: suppression policy and bounce ingestion (issue 5) ----------------------

@@ -8,15 +8,16 @@ on-call actions. Events and counters are read-only here.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
-from django.utils import timezone
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from access.permissions import Capability
@@ -31,7 +32,9 @@ from controlplane.admin_roles import (
     ServiceModelForm,
     control_action,
 )
-from deliverability.charts import reputation_svg
+from deliverability.chart_data import RANGES, reputation_chart_data
+from deliverability.charts import reputation_chart
+from deliverability.glance import domains_at_a_glance, troubled_streams
 from deliverability.models import (
     ConsentRecord,
     DomainCheck,
@@ -44,7 +47,7 @@ from deliverability.models import (
     Suppression,
     SuppressionReason,
 )
-from deliverability.selectors import domain_pause_evidence, domain_reputation_history
+from deliverability.selectors import domain_pause_evidence
 from deliverability.services import (
     domain_create,
     domain_pause,
@@ -205,14 +208,43 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
         ]
         if obj is None:
             return sets
-        if self.has_change_permission(request, obj):
-            sets.append(("Why", {"fields": ["reason"]}))
+        # Above the form: the domain at a glance, with its pause or resume button (change_form.html, glance.py).
+        # Then what on-call reads next (the chart and the evidence, the state in detail), and the settings last,
+        # with "Why" right above the save button.
+        why = [("Why", {"fields": ["reason"]})] if self.has_change_permission(request, obj) else []
         return [
-            *sets,
-            ("State (pause and resume are actions)", {"fields": _STATE}),
-            ("Sender rules (the last check; 'Check the sender rules now' is an action)", {"fields": ["last_sender_check"]}),
             ("Reputation, last 24 hours", {"fields": ["reputation", "evidence"]}),
+            ("State in detail", {"fields": _STATE}),
+            ("Sender rules (the last check; 'Check the sender rules now' is an action)", {"fields": ["last_sender_check"]}),
+            *sets,
+            *why,
         ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        domain = self.get_object(request, unquote(object_id))
+        glance = None if domain is None else domains_at_a_glance([domain], switch=sending_switch())[0]
+        context = {
+            "glance": glance, "can_control": self.has_control_permission(request),
+            "streams": [] if domain is None else list(troubled_streams(domain)), **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def control_urls(self) -> list[URLPattern]:
+        """``<id>/pause/`` and ``<id>/resume/``: the page's buttons lead to the list's actions for that one domain."""
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(f"<int:object_id>/{verb}/", self.admin_site.admin_view(self.control_view), {"verb": verb}, name=f"{prefix}_{verb}")
+            for verb in ("pause", "resume")
+        ]
+
+    def control_view(self, request: HttpRequest, object_id: int, verb: str) -> Any:
+        """The action's own reason form and service call (``pause`` / ``resume`` above), then back to the domain's page."""
+        if not self.has_control_permission(request):
+            raise PermissionDenied
+        domain = get_object_or_404(SendingDomain, pk=object_id)
+        action = self.pause if verb == "pause" else self.resume
+        answer = action(request, SendingDomain.objects.filter(pk=domain.pk))
+        return answer or HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[domain.pk]))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         shown = ["reputation", "evidence"]
@@ -232,10 +264,24 @@ class SendingDomainAdmin(ControlActions, ReadOnlyAdmin):
 
     @admin.display(description="chart")
     def reputation(self, domain: SendingDomain) -> Any:
-        end = timezone.now()
-        start = end - timedelta(hours=24)
-        points = domain_reputation_history(domain=domain, start=start, end=end, step_minutes=10)
-        return reputation_svg(points, domain_pause_evidence(domain=domain, since=start))
+        return reputation_chart(domain)
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_chart"
+        own = [path("<int:object_id>/chart.json", self.admin_site.admin_view(self.chart_view), name=name)]
+        own += self.control_urls()  # pause and resume from the domain's page
+        return own + super().get_urls()  # before the catch-all <path:object_id>/
+
+    def chart_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """What the reputation chart draws (deliverability/chart_data.py), for ``?range=`` one of ``chart_data.RANGES``."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        domain = get_object_or_404(SendingDomain, pk=object_id)
+        chosen = request.GET.get("range", "24h")
+        if chosen not in RANGES:
+            message = f"one of {', '.join(RANGES)}"
+            return JsonResponse({"error": f"range: {message}", "fields": {"range": [message]}}, status=400)
+        return JsonResponse(reputation_chart_data(domain=domain, range_name=chosen))
 
     @admin.display(description="last check")
     def last_sender_check(self, domain: SendingDomain) -> Any:

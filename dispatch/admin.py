@@ -12,8 +12,9 @@ from django.utils.html import format_html, format_html_join
 
 from access.permissions import Capability
 from controlplane.admin_roles import ControlActions, PauseForm, ReadOnlyAdmin, ResumeForm, control_action
+from dispatch.admin_jobs import JobAdmin  # noqa: F401 - registers the long jobs' admin (and its pages)
 from dispatch.admin_launch import CampaignLaunchPages
-from dispatch.cockpit import cockpit_view
+from dispatch.cockpit import cockpit_view, site_dress
 from dispatch.models import TERMINAL, WAITING, Campaign, Message, MessageStatus, Quarantine
 from dispatch.results_chart import results_html
 from dispatch.selectors import campaign_progress, campaign_results
@@ -164,4 +165,4 @@ def _with_cockpit(site_urls: Any) -> Any:
 
 
 admin.site.get_urls = _with_cockpit(admin.site.get_urls)  # type: ignore[method-assign]
-admin.site.index_template = "admin/cockpit/index.html"
+site_dress(admin.site)  # Sendplane's name, and the cockpit as the home page (dispatch/cockpit.py)

@@ -1,24 +1,32 @@
-"""The admin cockpit (/admin/cockpit/): one read-only page for whoever watches the sending.
+"""The admin's home page (the cockpit) and /admin/cockpit/ (the last 24 hours in charts), for whoever watches the sending.
 
-Every role sees it; an account without a role is refused. Panels: campaigns
-in progress (a bar by message status, the domain's send rate over the last
+Every role sees both; an account without a role is refused. The home page
+(``home_context``, mounted by ``site_dress`` as the admin index) answers what
+someone opening the admin asks first: what is paused and why (the global
+switch, domains, provider streams, campaigns), what is sending now (each
+domain's rate now against its rate allowed, its warm-up step, the detector's
+verdict: deliverability/glance.py), what waits for approval (versions in
+review with their spam scores), the incidents of the last 24 hours (from the
+audit trail) and the campaigns in progress. /admin/cockpit/ has campaigns in
+progress (a bar by message status, the domain's send rate over the last
 minute), each domain's last 24 hours (the reputation chart with the
 detector's ceilings and pauses), the detector's newest decisions with their
 evidence, spamd and the broker, and the global sending switch.
 
-Its cost does not grow with the fleet: one query per panel (campaigns and
-their status counts, domains, every domain's counters at once, pauses of the
-day, newest decisions, the switch), whatever the number of campaigns,
-domains or messages.
+Their cost does not grow with the fleet: one query per panel (campaigns and
+their status counts, domains, their counters at once, pauses of the day,
+newest decisions, versions in review, incidents, the switch), whatever the
+number of campaigns, domains, versions or messages; lists are capped.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -27,14 +35,18 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from access.permissions import Capability, user_can
+from audit.admin import _admin_url as admin_url_of
+from audit.models import AuditEntry
 from controlplane.health import CHECKS, checks_run
-from deliverability import detector
-from deliverability.charts import reputation_svg
+from deliverability.charts import reputation_chart
+from deliverability.glance import PAUSED, domains_at_a_glance, troubled_streams
 from deliverability.models import PauseEvidence, ProviderStream, SendingDomain
-from deliverability.selectors import MinuteSeries, domain_minute_series, reputation_points
+from deliverability.selectors import MinuteSeries, domain_minute_series
 from deliverability.services import sending_switch
 from dispatch.models import TERMINAL, WAITING, Campaign, CampaignStatus, MessageStatus, Quarantine
 from dispatch.selectors import Result, campaigns_progress, campaigns_results
+from templates_registry.admin import Badge, assessment_of, score_badge
+from templates_registry.models import VariantVersion, VersionStatus
 
 HOURS = 24
 STEP_MINUTES = 10
@@ -105,7 +117,7 @@ def cockpit_view(request: HttpRequest) -> HttpResponse:
     rates = _rates(series, now)
     context = {
         **admin.site.each_context(request),
-        "title": "Cockpit",
+        "title": "The last 24 hours",
         "hours": HOURS,
         "campaigns": _campaigns(rates),
         "domains": _domains(domains, series, rates, end - timedelta(hours=HOURS)),
@@ -120,9 +132,7 @@ def cockpit_view(request: HttpRequest) -> HttpResponse:
 
 
 def _troubled_streams() -> QuerySet[ProviderStream]:
-    """Streams a provider paused or slowed: where on-call looks first when one provider refuses us."""
-    troubled = ProviderStream.objects.filter(Q(paused=True) | Q(rate_factor__lt=1.0)).select_related("sending_domain")
-    return troubled.order_by("-paused", "sending_domain__domain", "provider")
+    return troubled_streams()
 
 
 def _campaigns(rates: dict[int, float]) -> list[CampaignRow]:
@@ -146,12 +156,113 @@ def _rates(series: MinuteSeries, now: datetime) -> dict[int, float]:
 
 
 def _domains(domains: list[SendingDomain], series: MinuteSeries, rates: dict[int, float], start: datetime) -> list[DomainRow]:
-    pauses: dict[int, list[PauseEvidence]] = defaultdict(list)
-    for evidence in PauseEvidence.objects.filter(created_at__gte=start):  # domain_pause_evidence(since=) for every domain
-        pauses[evidence.sending_domain_id].append(evidence)
-    points = reputation_points(series, step_minutes=STEP_MINUTES)
-    ceilings = detector.DEFAULT.ceiling[0], detector.DEFAULT.ceiling[1]
+    # The charts load their data when scrolled to (deliverability/charts.py): the page reads nothing more per domain.
+    return [DomainRow(domain, rates.get(domain.pk, 0.0), reputation_chart(domain, compact=True)) for domain in domains]
+
+
+# --- the home page: the admin index (site_dress) -------------------------------------------------
+
+SITE_NAME = "Sendplane"
+DOMAINS_SHOWN = 200  # paused first; a larger fleet reads the rest in the sending domains list
+VERSIONS_SHOWN = 20
+INCIDENTS_SHOWN = 50
+INCIDENT_HOURS = 24
+# What the audit trail calls an incident, as the home page says it, and whether it stopped mail (True) or let it go again.
+INCIDENTS = {
+    "sending.pause_all": ("All sending paused", True), "sending.resume_all": ("All sending resumed", False),
+    "domain.pause": ("Domain paused", True), "domain.resume": ("Domain resumed", False),
+    "domain.override": ("Detector pause overridden", False), "domain.override_lapse": ("Override lapsed", True),
+    "stream.pause": ("Provider stream paused", True), "stream.resume": ("Provider stream resumed", False),
+    "campaign.pause": ("Campaign paused", True), "campaign.resume": ("Campaign resumed", False),
+    "variant.quarantine": ("Variant quarantined", True), "variant.restore": ("Variant restored", False),
+    "domain.warmup": ("Warm-up backed off", True),  # only its "back off" decisions: an advance is no incident
+}
+IN_REVIEW = (VersionStatus.DRAFT, VersionStatus.SCORED)  # waiting for a score, or scored and waiting for approval
+
+
+def site_dress(site: AdminSite) -> None:
+    """Sendplane's name on every admin page (header, browser title, login page) and the cockpit as the home page."""
+    site.site_header = site.site_title = SITE_NAME
+    site.index_title = "Cockpit"
+    site.index_template = "admin/cockpit/index.html"
+    index = site.index
+
+    def home(request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        return index(request, {**home_context(request), **(extra_context or {})})
+
+    site.index = home  # type: ignore[method-assign]  # the index's own view, given the panels as its extra context
+
+
+@dataclass(frozen=True)
+class Incident:
+    entry: AuditEntry
+    what: str
+    stopped: bool  # it stopped mail (a pause, a quarantine), rather than letting it go again
+    url: str | None  # the target's admin page
+
+
+@dataclass(frozen=True)
+class InReview:
+    version: VariantVersion
+    badge: Badge
+
+
+def home_context(request: HttpRequest) -> dict[str, Any]:
+    """The home page's panels (empty for an account without a role: Django's index shows it nothing either)."""
+    if not user_can(request.user, Capability.READ):
+        return {}
+    switch = sending_switch()
+    domains = list(SendingDomain.objects.order_by("-paused", "domain")[: DOMAINS_SHOWN + 1])
+    glances = domains_at_a_glance(domains[:DOMAINS_SHOWN], switch=switch)
+    campaigns = _campaigns({g.domain.pk: g.rate_now for g in glances})
+    incidents = _incidents(timezone.now() - timedelta(hours=INCIDENT_HOURS))
+    return {
+        "switch": switch,
+        "dependencies": checks_run({name: CHECKS[name] for name in DEPENDENCIES}),
+        "glances": glances,
+        "more_domains": len(domains) > DOMAINS_SHOWN,
+        "paused_domains": [g for g in glances if g.state == PAUSED],
+        "streams": list(_troubled_streams()),
+        "paused_campaigns": _paused_campaigns(campaigns, incidents),
+        "in_review": _in_review(),
+        "versions_shown": VERSIONS_SHOWN,
+        "incidents": incidents,
+        "incident_hours": INCIDENT_HOURS,
+        "campaigns": campaigns,
+        "colours": COLOURS,
+        "bar_width": BAR_WIDTH,
+    }
+
+
+@dataclass(frozen=True)
+class PausedCampaign:
+    row: CampaignRow
+    by: str
+    at: datetime | None
+    reason: str  # from its pause's audit entry, when that is among the day's incidents
+
+
+def _paused_campaigns(rows: list[CampaignRow], incidents: list[Incident]) -> list[PausedCampaign]:
+    pauses: dict[str, AuditEntry] = {}
+    for incident in incidents:  # newest first: each campaign's latest pause
+        if incident.entry.action == "campaign.pause":
+            pauses.setdefault(incident.entry.target_id, incident.entry)
+    out = []
+    for row in (r for r in rows if r.campaign.status == CampaignStatus.PAUSED):
+        entry = pauses.get(str(row.campaign.pk))
+        out.append(PausedCampaign(row, entry.actor_label, entry.created_at, entry.reason) if entry else PausedCampaign(row, "", None, ""))
+    return out
+
+
+def _in_review() -> list[InReview]:
+    versions = VariantVersion.objects.filter(status__in=IN_REVIEW).select_related("variant__template", "assessment", "created_by")
     return [
-        DomainRow(domain, rates.get(domain.pk, 0.0), reputation_svg(points[row], pauses[domain.pk], ceilings=ceilings))
-        for row, domain in enumerate(domains)
+        InReview(v, score_badge(assessment_of(v), float(v.variant.template.spam_threshold)))
+        for v in versions.order_by("-created_at", "-id")[: VERSIONS_SHOWN + 1]
     ]
+
+
+def _incidents(since: datetime) -> list[Incident]:
+    kinds = Q(action__in=[a for a in INCIDENTS if a != "domain.warmup"]) | Q(action="domain.warmup", reason="back off")
+    entries = AuditEntry.objects.filter(kinds, created_at__gte=since).order_by("-created_at", "-id")[:INCIDENTS_SHOWN]
+    return [Incident(e, *INCIDENTS[e.action], admin_url_of(e.target_type, e.target_id)) for e in entries]

@@ -240,3 +240,70 @@ class MessageAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of message {self.message_id}: {self.outcome}"
+
+
+class JobKind(models.TextChoices):
+    RESCORE = "rescore", "Version re-scoring"
+    SUPPRESSION_IMPORT = "suppression_import", "Suppression import"
+    ERASURE = "erasure", "Erasure"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Job(models.Model):
+    """Long work done in chunks, its progress shown while it runs (dispatch.services.jobs).
+
+    The input waits in ``JobItem`` rows, each deleted in the transaction that
+    counts it done, so a job keeps only what is left to do: a finished
+    erasure keeps no address. ``summary`` and ``problems`` never name an
+    address in clear (hash labels, controlplane.addresses).
+    """
+
+    kind = models.CharField(max_length=24, choices=JobKind.choices)
+    state = models.CharField(max_length=8, choices=JobState.choices, default=JobState.QUEUED)
+    total = models.PositiveIntegerField(help_text="Items to do: the input's good lines, or the versions")
+    done = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True, help_text="Outcomes by name (added, already suppressed, ...)")
+    summary = models.CharField(max_length=300, blank=True)
+    problems = models.JSONField(default=list, blank=True, help_text="One line each, the first 100")
+    problem_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it: a runner claims the job by a conditional update and renews the lease after each chunk.
+    runner = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    claims = models.PositiveIntegerField(default=0, help_text="Runs that took the job up (more than one: it was resumed)")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # dispatch.services.jobs.jobs_resume (beat): unfinished jobs whose runner's lease ran out; done jobs leave it.
+            models.Index(fields=["lease_until"], condition=Q(state__in=["queued", "running"]), name="job_unfinished_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class JobItem(models.Model):
+    """One item of a job still to do (a version id, or an address and its line); deleted once done."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    line = models.PositiveIntegerField(default=0, help_text="The input's line, for problems; 0: not from a list")
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["job_id", "position"]
+        # dispatch.services.jobs: the next chunk of a job, in input order.
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="job_item_position")]
+
+    def __str__(self) -> str:
+        return f"item {self.position} of job {self.job_id}"

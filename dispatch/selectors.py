@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
+from functools import reduce
+from operator import or_
 
 import numpy as np
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 
+from controlplane.addresses import address_spellings
 from dispatch.models import Campaign, CampaignResult, Message, MessageStatus
+from templates_registry.models import VariantVersion
+from templates_registry.preview import RecipientContext
 
 
 def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
@@ -24,6 +30,26 @@ def campaigns_progress(*, campaign_ids: list[int]) -> dict[int, dict[str, int]]:
         progress[campaign_id][status] += n
         progress[campaign_id]["total"] += n
     return progress
+
+
+def message_recipient_context(*, version: VariantVersion, reference: str) -> RecipientContext | None:
+    """The registry's preview asks for a real recipient's context through this (registered in apps.py).
+
+    ``reference``: a message's uuid (any version's: the registry says when it is another's) or a recipient's
+    address, any spelling (its newest message of ``version``). An erased recipient's rows match no address.
+    """
+    try:
+        messages = Message.objects.filter(uuid=uuid.UUID(reference))
+    except ValueError:
+        spellings = address_spellings(reference) or [reference]
+        messages = Message.objects.filter(reduce(or_, (Q(recipient__iexact=s) for s in spellings)), version=version)
+    found = messages.select_related("sending_domain").order_by("-created_at", "-id").first()
+    if found is None:
+        return None
+    return RecipientContext(
+        message=str(found.uuid), version_id=found.version_id, recipient=found.recipient, context=found.context,
+        sender_address=found.sending_domain.default_sender,
+    )
 
 
 # --- results ----------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from controlplane.admin_roles import CapabilityAccess, PauseForm, ServiceModelFo
 from controlplane.json_values import BoundedJSONField
 from templates_registry import selectors, services
 from templates_registry.models import AssessmentState, Template, Variant, VariantVersion, VersionAssessment
+from templates_registry.preview import APPEARANCE_LABELS, Appearance, Preview, PreviewError, RecipientContext
 from templates_registry.rendering import RenderError
 
 CONTENT_FIELDS: tuple[str, ...] = ("subject", "sender_name", "preheader", "mjml_body", "text_body", "variables")
@@ -175,6 +176,30 @@ class VersionDeriveForm(VersionContentForm):
         if all(content[name] == getattr(self.source, name) for name in CONTENT_FIELDS):
             raise services.RegistryError(f"nothing changed from v{self.source.number}; edit a field first")
         return services.version_derive(source=self.source, created_by=self.user, **content)
+
+
+class ContextField(VariablesField):
+    default_error_messages = {
+        "invalid": 'Enter the context as a JSON object, e.g. {"first_name": "Ana"}.',
+        "not_object": 'The context must be a JSON object of name to value, e.g. {"first_name": "Ana"}.',
+    }
+
+
+class PreviewContextForm(forms.Form):
+    """A context to render the preview with: rendered, never saved."""
+
+    context = ContextField(
+        label="Context (JSON)", help_text="The values the template fills in. Edit them and render: nothing is saved."
+    )
+
+
+class PreviewRecipientForm(forms.Form):
+    recipient = forms.CharField(
+        label="A real recipient: message UUID or address",
+        max_length=320,
+        help_text="Renders with the context a message of this version was sent with. Personal data: "
+        "only roles with campaigns.write may, and nothing is saved.",
+    )
 
 
 def _unix_newlines(text: str) -> str:
@@ -409,7 +434,7 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
     list_filter = ("status", "origin", "variant__template")
     search_fields = ("subject", "variant__template__slug", "variant__slug")
     list_select_related = ("variant__template", "created_by", "assessment")
-    actions = ["approve_selected", "retire_selected", "rollback_to_selected"]
+    actions = ["approve_selected", "rescore_selected", "retire_selected", "rollback_to_selected"]
     add_fieldsets = ((None, {"fields": ("variant", *CONTENT_FIELDS)}),)
     view_fieldsets = (
         (None, {"fields": ("variant", "number", "status", "status_changed_at", "content_hash")}),
@@ -419,6 +444,8 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
 
     change_capability = None  # immutable: the change page is a read-only view, and a POST to it is refused
     approve_capability = Capability.TEMPLATES_APPROVE  # the action, the button, and asking for a new score
+    # A real recipient's context in the preview is personal data: those who may trigger sends to them, not on-call.
+    recipient_context_capability = Capability.CAMPAIGNS_WRITE
 
     def get_fieldsets(self, request: HttpRequest, obj: VariantVersion | None = None) -> Any:
         return self.view_fieldsets if obj is not None else self.add_fieldsets
@@ -430,6 +457,9 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
 
     def has_approve_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.allows(request, "approve")
+
+    def has_recipient_context_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.allows(request, "recipient_context")
 
     @admin.display(description="Spam score")
     def spam_score(self, obj: VariantVersion) -> str:
@@ -446,6 +476,17 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
                 approved += 1
         if approved:
             self.message_user(request, f"Approved {approved} version(s).", messages.SUCCESS)
+
+    @admin.action(description="Re-score the selected versions", permissions=["approve"])
+    def rescore_selected(self, request: HttpRequest, queryset: QuerySet[VariantVersion]) -> TemplateResponse:
+        """Confirm, then the page posts the ids to dispatch's job page, which shows the progress (by URL name only:
+        the registry imports nothing of dispatch)."""
+        versions = queryset.select_related("variant__template").order_by("variant__template__slug", "variant__slug", "number")
+        context = {
+            **self.admin_site.each_context(request), "opts": self.opts, "title": "Re-score the selected versions",
+            "ids": list(versions.values_list("pk", flat=True)), "shown": versions[:50],  # named; the rest counted
+        }
+        return TemplateResponse(request, f"{_TEMPLATES}/rescore.html", context)
 
     @admin.action(description="Retire selected versions (new triggers stop sending them)", permissions=["approve"])
     def retire_selected(self, request: HttpRequest, queryset: QuerySet[VariantVersion]) -> Any:
@@ -541,12 +582,34 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
         return own + super().get_urls()  # before the catch-all <path:object_id>/
 
     def preview_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Desktop and mobile frames, light or dark, where Gmail clips, the plain text; with the sample values.
+
+        A POST renders with an edited context, or with a real message's (``recipient``: personal data, so
+        ``recipient_context_capability``). Nothing is saved. A context that does not fit shows one line and the
+        sample values' render; a version that no longer renders shows its line and nothing else.
+        """
+        if request.method not in ("GET", "HEAD", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
         version = self._viewable(request, object_id)
-        try:
-            rendered, error = selectors.version_render(version=version), None
-        except RenderError as exc:
-            rendered, error = None, str(exc)
-        context = {"rendered": rendered, "error": error}
+        ask = _PreviewAsk(context_form=PreviewContextForm(initial={"context": version.variables}))
+        if request.method == "POST" and "recipient" in request.POST:
+            if not self.has_recipient_context_permission(request):
+                raise PermissionDenied
+            ask.from_recipient(version, PreviewRecipientForm(request.POST))
+        elif request.method == "POST":
+            ask.from_context(PreviewContextForm(request.POST))
+        preview, error = _preview_or_error(version, ask.context)
+        if error and ask.context is not None:  # that context does not fit: its line, and the sample values' render
+            ask.refuse(error, "recipient" if ask.recipient else "context")
+            preview, error = _preview_or_error(version, None)
+        context = {
+            **ask.page_context(),
+            "preview": preview,
+            "error": error,
+            "dark_frames": {str(a): html for a, html in preview.frames.items() if a != Appearance.LIGHT} if preview else {},
+            "appearances": [(str(a), label) for a, label in APPEARANCE_LABELS.items()],
+            "can_read_recipients": self.has_recipient_context_permission(request),
+        }
         return self._page(request, "preview", version, f"Preview of {version}", context)
 
     def diff_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
@@ -616,6 +679,62 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
 
     def _url(self, view: str, version: VariantVersion) -> str:
         return reverse(f"admin:{self._url_name(view)}", args=[version.pk])
+
+
+@dataclass
+class _PreviewAsk:
+    """What a preview request asks to render with, and the one line it is refused with if it is."""
+
+    context_form: PreviewContextForm
+    recipient_form: PreviewRecipientForm | None = None
+    context: dict[str, Any] | None = None  # None: the sample values
+    recipient: RecipientContext | None = None
+    problem: str | None = None
+    problem_on: str | None = None  # the field the problem is about: "context" or "recipient"
+
+    def from_context(self, form: PreviewContextForm) -> None:
+        self.context_form = form
+        if form.is_valid():
+            self.context = form.cleaned_data["context"]
+        else:
+            self.refuse(str(form.errors["context"][0]), "context")
+
+    def from_recipient(self, version: VariantVersion, form: PreviewRecipientForm) -> None:
+        self.recipient_form = form
+        if not form.is_valid():
+            return self.refuse(str(form.errors["recipient"][0]), "recipient")
+        try:
+            found = selectors.version_recipient_context(version=version, reference=form.cleaned_data["recipient"])
+        except PreviewError as exc:
+            return self.refuse(exc.message, "recipient")
+        if found.erased:
+            return self.refuse(
+                f"message {found.message} keeps no context: its recipient was erased, or it is past retention", "recipient"
+            )
+        self.context, self.recipient = found.context, found
+        self.context_form = PreviewContextForm(initial={"context": found.context})  # to edit on from there
+        return None
+
+    def refuse(self, problem: str, field: str) -> None:
+        self.problem, self.problem_on = " ".join(problem.split()), field
+        self.context, self.recipient = None, None
+
+    def page_context(self) -> dict[str, Any]:
+        return {
+            "context_form": self.context_form,
+            "recipient_form": self.recipient_form or PreviewRecipientForm(),
+            "recipient": self.recipient,
+            "edited": self.context is not None and self.recipient is None,
+            "problem": self.problem,
+            "problem_on": self.problem_on,
+        }
+
+
+def _preview_or_error(version: VariantVersion, context: dict[str, Any] | None) -> tuple[Preview | None, str | None]:
+    try:
+        return selectors.version_preview(version=version, context=context), None
+    except RenderError as exc:
+        return None, str(exc)
 
 
 def _is_live(version: VariantVersion) -> bool:

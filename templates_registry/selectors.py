@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 
 from templates_registry.models import Template, Variant, VariantVersion, VersionStatus
+from templates_registry.preview import Preview, PreviewError, RecipientContext, preview_of, recipient_lookup
 from templates_registry.rendering import RenderedMessage, compile_version
 
 _DIFF_FIELDS = ("subject", "sender_name", "preheader", "mjml_body", "text_body")
@@ -44,6 +45,33 @@ def version_render(*, version: VariantVersion, context: Mapping[str, Any] | None
     Raises RenderError (one line) when the context does not fit the template.
     """
     return compile_version(version.content()).render(version.variables if context is None else context)
+
+
+def version_preview(*, version: VariantVersion, context: Mapping[str, Any] | None = None) -> Preview:
+    """``version_render`` as the admin's preview shows it: where Gmail clips it, light and dark copies (preview.py)."""
+    return preview_of(version_render(version=version, context=context))
+
+
+def version_recipient_context(*, version: VariantVersion, reference: str) -> RecipientContext:
+    """The context a real message of ``version`` was sent with, named by its uuid or its recipient's address.
+
+    Personal data: callers check the reader may see it (the admin asks for ``campaigns.write``). Dispatch answers
+    through the lookup it registered (preview.recipient_lookup_register); an erased message comes back with ``{}``.
+    Raises PreviewError (one line) when there is no such message of this version.
+    """
+    reference = reference.strip()
+    lookup = recipient_lookup()
+    if not reference:
+        raise PreviewError("enter a message's UUID or its recipient's address", field="recipient")
+    if lookup is None:
+        raise PreviewError("no message store is installed to look recipients up in", field="recipient")
+    found = lookup(version=version, reference=reference)
+    if found is None:
+        raise PreviewError(f"no message of {version} has that UUID or recipient address", field="recipient")
+    if found.version_id != version.pk:
+        other = VariantVersion.objects.filter(pk=found.version_id).select_related("variant__template").first()
+        raise PreviewError(f"message {found.message} was sent with {other or 'another version'}, not {version}", field="recipient")
+    return found
 
 
 def version_diff(*, old: VariantVersion, new: VariantVersion) -> list[tuple[str, list[str]]]:

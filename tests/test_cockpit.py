@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -11,12 +11,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliverability.models import DomainMinute, PauseEvidence
-from deliverability.services import domain_create, domain_pause, sending_pause_all
+from deliverability.assessments import version_assess
+from deliverability.models import DomainMinute, PauseEvidence, ProviderStream, SendingDomain
+from deliverability.services import domain_create, domain_pause, domain_resume, sending_pause_all
 from dispatch.models import Campaign, Message, MessageStatus
 from dispatch.services.campaigns import campaign_create
 from dispatch.services.triggers import trigger_accept
-from tests.conftest import recipients
+from templates_registry import services
+from templates_registry.models import VariantVersion, VersionAssessment
+from tests.conftest import SIMPLE_MJML, SIMPLE_VARIABLES, recipients
 
 pytestmark = pytest.mark.django_db
 COCKPIT = "/admin/cockpit/"
@@ -75,7 +78,7 @@ def test_every_role_sees_progress_chart_decisions_health_and_switch(running: Cam
 
 
 def section(html: str, name: str) -> str:
-    match = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    match = re.search(rf'<section id="{name}"[^>]*>(.*?)</section>', html, re.S)
     assert match, f"no {name} panel"
     return match.group(1)
 
@@ -172,3 +175,118 @@ def test_paused_and_slowed_streams_are_shown_with_why(running: Campaign, staff_c
     streams = section(staff_client(oncall).get(COCKPIT).content.decode(), "streams")
     assert "authentication failing at gmail" in streams and "25% of its rate" in streams
     assert "microsoft" not in streams
+
+
+# --- the home page (/admin/): the cockpit's panels -----------------------------------------------------------------
+
+HOME = "/admin/"
+
+
+def test_the_home_lists_a_paused_domain_with_its_reason(running: Campaign, staff_client: Any, marketer: Any, oncall: Any) -> None:
+    domain_pause(domain=running.sending_domain, reason="provider incident OPS-12", actor=oncall)
+    html = staff_client(marketer).get(HOME).content.decode()
+    paused = section(html, "paused")
+    assert "mail.example.com" in paused and "provider incident OPS-12" in paused and oncall.username in paused
+    row = domain_row(html, "mail.example.com")
+    assert "sp-pill-paused" in row and re.search(r"[\d.]+/s of 0\.0/s", row), row  # nothing allowed while paused
+    assert "Welcome wave" in section(html, "campaigns") and "domain paused" in section(html, "campaigns")
+
+
+def test_the_home_says_when_nothing_is_paused(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    html = staff_client(oncall).get(HOME).content.decode()
+    assert "Nothing is paused or slowed." in section(html, "paused")
+    assert "sp-pill-running" in domain_row(html, "mail.example.com")
+
+
+def test_the_home_shows_the_rate_now_against_the_rate_allowed_and_the_warm_up_step(
+    running: Campaign, staff_client: Any, oncall: Any
+) -> None:
+    SendingDomain.objects.filter(pk=running.sending_domain_id).update(
+        warmup_schedule=[5, 20, 50], warmup_daily_caps=[10_000, 50_000, 200_000], warmup_started_on=date(2026, 1, 5), warmup_step=1,
+    )
+    row = domain_row(staff_client(oncall).get(HOME).content.decode(), "mail.example.com")
+    # 120 sent in each of the last minutes: 240 over 60 to 120 seconds; the step allows 20/s of the configured 1000/s.
+    rate = float(re.search(r"([\d.]+)/s of 20\.0/s", row).group(1))  # type: ignore[union-attr]
+    assert 1.0 <= rate <= 4.0
+    assert "step 2 of 3: 20/s" in row and "of 50,000 today" in row
+
+
+def test_the_home_lists_versions_in_review_with_their_scores(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    variant = running.template.variants.get()
+    waiting = services.version_create(variant=variant, mjml_body=SIMPLE_MJML, subject="Spring picks", variables=SIMPLE_VARIABLES)
+    scored = version_assess(version_id=waiting.pk)  # the real spamd
+    assert scored is not None and scored.score is not None
+    close = services.version_create(variant=variant, mjml_body=SIMPLE_MJML, subject="Close to the line", variables=SIMPLE_VARIABLES)
+    VersionAssessment.objects.create(
+        version=close, content_hash=close.content_hash, state="scored", score=4.6, spamd_threshold=5.0, scored_at=timezone.now()
+    )
+    review = section(staff_client(oncall).get(HOME).content.decode(), "review")
+    assert "Spring picks" in review and f">{scored.score:g}</span>" in review
+    assert "Close to the line" in review and 'sp-badge-amber" title="within 1 of the template' in review
+    approved = VariantVersion.objects.get(status="approved")  # the running campaign's: nothing left to approve
+    assert f"/variantversion/{approved.pk}/change/" not in review
+
+
+def test_the_home_lists_the_days_incidents_and_not_older_ones(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    domain = running.sending_domain
+    detector_pause(domain)
+    domain_resume(domain=domain, actor=oncall, force=True, reason="read the evidence: a typo list", ramp_minutes=10)
+    old_entry(action="domain.pause", target=domain, reason="old incident", hours=25)
+    incidents = section(staff_client(oncall).get(HOME).content.decode(), "incidents")
+    assert "Domain paused" in incidents and "bounce rate 31.00% over 400 messages" in incidents and ">detector<" in incidents
+    assert "Domain resumed" in incidents and "read the evidence: a typo list" in incidents
+    assert "old incident" not in incidents
+
+
+def test_the_home_shows_the_detectors_verdict_per_domain(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    detector_pause(running.sending_domain)
+    row = domain_row(staff_client(oncall).get(HOME).content.decode(), "mail.example.com")
+    assert "sp-pill-alert" in row and "Paused this domain" in row
+
+
+def test_the_site_is_named_sendplane_everywhere(staff_client: Any, oncall: Any, client: Any) -> None:
+    login_page = client.get("/admin/login/").content.decode()
+    pages = [staff_client(oncall).get(url).content.decode() for url in (HOME, COCKPIT, "/admin/deliverability/sendingdomain/")]
+    for html in [login_page, *pages]:
+        assert "Sendplane" in html and "Django administration" not in html and "Django site admin" not in html
+    assert "<title>Cockpit | Sendplane</title>" in pages[0]
+
+
+def test_an_account_without_a_role_sees_no_panel(staff_client: Any, outsider: Any, sending_domain: Any) -> None:
+    page = staff_client(outsider).get(HOME)
+    assert page.status_code == 200 and 'id="sending"' not in page.content.decode()
+
+
+def test_the_home_query_count_does_not_grow_with_the_fleet(running: Campaign, staff_client: Any, oncall: Any) -> None:
+    client = staff_client(oncall)
+    counts = []
+    for extra in (1, 4):  # 2 domains, campaigns, versions in review and incidents, then 6
+        grow(running, extra)
+        for i in range(extra):
+            variant = running.template.variants.get()
+            services.version_create(variant=variant, mjml_body=SIMPLE_MJML, subject=f"S{i}", variables=SIMPLE_VARIABLES)
+            domain = SendingDomain.objects.exclude(pk=running.sending_domain_id).order_by("-id")[i]
+            ProviderStream.objects.create(sending_domain=domain, provider="gmail", paused=True, paused_reason="550 5.7.26")
+        with CaptureQueriesContext(connection) as queries:
+            html = client.get(HOME).content.decode()
+        counts.append(len(queries))
+        assert section(html, "sending").count('class="sp-domain') == SendingDomain.objects.count() == {1: 2, 4: 6}[extra]
+        assert section(html, "review").count("/variantversion/") == {1: 1, 4: 5}[extra]
+        assert section(html, "paused").count("550 5.7.26") == {1: 1, 4: 5}[extra]
+    assert counts[0] == counts[1], counts
+
+
+def old_entry(*, action: str, target: Any, reason: str, hours: int) -> None:
+    """An audit entry written ``hours`` ago: the trail is append-only (no UPDATE) and stamps rows on insert, so raw SQL."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO audit_auditentry (created_at, actor_label, action, target_type, target_id, target_label, reason, data)"
+            " VALUES (%s, 'oncall', %s, %s, %s, %s, %s, '{}')",
+            [timezone.now() - timedelta(hours=hours), action, target._meta.label_lower, str(target.pk), str(target), reason],
+        )
+
+
+def domain_row(html: str, domain: str) -> str:
+    match = re.search(rf'<tr class="sp-domain[^"]*" data-domain="{re.escape(domain)}">(.*?)</tr>', section(html, "sending"), re.S)
+    assert match, f"no row for {domain}"
+    return match.group(1)

@@ -9,7 +9,7 @@ MJML = """<mjml>
     <mj-section><mj-column>
       <mj-text>Hello {{ first_name }}, your order {{ order }} is on its way. {{ note }}</mj-text>
       <mj-text><a href="https://example.com/orders">See your orders</a></mj-text>
-      <mj-text><a href="https://example.com/unsubscribe">Unsubscribe</a></mj-text>
+      <mj-text><a href="{{ unsubscribe_url }}">Unsubscribe</a></mj-text>
     </mj-column></mj-section>
   </mj-body>
 </mjml>"""
