@@ -49,7 +49,6 @@ from templates_registry.admin import Badge, assessment_of, score_badge
 from templates_registry.models import VariantVersion, VersionStatus
 
 HOURS = 24
-STEP_MINUTES = 10
 DECISIONS_SHOWN = 20
 CAMPAIGNS_SHOWN = 50  # newest first; a fleet with more running at once reads them in the campaign list
 IN_PROGRESS = (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
@@ -120,7 +119,7 @@ def cockpit_view(request: HttpRequest) -> HttpResponse:
         "title": "The last 24 hours",
         "hours": HOURS,
         "campaigns": _campaigns(rates),
-        "domains": _domains(domains, series, rates, end - timedelta(hours=HOURS)),
+        "domains": _domains(domains, rates),
         "decisions": list(PauseEvidence.objects.select_related("sending_domain")[:DECISIONS_SHOWN]),
         "streams": list(_troubled_streams()),
         "dependencies": checks_run({name: CHECKS[name] for name in DEPENDENCIES}),
@@ -155,7 +154,7 @@ def _rates(series: MinuteSeries, now: datetime) -> dict[int, float]:
     return {domain_id: float(n) / seconds for domain_id, n in zip(series.domain_ids, sent, strict=True)}
 
 
-def _domains(domains: list[SendingDomain], series: MinuteSeries, rates: dict[int, float], start: datetime) -> list[DomainRow]:
+def _domains(domains: list[SendingDomain], rates: dict[int, float]) -> list[DomainRow]:
     # The charts load their data when scrolled to (deliverability/charts.py): the page reads nothing more per domain.
     return [DomainRow(domain, rates.get(domain.pk, 0.0), reputation_chart(domain, compact=True)) for domain in domains]
 

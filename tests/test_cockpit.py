@@ -66,9 +66,10 @@ def test_every_role_sees_progress_chart_decisions_health_and_switch(running: Cam
     assert "<title>sent 1</title>" in campaigns and "<title>failed 1</title>" in campaigns and "<title>queued 2</title>" in campaigns
     assert "2/4 done" in campaigns
     domains = section(html, "domains")
-    assert "mail.example.com" in domains and "<polyline" in domains and "paused by detector" in domains
-    assert domains.count('class="threshold"') == 2 and "ceiling 10.0%" in domains and "ceiling 0.3%" in domains
-    assert ">paused</text>" in domains  # the pause mark on the chart
+    assert "mail.example.com" in domains and "paused by detector" in domains
+    # The chart loads its data (ceilings and pause marks included: tests/test_chart_data.py) when scrolled to.
+    chart_url = f"/admin/deliverability/sendingdomain/{running.sending_domain_id}/chart.json"
+    assert f'class="sp-chart sp-chart-compact" data-src="{chart_url}"' in domains
     decisions = section(html, "decisions")
     assert "bounce rate 31.00% over 400 messages" in decisions and "124 event(s)" in decisions and evidence.rule in decisions
     health = section(html, "health")
@@ -152,7 +153,7 @@ def test_query_count_does_not_grow_with_campaigns_and_domains(
         with CaptureQueriesContext(connection) as queries:
             html = client.get(COCKPIT).content.decode()
         counts.append(len(queries))
-        assert section(html, "domains").count("<polyline") >= 2 * (2 + extra)
+        assert section(html, "domains").count('class="sp-chart sp-chart-compact"') == 2 + extra
         assert section(html, "campaigns").count('<svg class="progress"') == 2 + extra
     assert counts[0] == counts[1], counts
     # 7 for the panels; the rest is the session, the user and the admin's navigation (each_context), all fixed.
