@@ -121,7 +121,7 @@ ASGI_APPLICATION = "controlplane.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "controlplane" / "templates"],  # admin/base_site.html: Sendplane's name and site-wide CSS
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
