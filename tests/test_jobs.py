@@ -337,3 +337,14 @@ def test_the_versions_action_confirms_then_posts_to_the_jobs_page(
     job = Job.objects.get()
     assert started.status_code == 302 and started["Location"] == reverse("admin:dispatch_job_change", args=[job.pk])
     assert (job.kind, job.total, published) == (JobKind.RESCORE, 1, [job.pk])
+
+
+def test_an_erase_takes_the_person_out_of_a_running_jobs_waiting_input(
+    marketer: User, sending_domain: SendingDomain, published: list[int]
+) -> None:
+    job = jobs.suppression_import_job_create(text="Ana@Example.org\nben@example.org", created_by=marketer)
+    address_erase_everywhere(address="ana@example.org")  # while the job waits
+    assert "ana@" not in json.dumps(list(JobItem.objects.values_list("data", flat=True))).lower()
+    done = jobs.job_run(job_id=job.pk)
+    assert done is not None and done.state == JobState.DONE
+    assert list(Suppression.objects.exclude(address="").values_list("address", flat=True)) == ["ben@example.org"]

@@ -34,6 +34,7 @@ from django.db.models import Q, QuerySet
 from audit.services import audit_record
 from controlplane.addresses import address_hash, address_spellings, hash_label
 from deliverability.models import (
+    ConsentRecord,
     FeedbackEvent,
     PauseEvidence,
     ProviderStream,
@@ -43,7 +44,7 @@ from deliverability.models import (
     SuppressionReason,
 )
 from deliverability.services import address_erase, suppression_add
-from dispatch.models import WAITING, Message, MessageAttempt, MessageStatus, Trigger
+from dispatch.models import WAITING, JobItem, JobKind, Message, MessageAttempt, MessageStatus, Trigger
 from dispatch.services.triggers import erased_key
 
 ERASED = ""  # what an erased recipient reads as
@@ -59,6 +60,7 @@ _MENTIONS: tuple[tuple[type[models.Model], tuple[str, ...], tuple[str, ...]], ..
     (ProviderStream, ("paused_reason",), ("replies",)),  # a provider's refusal may quote the recipient
     (PauseEvidence, (), ("replies",)),
     (LogEntry, ("object_repr", "change_message"), ()),
+    (ConsentRecord, ("source", "withdrawn_source"), ()),  # where it was given or withdrawn, as a caller wrote it
 )
 
 
@@ -94,7 +96,7 @@ def address_erase_everywhere(*, address: str, requested_by: Any = None) -> Erasu
         trigger_count = _erase_in_trigger_answers(spellings)
         erased = address_erase(address=address)
         _erase_in_admin_log(spellings)
-        mentions = _erase_in_idempotency_keys(spellings) + _erase_mentions(spellings)
+        mentions = _erase_in_idempotency_keys(spellings) + _erase_mentions(spellings) + _erase_in_job_input(spellings)
         result = ErasureResult(message_count, trigger_count, erased.suppressions, erased.events, mentions)
         if any(result.as_dict().values()):
             label = hash_label(address_hash(address))
@@ -166,6 +168,15 @@ def _erase_in_idempotency_keys(spellings: list[str]) -> int:
         Trigger.objects.filter(pk=trigger.pk).update(idempotency_key=erased_key(trigger.idempotency_key))
         changed += 1
     return changed
+
+
+def _erase_in_job_input(spellings: list[str]) -> int:
+    """A running suppression import naming the person: its item goes (the kept global suppression does what it would
+    do); the job ends without it, one short of its total. An erasure list's item is itself this request: the job
+    erases it when it comes to it (again, which changes nothing), counting it as every other."""
+    waiting = JobItem.objects.filter(_any_of("data__address__iexact", spellings)).exclude(job__kind=JobKind.ERASURE)
+    deleted, _ = waiting.delete()
+    return deleted
 
 
 def _erase_mentions(spellings: list[str]) -> int:
