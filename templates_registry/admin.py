@@ -41,6 +41,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from access.permissions import Capability
+from audit.services import audit_record
 from controlplane.admin_roles import CapabilityAccess, PauseForm, ServiceModelForm, control_action
 from controlplane.json_values import BoundedJSONField
 from templates_registry import selectors, services
@@ -596,6 +597,11 @@ class VariantVersionAdmin(ServiceWrites, RegistryAccess, admin.ModelAdmin):
             if not self.has_recipient_context_permission(request):
                 raise PermissionDenied
             ask.from_recipient(version, PreviewRecipientForm(request.POST))
+            if ask.recipient is not None:  # a person's data was shown: who looked, at whose (by message), and why not
+                audit_record(
+                    action="preview.recipient_context", target=version, actor=request.user,
+                    data={"message": ask.recipient.message},
+                )
         elif request.method == "POST":
             ask.from_context(PreviewContextForm(request.POST))
         preview, error = _preview_or_error(version, ask.context)

@@ -19,6 +19,7 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audit.models import AuditEntry
 from dispatch.models import Message
 from dispatch.services.erasure import address_erase_everywhere
 from dispatch.services.triggers import trigger_accept
@@ -318,6 +319,8 @@ def test_a_marketer_renders_with_a_real_recipients_context(as_marketer: Client, 
     assert f"the context of message <code>{message.uuid}</code> to rosa@example.org: personal data" in text
     assert '<td class="sp-from">news@mail.example.com</td>' in text
     assert json.loads(page.texts["textarea"])["first_name"] == "Rosa"  # to edit on from there
+    read_by = AuditEntry.objects.get(action="preview.recipient_context")  # who looked at whose data: by message, no address
+    assert read_by.data == {"message": str(message.uuid)} and "rosa" not in str(read_by.data).lower() + read_by.target_label
 
 
 def test_oncall_may_not_read_a_recipients_context(
@@ -341,6 +344,7 @@ def test_an_erased_recipients_message_says_its_context_is_gone(as_marketer: Clie
     by_address = read(as_marketer.post(preview_url(message.version), {"recipient": "rosa@example.org"}))
 
     assert by_uuid.problems == [f"message {message.uuid} keeps no context: its recipient was erased, or it is past retention"]
+    assert not AuditEntry.objects.filter(action="preview.recipient_context").exists()  # nothing was shown
     assert by_address.problems == [f"no message of {message.version} has that UUID or recipient address"]
     assert all("Hello Ana" in html for html in by_uuid.frames.values())
 
