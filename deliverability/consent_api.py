@@ -14,11 +14,11 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from access.permissions import Capability, CapabilityPermission
+from access.permissions import Capability
 from controlplane.addresses import address_hash, validate_address
 from controlplane.api import JsonObjectField, Pagination, StrictInputSerializer, error_responses, paginated_response
+from deliverability.api import DeliverabilityApi
 from deliverability.models import ConsentRecord, LawfulBasis, Purpose
 from deliverability.services.consent import consent_give, consent_withdraw
 
@@ -34,9 +34,8 @@ def _errors(*codes: int) -> dict[int, Any]:
     return error_responses(_DESCRIBED, *codes)
 
 
-class ConsentApi(APIView):
-    permission_classes = (CapabilityPermission,)
-    read_capability = Capability.READ
+class ConsentApi(DeliverabilityApi):
+    """Role checks as every deliverability view; the consent views' own error descriptions (``_errors``)."""
 
 
 class PurposeOutputSerializer(serializers.ModelSerializer):
