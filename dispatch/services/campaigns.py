@@ -70,11 +70,19 @@ def campaign_create(
 def _purpose_checked(purpose: str, template: Template) -> None:
     if not purpose_known(purpose):
         raise CampaignError(f"unknown purpose {purpose[:64]!r}: transactional, marketing, or one defined in the admin", field="purpose")
+    problem = purpose_template_problem(purpose, template)
+    if problem:
+        raise CampaignError(problem, field="template")
+
+
+def purpose_template_problem(purpose: str, template: Template) -> str | None:
+    """The one rule: marketing mail needs a marketing template, the kind checked for Sendplane's unsubscribe link.
+
+    Asked at create, and again by each trigger (the template's kind may have changed since).
+    """
     if purpose != TRANSACTIONAL and template.kind == TRANSACTIONAL:
-        raise CampaignError(
-            f"template {template.slug!r} is transactional: a {purpose} campaign needs a marketing template (with the unsubscribe link)",
-            field="template",
-        )
+        return f"template {template.slug!r} is transactional: a {purpose} campaign needs a marketing template (with the unsubscribe link)"
+    return None
 
 
 def campaign_set_status(*, campaign: Campaign, status: str, actor: Any = None, reason: str = "") -> Campaign:

@@ -22,6 +22,7 @@ from deliverability.providers import providers_of
 from deliverability.selectors import consent_refusals, suppressed_among
 from deliverability.services.sender_rules import sender_rules_refusal
 from dispatch.models import Campaign, CampaignStatus, Message, Trigger
+from dispatch.services.campaigns import purpose_template_problem
 from dispatch.services.hints import publish_send_batches
 from dispatch.services.results import results_accepted
 from templates_registry.checks import refuse_active_content
@@ -111,11 +112,9 @@ def _purpose_problem(campaign: Campaign) -> None:
     under the domain's "enforce" policy, a domain that passes the providers' required sender rules."""
     if campaign.purpose == TRANSACTIONAL:
         return
-    if campaign.template.kind == TRANSACTIONAL:
-        raise TriggerError(
-            f"campaign {campaign.pk} is for {campaign.purpose} (marketing) but template {campaign.template.slug!r} is "
-            "transactional: use a marketing template, or make the campaign transactional"
-        )
+    problem = purpose_template_problem(campaign.purpose, campaign.template)
+    if problem:
+        raise TriggerError(f"campaign {campaign.pk}: {problem}")
     refusal = sender_rules_refusal(campaign.sending_domain)  # may ask DNS: before any transaction
     if refusal:
         raise TriggerError(refusal)
